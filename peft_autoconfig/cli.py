@@ -1,0 +1,47 @@
+"""`peft-autoconfig` command line: one sub-command per module in `peft_autoconfig.commands`.
+
+Each command module defines `register(subparsers)`, which adds its parser and sets `func` (taking the parsed
+arguments, returning an exit code). Commands import their heavy dependencies inside `func`, so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from typing import Sequence
+
+from . import commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peft-autoconfig",
+        description="Search, train and share parameter-efficient fine-tuning configurations.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
+        # user errors: one clear line, no traceback
+        print(f"peft-autoconfig {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

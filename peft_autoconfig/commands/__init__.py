@@ -1,0 +1,1 @@
+"""Sub-commands of `peft-autoconfig`; each module defines `register(subparsers)`."""

@@ -1,0 +1,167 @@
+"""The four PET blocks and the gate, each an `nn.Module` with an analytic parameter count.
+
+The `num_parameters` static methods are the single source of truth for cost: `peft_autoconfig.cost` sums them
+without building a model, and tests check the sum against the real count after `get_peft_model`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+NonLinearity = Literal["relu", "gelu", "tanh", "silu"]
+NON_LINEARITIES: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+class Gate(nn.Module):
+    """UniPELT gate: `sigmoid(Linear(in, 1)(x))` averaged over the sequence, one scalar per example.
+
+    The last value is kept in `last_value` (detached, shape `(batch,)`) so users can inspect which modules a task
+    uses. `force` pins the gate to a constant (0 switches its module off exactly); `None` means learned.
+    """
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, 1)
+        self.last_value: torch.Tensor | None = None
+        self.force: float | None = None
+
+    @staticmethod
+    def num_parameters(in_features: int) -> int:
+        return in_features + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the gate as shape `(batch, 1, 1)` for inputs `(batch, seq, features)`."""
+        if self.force is not None:
+            value = torch.full((x.shape[0], 1, 1), float(self.force), dtype=x.dtype, device=x.device)
+        else:
+            value = torch.sigmoid(self.linear(x.to(self.linear.weight.dtype))).mean(dim=-2, keepdim=True)
+            value = value.reshape(x.shape[0], 1, 1).to(x.dtype)
+        self.last_value = value.detach().reshape(-1)
+        return value
+
+
+def _maybe_gate(features: int, gated: bool) -> Gate | None:
+    return Gate(features) if gated else None
+
+
+class Bottleneck(nn.Module):
+    """Bottleneck adapter `up(act(down(x)))` (Houlsby/Pfeiffer serial, He et al. parallel).
+
+    `up` starts at zero, so a fresh adapter adds exactly nothing. With `gated`, the output is scaled by a gate
+    that reads the adapter's input.
+    """
+
+    def __init__(self, hidden_size: int, size: int, non_linearity: NonLinearity = "relu", gated: bool = False) -> None:
+        super().__init__()
+        if size <= 0:
+            raise ValueError(f"Bottleneck `size` must be positive, got {size}.")
+        self.down = nn.Linear(hidden_size, size)
+        self.act = NON_LINEARITIES[non_linearity]()
+        self.up = nn.Linear(size, hidden_size)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        self.gate = _maybe_gate(hidden_size, gated)
+
+    @staticmethod
+    def num_parameters(hidden_size: int, size: int, gated: bool = False) -> int:
+        if size <= 0:
+            return 0
+        return 2 * hidden_size * size + size + hidden_size + (Gate.num_parameters(hidden_size) if gated else 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.up(self.act(self.down(x)))
+        if self.gate is not None:
+            out = out * self.gate(x)
+        return out
+
+
+class LoraDelta(nn.Module):
+    """Low-rank update `B(A(dropout(x))) * scaling` (Hu et al.); `B` starts at zero.
+
+    With `gated`, a gate on the layer input replaces `scaling` (UniPELT), which makes the delta input-dependent and
+    therefore not mergeable into the base weight.
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, rank: int, alpha: float, dropout: float = 0.0, gated: bool = False
+    ) -> None:
+        super().__init__()
+        if rank <= 0:
+            raise ValueError(f"LoRA `rank` must be positive, got {rank}.")
+        self.rank = rank
+        self.scaling = alpha / rank
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.A = nn.Linear(in_features, rank, bias=False)
+        self.B = nn.Linear(rank, out_features, bias=False)
+        nn.init.kaiming_uniform_(self.A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.B.weight)
+        self.gate = _maybe_gate(in_features, gated)
+
+    @staticmethod
+    def num_parameters(in_features: int, out_features: int, rank: int, gated: bool = False) -> int:
+        if rank <= 0:
+            return 0
+        return rank * (in_features + out_features) + (Gate.num_parameters(in_features) if gated else 0)
+
+    @property
+    def mergeable(self) -> bool:
+        return self.gate is None
+
+    def delta_weight(self) -> torch.Tensor:
+        """`scaling * B @ A`, shaped like an `nn.Linear` weight `(out, in)`."""
+        return (self.B.weight @ self.A.weight) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.B(self.A(self.dropout(x)))
+        if self.gate is not None:
+            return out * self.gate(x)
+        return out * self.scaling
+
+
+class PrefixKV(nn.Module):
+    """Trainable per-layer prefix keys and values, stored flat: `(num_kv_heads, length, head_dim)` each.
+
+    They are prepended to the attention's keys and values after the model's own projections (and after rotary
+    embeddings), so they count per key/value head, which makes grouped-query attention cheaper. With `gated`, a gate
+    reading the attention input scales both prefix keys and values (UniPELT).
+    """
+
+    def __init__(
+        self, length: int, num_kv_heads: int, head_dim: int, hidden_size: int, gated: bool = False, init_std: float = 0.5
+    ) -> None:
+        super().__init__()
+        if length <= 0:
+            raise ValueError(f"Prefix `length` must be positive, got {length}.")
+        self.length = length
+        self.key = nn.Parameter(torch.randn(num_kv_heads, length, head_dim) * init_std)
+        self.value = nn.Parameter(torch.randn(num_kv_heads, length, head_dim) * init_std)
+        self.gate = _maybe_gate(hidden_size, gated)
+        self.pending_gate: torch.Tensor | None = None
+
+    @staticmethod
+    def num_parameters(length: int, num_kv_heads: int, head_dim: int, hidden_size: int, gated: bool = False) -> int:
+        if length <= 0:
+            return 0
+        return 2 * length * num_kv_heads * head_dim + (Gate.num_parameters(hidden_size) if gated else 0)
+
+    def observe_attention_input(self, hidden_states: torch.Tensor) -> None:
+        """Compute the gate from the attention input; `keys_values` uses it in the same forward pass."""
+        if self.gate is not None:
+            self.pending_gate = self.gate(hidden_states)
+
+    def keys_values(self, batch_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefix keys and values expanded to `(batch, num_kv_heads, length, head_dim)`."""
+        key = self.key.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
+        value = self.value.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
+        if self.gate is not None:
+            gate = self.pending_gate
+            if gate is None:
+                raise RuntimeError("The prefix gate was not computed: the attention input did not pass the holder.")
+            gate = gate.reshape(-1, 1, 1, 1).to(dtype)
+            self.pending_gate = None
+            key, value = key * gate, value * gate
+        return key, value

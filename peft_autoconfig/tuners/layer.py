@@ -1,0 +1,189 @@
+"""`PetLayer`: the tuner layer that wraps one projection and owns its blocks, keyed by adapter name.
+
+One class serves both methods (mixed and UniPELT); gates are a flag on each block. A projection may carry
+several roles at once: LoRA (any target), serial/parallel adapter (feed-forward output projection) and prefix
+holder (a projection inside attention, whose prefix the attention wrapper in `attention.py` reads).
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any, Optional
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .blocks import Bottleneck, LoraDelta, PrefixKV
+from .plan import BlockPlan
+
+
+class PetLayer(nn.Module, BaseTunerLayer):
+    """Wraps an `nn.Linear` (or GPT-2 `Conv1D`) and adds the blocks of each active adapter."""
+
+    adapter_layer_names: tuple[str, ...] = ("pet_lora", "pet_serial", "pet_parallel", "pet_prefix")
+    other_param_names: tuple[str, ...] = ("parallel_scaling",)
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, plan: BlockPlan, **block_options: Any) -> None:
+        super().__init__()
+        if not isinstance(base_layer, (nn.Linear, Conv1D)):
+            raise TypeError(
+                f"peft_autoconfig blocks can wrap `nn.Linear` or `Conv1D` modules, got {type(base_layer).__name__}."
+            )
+        self.base_layer = base_layer
+        self.fan_in_fan_out = isinstance(base_layer, Conv1D)
+        self.pet_lora = nn.ModuleDict()
+        self.pet_serial = nn.ModuleDict()
+        self.pet_parallel = nn.ModuleDict()
+        self.pet_prefix = nn.ModuleDict()
+        self.parallel_scaling: dict[str, float] = {}
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+        self._active_adapter = adapter_name
+        self._ffn_input: Optional[torch.Tensor] = None
+        self._ffn_hook: Optional[torch.utils.hooks.RemovableHandle] = None
+        self.update_layer(adapter_name, plan, **block_options)
+
+    # -- creation ---------------------------------------------------------------------------------------------
+    def update_layer(
+        self,
+        adapter_name: str,
+        plan: BlockPlan,
+        *,
+        lora_alpha: float = 8.0,
+        lora_dropout: float = 0.0,
+        parallel_scaling: float = 4.0,
+        non_linearity: str = "relu",
+        inference_mode: bool = False,
+    ) -> None:
+        """Create the blocks of `adapter_name` described by `plan`; new blocks leave the output unchanged."""
+        if plan.lora_rank:
+            self.pet_lora[adapter_name] = LoraDelta(
+                plan.in_features, plan.out_features, plan.lora_rank, lora_alpha, lora_dropout, gated=plan.gate_lora
+            )
+        if plan.serial_size:
+            self.pet_serial[adapter_name] = Bottleneck(
+                plan.out_features, plan.serial_size, non_linearity, gated=plan.gate_serial
+            )
+        if plan.parallel_size:
+            self.pet_parallel[adapter_name] = Bottleneck(
+                plan.out_features, plan.parallel_size, non_linearity, gated=plan.gate_parallel
+            )
+            self.parallel_scaling[adapter_name] = parallel_scaling
+        if plan.prefix_length:
+            self.pet_prefix[adapter_name] = PrefixKV(
+                plan.prefix_length, plan.num_kv_heads, plan.head_dim, plan.hidden_size, gated=plan.gate_prefix
+            )
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        self.set_adapter(self.active_adapters, inference_mode=inference_mode)
+
+    def capture_ffn_input_from(self, parent: nn.Module, arg_index: int) -> None:
+        """Read the feed-forward input from `parent`'s call (for parallel adapters); registered once per layer."""
+        if self._ffn_hook is not None:
+            return
+        params = [p for p in inspect.signature(parent.forward).parameters.values() if p.name not in ("self",)]
+        arg_name = params[arg_index].name if arg_index < len(params) else None
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            self._ffn_input = args[arg_index] if len(args) > arg_index else kwargs.get(arg_name)
+
+        self._ffn_hook = parent.register_forward_pre_hook(hook, with_kwargs=True)
+
+    def remove_hooks(self) -> None:
+        if self._ffn_hook is not None:
+            self._ffn_hook.remove()
+            self._ffn_hook = None
+        self._ffn_input = None
+
+    # -- forward ----------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        ffn_input, self._ffn_input = self._ffn_input, None
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        active = [name for name in self.active_adapters]
+        for name in active:
+            if name in self.pet_prefix:
+                self.pet_prefix[name].observe_attention_input(x)
+            if name in self.pet_lora and name not in self.merged_adapters:
+                lora = self.pet_lora[name]
+                result = result + lora(self._cast_input_dtype(x, lora.A.weight.dtype)).to(result.dtype)
+        for name in active:
+            if name in self.pet_serial:
+                serial = self.pet_serial[name]
+                result = result + serial(result.to(serial.down.weight.dtype)).to(result.dtype)
+            if name in self.pet_parallel:
+                if ffn_input is None:
+                    raise RuntimeError(
+                        "The parallel adapter did not receive the feed-forward input: the feed-forward output "
+                        "projection was called outside its parent module."
+                    )
+                parallel = self.pet_parallel[name]
+                delta = parallel(ffn_input.to(parallel.down.weight.dtype)) * self.parallel_scaling[name]
+                result = result + delta.to(result.dtype)
+        return result
+
+    # -- merging ----------------------------------------------------------------------------------------------
+    def unmergeable_blocks(self, adapter_name: str) -> list[str]:
+        """Names of the blocks of `adapter_name` in this layer that cannot be folded into the base weight."""
+        blocks = []
+        if adapter_name in self.pet_serial:
+            blocks.append("serial adapter")
+        if adapter_name in self.pet_parallel:
+            blocks.append("parallel adapter")
+        if adapter_name in self.pet_prefix:
+            blocks.append("prefix")
+        if adapter_name in self.pet_lora and not self.pet_lora[adapter_name].mergeable:
+            blocks.append("gated LoRA")
+        return blocks
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        delta = self.pet_lora[adapter_name].delta_weight()
+        return delta.T if self.fan_in_fan_out else delta
+
+    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+        adapter_names = check_adapters_to_merge(self, adapter_names)
+        for name in adapter_names:
+            refused = self.unmergeable_blocks(name)
+            if refused:
+                raise ValueError(
+                    f"Cannot merge adapter {name!r}: its {', '.join(refused)} cannot be folded into the base weights "
+                    "(only ungated LoRA can). Use `unload()` to remove the adapter, or keep the PEFT model."
+                )
+            if name not in self.pet_lora:
+                continue
+            weight = self.get_base_layer().weight
+            delta = self.get_delta_weight(name).to(weight.dtype)
+            if safe_merge:
+                merged = weight.data + delta
+                if not torch.isfinite(merged).all():
+                    raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
+                weight.data = merged
+            else:
+                weight.data += delta
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        if not self.merged:
+            warnings.warn("Already unmerged. Nothing to do.")
+            return
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            weight = self.get_base_layer().weight
+            weight.data -= self.get_delta_weight(name).to(weight.dtype)
+
+    def unload_and_optionally_merge_module(
+        self, merge: bool, safe_merge: bool, adapter_names: Optional[list[str]]
+    ) -> nn.Module:
+        """Called by peft's unload: merge if asked, drop the feed-forward hook, return the bare projection."""
+        if merge:
+            self.merge(safe_merge=safe_merge, adapter_names=adapter_names)
+        self.remove_hooks()
+        return self.get_base_layer()
+
+    def __repr__(self) -> str:
+        return "pet." + super().__repr__()

@@ -1,0 +1,195 @@
+"""`MixedPetConfig`: serial adapter + parallel adapter + LoRA + prefix, each sized per layer (AutoPEFT-style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+from peft.config import PeftConfig
+from peft.utils.peft_types import PeftType
+
+from ...architectures import ModelDims
+from ...registry import MIXED_PET, add_peft_type
+from ..blocks import NON_LINEARITIES
+
+LayerSizes = Union[int, dict[int, int]]
+
+SIZE_FIELDS: tuple[str, ...] = ("serial_adapter_size", "parallel_adapter_size", "lora_rank", "prefix_length")
+"""The per-layer size fields; a size of 0 means the block is absent in that layer."""
+
+
+def normalize_layer_sizes(name: str, value: object) -> LayerSizes:
+    """Check a size field (an int for all layers, or a mapping layer index -> size) and normalise mapping keys.
+
+    JSON turns integer keys into strings, so `{"0": 8}` is accepted and becomes `{0: 8}`.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"`{name}` must be an int or a mapping of layer index to int, got {value!r}.")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"`{name}` must be >= 0 (0 = absent), got {value}.")
+        return value
+    if isinstance(value, dict):
+        sizes: dict[int, int] = {}
+        for key, size in value.items():
+            try:
+                layer = int(key)
+            except (TypeError, ValueError):
+                raise TypeError(f"`{name}` keys must be layer indices (int), got {key!r}.") from None
+            if layer < 0:
+                raise ValueError(f"`{name}` layer indices must be >= 0, got {layer}.")
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise TypeError(f"`{name}[{layer}]` must be an int, got {size!r}.")
+            if size < 0:
+                raise ValueError(f"`{name}[{layer}]` must be >= 0 (0 = absent), got {size}.")
+            sizes[layer] = size
+        return dict(sorted(sizes.items()))
+    raise TypeError(f"`{name}` must be an int or a mapping of layer index to int, got {type(value).__name__}.")
+
+
+def size_at(sizes: LayerSizes, layer: int) -> int:
+    """The size of a block in `layer` (a mapping without the layer means absent)."""
+    if isinstance(sizes, int):
+        return sizes
+    return sizes.get(layer, 0)
+
+
+@dataclass
+class MixedPetConfig(PeftConfig):
+    """Configuration of the mixed composite PET method (`PeftType.MIXED_PET`).
+
+    Each block is present in a layer when the layer is selected (`layers_to_transform`) and the block's size there
+    is positive. Sizes are one int for every selected layer or a mapping `{layer_index: size}` (missing layers: 0).
+
+    Args:
+        serial_adapter_size (`int` or `dict[int, int]`):
+            Bottleneck dimension of the serial adapter applied to the feed-forward output (0 = absent).
+        parallel_adapter_size (`int` or `dict[int, int]`):
+            Bottleneck dimension of the parallel adapter beside the feed-forward block (0 = absent).
+        parallel_adapter_scaling (`float`):
+            Factor on the parallel adapter's output (He et al. use 4.0).
+        adapter_non_linearity (`Literal["relu", "gelu", "tanh", "silu"]`):
+            Non-linearity inside both bottleneck adapters.
+        lora_rank (`int` or `dict[int, int]`):
+            LoRA rank on every module of `target_modules` (0 = absent).
+        lora_alpha (`float`):
+            LoRA scaling numerator; the update is scaled by `lora_alpha / rank`.
+        lora_dropout (`float`):
+            Dropout on the LoRA input, in [0, 1).
+        target_modules (`list[str]`, *optional*):
+            Projections that get LoRA, by name ("query", "q_proj", "mlp.c_proj"). Default: the architecture's query
+            and value projections.
+        prefix_length (`int` or `dict[int, int]`):
+            Number of trainable key/value prefix vectors per attention layer (0 = absent).
+        layers_to_transform (`list[int]`, *optional*):
+            Layer indices that may receive blocks. Default: all layers.
+        modules_to_save (`list[str]`, *optional*):
+            Modules besides the PET blocks to train and save, e.g. a classifier head.
+    """
+
+    serial_adapter_size: LayerSizes = field(
+        default=0, metadata={"help": "Serial adapter bottleneck size: an int or {layer: size}; 0 = absent."}
+    )
+    parallel_adapter_size: LayerSizes = field(
+        default=0, metadata={"help": "Parallel adapter bottleneck size: an int or {layer: size}; 0 = absent."}
+    )
+    parallel_adapter_scaling: float = field(default=4.0, metadata={"help": "Scaling of the parallel adapter output."})
+    adapter_non_linearity: Literal["relu", "gelu", "tanh", "silu"] = field(
+        default="relu", metadata={"help": "Adapter non-linearity, one of 'relu', 'gelu', 'tanh', 'silu'."}
+    )
+    lora_rank: LayerSizes = field(default=0, metadata={"help": "LoRA rank: an int or {layer: rank}; 0 = absent."})
+    lora_alpha: float = field(default=8.0, metadata={"help": "LoRA alpha; the update is scaled by alpha / rank."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
+    target_modules: Optional[list[str]] = field(
+        default=None,
+        metadata={"help": "Projections that get LoRA ('query', 'q_proj', ...); default: query and value."},
+    )
+    prefix_length: LayerSizes = field(
+        default=0, metadata={"help": "Prefix length per attention layer: an int or {layer: length}; 0 = absent."}
+    )
+    layers_to_transform: Optional[list[int]] = field(
+        default=None, metadata={"help": "Layer indices that may receive blocks; default all layers."}
+    )
+    modules_to_save: Optional[list[str]] = field(
+        default=None, metadata={"help": "Extra modules to train and save, e.g. the classification head."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = self._peft_type()
+        for name in SIZE_FIELDS:
+            setattr(self, name, normalize_layer_sizes(name, getattr(self, name)))
+        if self.adapter_non_linearity not in NON_LINEARITIES:
+            raise ValueError(
+                f"`adapter_non_linearity` must be one of {sorted(NON_LINEARITIES)}, got {self.adapter_non_linearity!r}."
+            )
+        if not 0.0 <= float(self.lora_dropout) < 1.0:
+            raise ValueError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout}.")
+        if float(self.lora_alpha) <= 0:
+            raise ValueError(f"`lora_alpha` must be positive, got {self.lora_alpha}.")
+        if isinstance(self.target_modules, str):
+            self.target_modules = [self.target_modules]
+        if self.target_modules is not None:
+            self.target_modules = sorted(set(self.target_modules))
+            if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
+                raise ValueError(f"`target_modules` must be a non-empty list of names, got {self.target_modules!r}.")
+        if self.layers_to_transform is not None:
+            if isinstance(self.layers_to_transform, int):
+                self.layers_to_transform = [self.layers_to_transform]
+            layers = list(self.layers_to_transform)
+            if not layers or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers):
+                raise ValueError(
+                    f"`layers_to_transform` must be a non-empty list of layer indices >= 0, got {self.layers_to_transform!r}."
+                )
+            self.layers_to_transform = sorted(set(layers))
+        if not self.has_any_block():
+            raise ValueError(
+                "The config adds no block: set at least one of "
+                f"{list(SIZE_FIELDS)} to a positive size (in at least one layer)."
+            )
+
+    def _peft_type(self) -> PeftType:
+        return add_peft_type(MIXED_PET)
+
+    # -- derived facts --------------------------------------------------------------------------------------------
+    def has_any_block(self) -> bool:
+        return any(
+            (v > 0) if isinstance(v, int) else any(s > 0 for s in v.values())
+            for v in (getattr(self, name) for name in SIZE_FIELDS)
+        )
+
+    def layer_selected(self, layer: int) -> bool:
+        return self.layers_to_transform is None or layer in self.layers_to_transform
+
+    def size(self, name: str, layer: int) -> int:
+        """Size of block `name` (one of `SIZE_FIELDS`) in `layer`, 0 where absent or not selected."""
+        if not self.layer_selected(layer):
+            return 0
+        return size_at(getattr(self, name), layer)
+
+    def block_size(self, name: str, layer: int, dims: ModelDims) -> int:
+        """Size of block `name` in `layer` of a model with `dims` (subclasses may derive sizes from `dims`)."""
+        return self.size(name, layer)
+
+    def max_layer_index(self) -> int:
+        """The largest layer index the config refers to (-1 if none), to check against the model."""
+        indices = list(self.layers_to_transform or [])
+        for name in SIZE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                indices.extend(value)
+        return max(indices, default=-1)
+
+    def gated(self, block: str) -> bool:
+        """Whether `block` ("serial", "parallel", "lora", "prefix") has a gate. None in the mixed method."""
+        return False
+
+    @property
+    def is_mergeable(self) -> bool:
+        """Only an ungated LoRA-only config can be merged into the base weights."""
+        others = ("serial_adapter_size", "parallel_adapter_size", "prefix_length")
+        return all(_all_zero(getattr(self, n)) for n in others) and not self.gated("lora")
+
+
+def _all_zero(sizes: LayerSizes) -> bool:
+    return sizes == 0 if isinstance(sizes, int) else all(v == 0 for v in sizes.values())

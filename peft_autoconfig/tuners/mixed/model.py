@@ -1,0 +1,117 @@
+"""`MixedPetModel`: injects `PetLayer`s where `module_plans` says; everything else is peft's `BaseTuner`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+import torch
+from peft.config import PeftConfig
+from peft.tuners.tuners_utils import BaseTuner
+from torch import nn
+
+from ...architectures import UnsupportedModelError, dims_for, spec_for
+from ..attention import base_implementation_name, prefix_implementation_name, register_prefix_attention
+from ..layer import PetLayer
+from ..plan import BlockPlan, module_plans
+
+
+class MixedPetModel(BaseTuner):
+    """Tuner of the mixed composite method; created by `peft.get_peft_model` for a `MixedPetConfig`."""
+
+    prefix: str = "pet_"
+    tuner_layer_cls = PetLayer
+    target_module_mapping: dict[str, list[str]] = {}
+
+    # -- planning -----------------------------------------------------------------------------------------------
+    def _prepare_adapter_config(self, peft_config: PeftConfig, model_config: dict) -> PeftConfig:
+        return peft_config
+
+    def _prepare_model(self, peft_config: PeftConfig, model: nn.Module) -> None:
+        """Resolve the plan of this adapter against the model; switch attention to the prefix wrapper if needed."""
+        config = getattr(model, "config", None)
+        if config is None:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} has no transformers `config`; peft_autoconfig needs a transformers model."
+            )
+        spec = spec_for(config)
+        self._pet_spec = spec
+        self._pet_plans: dict[tuple[int, str], BlockPlan] = module_plans(peft_config, config)
+        if any(plan.prefix_length for plan in self._pet_plans.values()):
+            register_prefix_attention()
+            config._attn_implementation = prefix_implementation_name(config._attn_implementation)
+
+    def _check_target_module_exists(self, peft_config: PeftConfig, key: str) -> bool:
+        located = self._pet_spec.split_key(key)
+        return located is not None and located in self._pet_plans
+
+    def _check_new_adapter_config(self, config: PeftConfig) -> None:
+        super()._check_new_adapter_config(config)
+        kinds = {type(c).__name__ for c in self.peft_config.values()}
+        if len(kinds) > 1:
+            raise ValueError(f"All adapters of one model must be of the same config class, got {sorted(kinds)}.")
+
+    # -- injection ----------------------------------------------------------------------------------------------
+    def _create_and_replace(
+        self,
+        peft_config: PeftConfig,
+        adapter_name: str,
+        target: nn.Module,
+        target_name: str,
+        parent: nn.Module,
+        current_key: str,
+        **optional_kwargs: Any,
+    ) -> None:
+        layer, path = self._pet_spec.split_key(current_key)
+        plan = self._pet_plans[(layer, path)]
+        options = dict(
+            lora_alpha=float(peft_config.lora_alpha),
+            lora_dropout=float(peft_config.lora_dropout),
+            parallel_scaling=float(peft_config.parallel_adapter_scaling),
+            non_linearity=peft_config.adapter_non_linearity,
+        )
+        if isinstance(target, PetLayer):
+            target.update_layer(adapter_name, plan, inference_mode=peft_config.inference_mode, **options)
+            new_module = target
+        else:
+            new_module = PetLayer(target, adapter_name, plan, **options)
+            if adapter_name not in self.active_adapters:
+                new_module.requires_grad_(False)
+            self._replace_module(parent, target_name, new_module, target)
+        if plan.parallel_size:
+            new_module.capture_ffn_input_from(parent, self._pet_spec.ffn_input_arg)
+
+    # -- merging and unloading ------------------------------------------------------------------------------------
+    def _check_merge_allowed(self) -> None:
+        super()._check_merge_allowed()
+        for name, config in self.peft_config.items():
+            if not config.is_mergeable:
+                raise ValueError(
+                    f"Cannot merge adapter {name!r}: only LoRA-only configs without gates can be merged into the base "
+                    "weights; serial/parallel adapters, prefixes and gates stay separate modules. Use `unload()` to "
+                    "get the base model back, or keep the PEFT model."
+                )
+
+    def _unload_and_optionally_merge(self, *args: Any, **kwargs: Any) -> nn.Module:
+        model = super()._unload_and_optionally_merge(*args, **kwargs)
+        config = getattr(model, "config", None)
+        if config is not None:
+            config._attn_implementation = base_implementation_name(config._attn_implementation)
+        return model
+
+    # -- state dict -----------------------------------------------------------------------------------------------
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        """`...pet_lora.<adapter>.A.weight` -> `...pet_lora.A.weight` (blocks are nested modules)."""
+        containers = "|".join(PetLayer.adapter_layer_names)
+        return re.sub(rf"\.({containers})\.{re.escape(adapter_name)}(?=\.|$)", r".\1", key)
+
+    # -- inspection -----------------------------------------------------------------------------------------------
+    def pet_layers(self) -> dict[str, PetLayer]:
+        return {name: m for name, m in self.model.named_modules() if isinstance(m, PetLayer)}
+
+    @staticmethod
+    def num_parameters_of(config: PeftConfig, model_config: Any) -> int:
+        from ...cost import count_trainable_parameters
+
+        return count_trainable_parameters(config, model_config)

@@ -1,0 +1,4 @@
+from .config import UniPELTConfig
+from .model import UniPELTModel
+
+__all__ = ["UniPELTConfig", "UniPELTModel"]
