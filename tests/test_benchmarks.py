@@ -1,0 +1,32 @@
+"""Smoke runs of the benchmark scripts, so they cannot rot (figures are not asserted: no timed tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_overhead_smoke_measures_every_method(capsys):
+    overhead = load_script("overhead")
+    rows = overhead.main(["--smoke"])
+    names = [row["method"] for row in rows]
+    assert names == [m.name for m in overhead.METHODS]
+    by_name = {row["method"]: row for row in rows}
+    assert by_name[overhead.PEFT_LORA]["time_vs_peft_lora"] == 1.0
+    assert by_name[overhead.FULL]["time_vs_full"] == 1.0
+    # same LoRA, same trainable parameters (head included) as peft's
+    assert by_name["ours LoRA r=8 q,v"]["trainable"] == by_name[overhead.PEFT_LORA]["trainable"]
+    assert all(row["time_s"] > 0 and row["memory_bytes"] > 0 for row in rows)
+    # full fine-tuning holds gradients + AdamW state for every weight: more step memory than any PET method
+    assert all(row["memory_bytes"] < by_name[overhead.FULL]["memory_bytes"] for row in rows if row["method"] != overhead.FULL)
+    out = capsys.readouterr().out
+    assert "| ours UniPELT (defaults) |" in out and "target" in out
