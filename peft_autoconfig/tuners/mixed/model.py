@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
-import torch
 from peft.config import PeftConfig
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from ...architectures import UnsupportedModelError, dims_for, spec_for
+from ...architectures import UnsupportedModelError, spec_for
 from ..attention import base_implementation_name, prefix_implementation_name, register_prefix_attention
 from ..layer import PetLayer
 from ..plan import BlockPlan, module_plans
@@ -109,9 +108,3 @@ class MixedPetModel(BaseTuner):
     # -- inspection -----------------------------------------------------------------------------------------------
     def pet_layers(self) -> dict[str, PetLayer]:
         return {name: m for name, m in self.model.named_modules() if isinstance(m, PetLayer)}
-
-    @staticmethod
-    def num_parameters_of(config: PeftConfig, model_config: Any) -> int:
-        from ...cost import count_trainable_parameters
-
-        return count_trainable_parameters(config, model_config)
