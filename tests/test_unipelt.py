@@ -428,3 +428,78 @@ def test_bert_base_parameter_count_matches_the_papers_order():
     percent = 100 * analytic / base_count
     assert 1.0 <= percent <= 1.3, percent
     assert round(percent, 2) == 1.29
+
+
+# -- Trainer callback ---------------------------------------------------------------------------------------------
+def _synthetic_dataset(n: int, seed: int) -> list[dict]:
+    """Token ids with a learnable label (whether token 7 appears), padded to length 8."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        length = int(torch.randint(4, 9, (1,), generator=generator))
+        ids = torch.randint(8, 100, (8,), generator=generator)
+        label = int(torch.rand(1, generator=generator) < 0.5)
+        if label:
+            ids[int(torch.randint(0, length, (1,), generator=generator))] = 7
+        mask = (torch.arange(8) < length).long()
+        rows.append({"input_ids": ids * mask, "attention_mask": mask, "labels": label})
+    return rows
+
+
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_gate_logging_callback_in_a_real_trainer_run(per_layer, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from peft_autoconfig.tuners.unipelt import GateLoggingCallback
+
+    model = get_peft_model(tiny_model("bert"), unipelt("bert"))
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=8, per_device_eval_batch_size=16,
+        learning_rate=5e-3, logging_steps=2, eval_strategy="steps", eval_steps=4, save_strategy="no",
+        report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
+    )
+    eval_set = _synthetic_dataset(24, seed=1)
+    trainer = Trainer(model=model, args=args, train_dataset=_synthetic_dataset(64, seed=0), eval_dataset=eval_set)
+    callback = GateLoggingCallback.attach(trainer, per_layer=per_layer)
+    assert trainer.callback_handler.callbacks[0] is callback
+    trainer.train()
+
+    kinds = [f"gate/{k}_mean" for k in KINDS]
+    train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    eval_logs = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    assert len(train_logs) == 2 and len(eval_logs) == 1
+    for entry in train_logs:
+        for key in kinds:
+            assert 0.0 < entry[key] < 1.0, (key, entry)
+        layer_keys = [k for k in entry if k.startswith("gate/layer")]
+        assert len(layer_keys) == (3 * 4 + 1 if per_layer else 0)
+        assert all(0.0 < entry[k] < 1.0 for k in layer_keys)
+    for key in kinds:
+        assert 0.0 < eval_logs[0]["eval_" + key] < 1.0
+        assert key not in eval_logs[0]
+
+    metrics = trainer.evaluate()
+    # the logged eval means are the means over the evaluation set: recompute them by hand
+    tuner = model.base_model
+    with torch.no_grad(), tuner.record_gates() as recorder:
+        model.eval()
+        for start in range(0, len(eval_set), 16):
+            batch = eval_set[start : start + 16]
+            model(
+                input_ids=torch.stack([r["input_ids"] for r in batch]),
+                attention_mask=torch.stack([r["attention_mask"] for r in batch]),
+            )
+        expected = summarize_gates(recorder.table(training=False), prefix="eval_gate/")
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-5), key
+
+
+def test_gate_logging_callback_needs_a_unipelt_model(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from peft_autoconfig.tuners.unipelt import GateLoggingCallback
+
+    model = get_peft_model(tiny_model("bert"), MixedPetConfig(lora_rank=2, task_type="SEQ_CLS"))
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, max_steps=1)
+    with pytest.raises(TypeError, match="needs a PEFT model with a `UniPELTConfig` adapter"):
+        Trainer(model=model, args=args, train_dataset=_synthetic_dataset(8, 0), callbacks=[GateLoggingCallback()])
