@@ -1,0 +1,85 @@
+"""Evaluate one trial: build its PEFT config, train and evaluate it with the runner, never raise.
+
+`evaluate_trial(request)` is what the driver sends to a Dask worker (or calls inline). The request is a plain,
+picklable dict (see `driver.make_request`). A failed run (an exception, a diverged loss, out of memory) comes back
+as `status="failed"` with the error text, so one bad point never stops a search.
+
+The training function is `train_and_evaluate` unless the recipe names another one (`evaluator: module:function`),
+which receives the same request and returns at least `metric` (and, optionally, the other result fields).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+from typing import Any, Callable
+
+DEFAULT_EVALUATOR = "peft_autoconfig.search.evaluator:train_and_evaluate"
+
+
+def config_from_dict(data: dict[str, Any]):
+    """Rebuild a PEFT config (ours or peft's own, e.g. a LoRA baseline) from its `to_dict()` form."""
+    import peft_autoconfig  # noqa: F401  (registers MIXED_PET/UNIPELT in this process, e.g. a Dask worker)
+    from peft import PeftConfig
+
+    return PeftConfig.from_peft_type(**data)
+
+
+def resolve_evaluator(path: str | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Import `module:function` (default: `train_and_evaluate`)."""
+    module_name, _, attr = (path or DEFAULT_EVALUATOR).partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"recipe field `evaluator`: cannot import {path!r}: {error}") from None
+
+
+def train_and_evaluate(request: dict[str, Any]) -> dict[str, Any]:
+    """Train the request's config at its fidelity with `peft_autoconfig.training.runner.run` and report metrics."""
+    from ..training.runner import RunConfig, run
+
+    from ..training.tasks import load_task
+
+    task = load_task(request["task"])
+    training = dict(request.get("training") or {})
+    training.update(request.get("fidelity") or {})
+    result = run(
+        RunConfig(
+            model_name_or_path=request["model"],
+            task=task,
+            peft_config=config_from_dict(request["config"]),
+            output_dir=None,
+            seed=request["seed"],
+            save_adapter=False,
+            show_progress=False,
+            **training,
+        )
+    )
+    return {
+        "metric_name": result.metric_name,
+        "metric": float(result.metric_value),
+        "metrics": {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))},
+        "train_loss": float(result.train_loss),
+        "trainable_parameters": int(result.trainable_parameters),
+        "trainable_parameters_with_head": int(getattr(result, "trainable_parameters_with_head", 0) or 0),
+        "run_wall_time_s": float(result.wall_time_s),
+        "peak_memory_bytes": int(result.peak_memory_bytes),
+    }
+
+
+def evaluate_trial(request: dict[str, Any]) -> dict[str, Any]:
+    """Run the request's evaluator and return its outcome with `status`, `error` and `wall_time_s`; never raises."""
+    start = time.perf_counter()
+    try:
+        outcome = dict(resolve_evaluator(request.get("evaluator"))(request))
+        if "metric" not in outcome:
+            raise ValueError(f"evaluator {request.get('evaluator')!r} returned no `metric`: {sorted(outcome)}")
+        if outcome["metric"] != outcome["metric"]:  # NaN
+            raise ValueError("the evaluation metric is NaN")
+        outcome.update(status="ok", error=None)
+    except Exception as error:  # noqa: BLE001  (any failure is a failed trial, recorded, and the search goes on)
+        tail = "".join(traceback.format_exception(type(error), error, error.__traceback__)[-3:])
+        outcome = {"status": "failed", "error": f"{type(error).__name__}: {error}\n{tail}"[-4000:]}
+    outcome["wall_time_s"] = time.perf_counter() - start
+    return outcome

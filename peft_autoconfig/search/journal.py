@@ -1,0 +1,113 @@
+"""Append-only, crash-safe journal of trials (`journal.jsonl`), the search's only state on disk.
+
+Each finished trial is one JSON line, written with a single `write`, then `flush` and `os.fsync`, so a process
+killed at any moment loses at most the trials still running. A torn last line (the process died mid-write) is
+skipped with a warning and cut off before the next append, so the file stays one record per line.
+
+The first line is a header with the recipe's fingerprint: resuming a folder under a different recipe is refused
+(the cached results would answer a different question).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+FORMAT_VERSION = 1
+
+
+class JournalMismatchError(ValueError):
+    """The journal in the output folder was written by a different recipe."""
+
+
+class Journal:
+    """The trials of one search, keyed by `key` (a point and its fidelity); see the module docstring."""
+
+    def __init__(self, path: str | Path, fingerprint: str, recipe: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.records: dict[str, dict[str, Any]] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._load()
+        else:
+            self._append({"type": "header", "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "recipe": recipe})
+
+    # -- reading --------------------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        complete_end = raw.rfind(b"\n") + 1
+        if complete_end < len(raw):
+            warnings.warn(
+                f"{self.path}: the last record is incomplete (the search was killed while writing it); it is skipped.",
+                stacklevel=3,
+            )
+            with open(self.path, "r+b") as handle:  # cut the torn tail so the next record starts on its own line
+                handle.truncate(complete_end)
+                handle.flush()
+                os.fsync(handle.fileno())
+        header_seen = False
+        for number, line in enumerate(raw[:complete_end].decode("utf-8", errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                warnings.warn(f"{self.path}:{number}: unreadable record skipped.", stacklevel=3)
+                continue
+            if record.get("type") == "header":
+                header_seen = True
+                if record.get("fingerprint") != self.fingerprint:
+                    raise JournalMismatchError(
+                        f"{self.path} was written by a different recipe (fingerprint {record.get('fingerprint')}, "
+                        f"this recipe {self.fingerprint}); use another `--out` folder or delete it to start over."
+                    )
+            elif record.get("type") == "trial":
+                self.records.setdefault(record["key"], record)
+        if not header_seen:
+            raise JournalMismatchError(f"{self.path} has no header line; it is not a peft-autoconfig journal.")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.records.get(key)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(sorted(self.records.values(), key=lambda r: r["trial_id"]))
+
+    # -- writing --------------------------------------------------------------------------------------------------
+    def add(self, record: dict[str, Any]) -> None:
+        """Durably append a finished trial (`record["key"]` must be new)."""
+        if record["key"] in self.records:
+            raise ValueError(f"trial {record['key']!r} is already in the journal.")
+        record = {"type": "trial", **record, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self._append(record)
+        self.records[record["key"]] = record
+
+    def _append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_journal(path: str | Path) -> list[dict[str, Any]]:
+    """All trial records of a journal file, in trial-id order (torn or unreadable lines skipped)."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("type") == "trial":
+            records.append(record)
+    return sorted(records, key=lambda r: r["trial_id"])

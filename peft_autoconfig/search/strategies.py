@@ -1,0 +1,167 @@
+"""Search strategies behind one setup/ask/tell interface, and a registry of their names.
+
+The driver (`search.driver`) asks for a batch of points, evaluates them however it likes (sequentially, on Dask,
+from the journal) and tells the objectives back in the order asked. A strategy's sequence of asked points depends
+only on its seed and on the objectives it was told, never on timing or on the number of workers, which is what
+makes resuming (replaying the journal) and parallel evaluation reproducible.
+
+New strategies (surrogate-assisted, differentiable, pruning, weight sharing) subclass `Strategy` and register a
+name in `STRATEGIES`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+from pymoo.core.evaluator import Evaluator
+from pymoo.core.population import Population
+from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
+from pymoo.problems.static import StaticProblem
+from pymoo.core.termination import NoTermination
+
+Point = dict[str, Any]
+RepairFn = Callable[[Point], Point]
+
+
+class SpaceRepair(Repair):
+    """pymoo `Repair` calling `SearchSpace.repair` on every point (keeps offspring valid and JSON-plain)."""
+
+    def __init__(self, repair: RepairFn) -> None:
+        super().__init__()
+        self.repair_point = repair  # not `repair`: pymoo's `Operator` uses that attribute itself
+
+    def _do(self, problem: Problem, X: np.ndarray, **kwargs: Any) -> np.ndarray:
+        out = np.empty(len(X), dtype=object)
+        for i, x in enumerate(X):
+            out[i] = self.repair_point(x)
+        return out
+
+
+class Strategy(ABC):
+    """A search strategy: `setup` once, then `ask` a batch and `tell` its objectives (minimised), repeatedly."""
+
+    name: ClassVar[str]
+
+    def __init__(self, pop_size: int, repair: RepairFn) -> None:
+        self.pop_size = pop_size
+        self.repair = repair
+        self.problem: Problem | None = None
+
+    def setup(self, problem: Problem, seed: int) -> None:
+        self.problem = problem
+        self._setup(seed)
+
+    @abstractmethod
+    def _setup(self, seed: int) -> None: ...
+
+    @abstractmethod
+    def ask(self) -> list[Point]:
+        """The next batch of (repaired) points; an empty list when the strategy has nothing more to propose."""
+
+    @abstractmethod
+    def tell(self, points: list[Point], F: np.ndarray) -> None:
+        """Objectives `F` (shape `len(points) x n_obj`, minimised) of the points of the last `ask`, in that order.
+
+        `points` may be a prefix of the batch when the trial budget ends inside it.
+        """
+
+
+class PymooStrategy(Strategy):
+    """Adapter for any pymoo `Algorithm` driven through `setup/ask/tell` (see STYLE.md section 4)."""
+
+    def __init__(self, pop_size: int, repair: RepairFn) -> None:
+        super().__init__(pop_size, repair)
+        self.algorithm = None
+        self._asked: Population | None = None
+
+    @abstractmethod
+    def make_algorithm(self):
+        """The pymoo algorithm, with `SpaceRepair(self.repair)` wired into sampling and mating."""
+
+    def _setup(self, seed: int) -> None:
+        self.algorithm = self.make_algorithm()
+        self.algorithm.setup(self.problem, seed=seed, termination=NoTermination(), verbose=False)
+
+    def ask(self) -> list[Point]:
+        self._asked = self.algorithm.ask()
+        return [self.repair(x) for x in self._asked.get("X")]
+
+    def tell(self, points: list[Point], F: np.ndarray) -> None:
+        if self._asked is None:
+            raise RuntimeError("`tell` called before `ask`.")
+        pop = self._asked[: len(points)]
+        # a vectorised twin of the problem, so StaticProblem hands over the whole batch's F at once
+        batch_problem = Problem(vars=self.problem.vars, n_obj=self.problem.n_obj, n_ieq_constr=self.problem.n_ieq_constr)
+        static = StaticProblem(batch_problem, F=np.asarray(F, dtype=float))
+        Evaluator().eval(static, pop)
+        self.algorithm.tell(infills=pop)
+        self._asked = None
+
+
+class NSGA2Strategy(PymooStrategy):
+    """NSGA-II on mixed variables: `MixedVariableGA` with rank-and-crowding survival."""
+
+    name = "nsga2"
+
+    def make_algorithm(self):
+        from pymoo.core.mixed import MixedVariableDuplicateElimination, MixedVariableGA, MixedVariableMating, MixedVariableSampling
+        from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
+        from pymoo.util.display.multi import MultiObjectiveOutput
+
+        repair = SpaceRepair(self.repair)
+        return MixedVariableGA(
+            pop_size=self.pop_size,
+            n_offsprings=self.pop_size,
+            sampling=MixedVariableSampling(),
+            mating=MixedVariableMating(eliminate_duplicates=MixedVariableDuplicateElimination(), repair=repair),
+            eliminate_duplicates=MixedVariableDuplicateElimination(),
+            survival=RankAndCrowding(),
+            output=MultiObjectiveOutput(),
+            repair=repair,
+        )
+
+
+class RandomStrategy(Strategy):
+    """Random search baseline: uniform samples of the mixed space (pymoo's `MixedVariableSampling`), no repeats."""
+
+    name = "random"
+    max_resample = 50
+
+    def _setup(self, seed: int) -> None:
+        from pymoo.core.mixed import MixedVariableSampling
+
+        self.sampling = MixedVariableSampling()
+        self.random_state = np.random.default_rng(seed)
+        self.seen: set[str] = set()
+
+    def _key(self, x: Point) -> str:
+        return repr(sorted(x.items()))
+
+    def ask(self) -> list[Point]:
+        batch: list[Point] = []
+        for _ in range(self.max_resample):
+            samples = self.sampling(self.problem, self.pop_size - len(batch), random_state=self.random_state).get("X")
+            for x in samples:
+                x = self.repair(x)
+                if self._key(x) not in self.seen:
+                    self.seen.add(self._key(x))
+                    batch.append(x)
+            if len(batch) == self.pop_size:
+                break
+        return batch
+
+    def tell(self, points: list[Point], F: np.ndarray) -> None:
+        """Random search ignores the objectives."""
+
+
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (NSGA2Strategy, RandomStrategy)}
+"""Strategy name (the recipe's `algorithm.name`) -> class."""
+
+
+def make_strategy(name: str, pop_size: int, repair: RepairFn) -> Strategy:
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown search algorithm {name!r}; allowed: {sorted(STRATEGIES)}.")
+    return STRATEGIES[name](pop_size=pop_size, repair=repair)

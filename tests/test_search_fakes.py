@@ -1,0 +1,41 @@
+"""Cheap, deterministic evaluators for search tests (named in recipes as `evaluator: test_search_fakes:<fn>`)."""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+
+
+def fake_metric(request: dict) -> float:
+    """A deterministic 'accuracy' that grows with adapter capacity, with a point-dependent wiggle."""
+    config = request["config"]
+
+    def total(value):
+        return sum(value.values()) if isinstance(value, dict) else value
+
+    capacity = sum(total(config.get(k, 0)) for k in ("serial_adapter_size", "parallel_adapter_size", "prefix_length", "lora_rank"))
+    layers = config.get("layers_to_transform")
+    n_layers = 2 if layers is None else len(layers)
+    wiggle = (zlib.crc32(request["key"].encode()) % 1000) / 1e5
+    fidelity_bonus = 0.01 * request["level"]
+    return round(0.5 + 0.4 * (1 - 1 / (1 + capacity * n_layers / 16)) + wiggle + fidelity_bonus, 6)
+
+
+def fake_evaluate(request: dict) -> dict:
+    return {"metric_name": "accuracy", "metric": fake_metric(request), "peak_memory_bytes": 1}
+
+
+def logged_slow_evaluate(request: dict) -> dict:
+    """Like `fake_evaluate`, but slow and logging every call to $SEARCH_CALL_LOG (one line: the trial key)."""
+    time.sleep(float(os.environ.get("SEARCH_FAKE_SLEEP", "0.3")))
+    with open(os.environ["SEARCH_CALL_LOG"], "a") as handle:
+        handle.write(request["key"] + "\n")
+    return fake_evaluate(request)
+
+
+def failing_evaluate(request: dict) -> dict:
+    """Fails for every point with a prefix (to test that failures are recorded and the search goes on)."""
+    if request["config"].get("prefix_length"):
+        raise RuntimeError("simulated out of memory")
+    return fake_evaluate(request)
