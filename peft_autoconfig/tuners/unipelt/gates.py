@@ -236,8 +236,9 @@ def set_gates(
     else:
         chosen = [s for s in sites if s.block == block or s.block.split("/", 1)[0] == block]
     if not chosen:
+        where = "" if adapter_name is None else f" (adapter {adapter_name!r})"
         raise ValueError(
-            f"`block` {block!r} has no gate in this model{'' if adapter_name is None else f' (adapter {adapter_name!r})'}. "
+            f"`block` {block!r} has no gate in this model{where}. "
             f"Allowed values: {['all'] + available}."
         )
     if layers is not None:
@@ -245,9 +246,7 @@ def set_gates(
         present = {s.layer for s in chosen}
         missing = sorted(wanted - present)
         if missing:
-            raise ValueError(
-                f"`layers` {missing} have no {block!r} gate; layers with one: {sorted(present)}."
-            )
+            raise ValueError(f"`layers` {missing} have no {block!r} gate; layers with one: {sorted(present)}.")
         chosen = [s for s in chosen if s.layer in wanted]
     for site in chosen:
         site.gate.force = value
@@ -331,7 +330,8 @@ def to_mixed_config(
         inference_mode=False,
     )
     fields.update(overrides)
-    if not _any_positive(fields[name] for name in ("serial_adapter_size", "parallel_adapter_size", "prefix_length", "lora_rank")):
+    size_fields = ("serial_adapter_size", "parallel_adapter_size", "prefix_length", "lora_rank")
+    if not _any_positive(fields[name] for name in size_fields):
         raise ValueError(
             f"Every gate is below `threshold`={threshold}: no block would be kept. Lower the threshold or train longer "
             "(gate means per block: "
