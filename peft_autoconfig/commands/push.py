@@ -1,0 +1,49 @@
+"""`peft-autoconfig push DIR --repo-id ORG/NAME`: a search output or one config folder to the Hub, one commit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "push",
+        help="Upload a searched front (or one PEFT config folder) with a model card to the Hugging Face Hub.",
+        description="Upload DIR (a search output folder with front.json, or a folder with adapter_config.json) to "
+        "the Hub as one commit, with a model card. The token comes from --token, HF_TOKEN or `hf auth login`.",
+    )
+    parser.add_argument("dir", help="search output folder (front.json, front/<name>/, pareto.png) or a config folder")
+    parser.add_argument("--repo-id", required=True, help="target repo, 'org/name' (created if missing)")
+    parser.add_argument("--private", action="store_true", help="create the repo as private (new repos only)")
+    parser.add_argument("--revision", default=None, help="branch to commit to (created if missing); default main")
+    parser.add_argument("--token", default=None, help="Hub token; default HF_TOKEN or the saved login")
+    parser.add_argument("--dry-run", metavar="PATH", default=None,
+                        help="write exactly the files that would be uploaded to the new folder PATH; no network")
+    parser.add_argument("--commit-message", default=None, help="commit title")
+    parser.add_argument("--base-model", default=None, help="card `base_model` (a Hub repo id) if front.json has a local path")
+    parser.add_argument("--dataset", default=None, help="card `datasets` entry (a Hub dataset id); default the task name")
+    parser.add_argument("--license", default=None, help="card license, e.g. apache-2.0")
+    parser.add_argument("--endpoint", default=None, help="Hub URL; default HF_ENDPOINT or https://huggingface.co")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..hub import HubError, push_to_hub
+
+    try:
+        result = push_to_hub(
+            args.dir, args.repo_id, private=args.private, revision=args.revision, token=args.token,
+            dry_run=args.dry_run, commit_message=args.commit_message, base_model=args.base_model,
+            dataset=args.dataset, license=args.license, endpoint=args.endpoint,
+        )
+    except (HubError, FileExistsError) as error:
+        print(f"peft-autoconfig push: error: {error}", file=sys.stderr)
+        return 1
+    if result.dry_run_dir:
+        print(f"dry run: wrote {len(result.files)} files to {result.dry_run_dir} (nothing uploaded)")
+    else:
+        print(f"pushed {len(result.files)} files to {result.repo_id} in one commit: {result.commit_url}")
+    for path in result.files:
+        print(f"  {path}")
+    return 0

@@ -1,0 +1,208 @@
+"""Model cards for pushed configs, rendered from the Jinja templates in `hub_cards/` with `ModelCard.from_template`.
+
+Metadata goes through `ModelCardData` (library_name, base_model, tags, datasets, metrics and a model-index of
+`EvalResult`s, one per front point), so the Hub indexes it and `ModelCard.load` parses it back.
+
+Templates ship inside the package as `peft_autoconfig/hub_cards/` (a symlink to the top-level `hub_cards/` in the
+source tree; setuptools copies the files into wheels) and are read with `importlib.resources`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from peft import PeftConfig
+
+from .source import PLOT_FILE, PushSource
+
+TEMPLATE_NAME = "searched_config.md"
+PIPELINE_TAGS = {
+    "SEQ_CLS": "text-classification",
+    "TOKEN_CLS": "token-classification",
+    "CAUSAL_LM": "text-generation",
+    "SEQ_2_SEQ_LM": "text2text-generation",
+    "QUESTION_ANS": "question-answering",
+    "FEATURE_EXTRACTION": "feature-extraction",
+}
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def template_path(name: str = TEMPLATE_NAME) -> Path:
+    """Path of a card template: the installed package's `hub_cards/`, else the source tree's top-level one."""
+    packaged = resources.files("peft_autoconfig") / "hub_cards" / name
+    if packaged.is_file():
+        return Path(str(packaged))
+    source_tree = Path(__file__).resolve().parents[2] / "hub_cards" / name
+    if source_tree.is_file():
+        return source_tree
+    raise FileNotFoundError(f"model card template {name!r} not found in peft_autoconfig/hub_cards/ or hub_cards/.")
+
+
+def looks_like_repo_id(value: str | None) -> bool:
+    """True for 'org/name' or a canonical 'name' that is not an existing local path (base_model must be a repo)."""
+    return bool(value) and bool(_REPO_ID.match(value)) and not Path(value).exists() and ".." not in value
+
+
+def describe_config(config: PeftConfig) -> str:
+    """One line saying what a config adds, e.g. 'serial 64 · LoRA r8 (query, value) · layers 0, 2'."""
+    from ..tuners.mixed.config import MixedPetConfig
+
+    if not isinstance(config, MixedPetConfig):
+        bits = [str(getattr(config.peft_type, "value", config.peft_type))]
+        if getattr(config, "r", None):
+            bits.append(f"r{config.r}")
+        if getattr(config, "target_modules", None):
+            bits.append("(" + ", ".join(sorted(config.target_modules)) + ")")
+        return " ".join(bits)
+
+    def size(value: Any) -> str:
+        if isinstance(value, int):
+            return str(value)
+        sizes = sorted(v for v in value.values() if v > 0)
+        return f"{sizes[0]}-{sizes[-1]} per layer" if sizes[0] != sizes[-1] else f"{sizes[0]} in {len(sizes)} layers"
+
+    def present(value: Any) -> bool:
+        return value > 0 if isinstance(value, int) else any(v > 0 for v in value.values())
+
+    parts = []
+    factor = getattr(config, "adapter_reduction_factor", None)
+    if factor:
+        parts.append(f"serial hidden/{factor}")
+    elif present(config.serial_adapter_size):
+        parts.append(f"serial {size(config.serial_adapter_size)}")
+    if present(config.parallel_adapter_size):
+        parts.append(f"parallel {size(config.parallel_adapter_size)} (x{config.parallel_adapter_scaling:g})")
+    if present(config.lora_rank):
+        targets = ", ".join(config.target_modules) if config.target_modules else "q, v"
+        parts.append(f"LoRA r{size(config.lora_rank)} ({targets})")
+    if present(config.prefix_length):
+        parts.append(f"prefix {size(config.prefix_length)}")
+    if config.layers_to_transform is not None:
+        parts.append("layers " + ", ".join(map(str, config.layers_to_transform)))
+    if str(config.peft_type) == "UNIPELT" or getattr(config.peft_type, "value", None) == "UNIPELT":
+        parts.append("gated")
+    return " · ".join(parts)
+
+
+def _peft_method(config: PeftConfig) -> str:
+    return str(getattr(config.peft_type, "value", config.peft_type)).lower()
+
+
+def _format_seconds(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def build_model_card(
+    source: PushSource,
+    repo_id: str,
+    base_model: str | None = None,
+    dataset: str | None = None,
+    license: str | None = None,
+) -> ModelCard:
+    """Render the card of `source` as it will appear in `repo_id`.
+
+    `base_model` / `dataset` override what front.json says; a local path is never written as `base_model`
+    (the Hub expects a repo id), it is only named in the card body.
+    """
+    from .validation import metric_direction, select_point
+
+    front = source.front
+    configs = source.configs
+    first = next(iter(configs.values()))
+    model = base_model or (front["model"] if front else first.base_model_name_or_path)
+    task = dataset or (front["task"] if front else None)
+    metric = front["metric"] if front else None
+    pipeline_tag = PIPELINE_TAGS.get(str(getattr(first.task_type, "value", first.task_type)))
+    methods = sorted({_peft_method(c) for c in configs.values()})
+
+    if source.kind == "front":
+        points = front["points"]
+        default = select_point(front, None, None, repo_id)["name"]
+    else:
+        points = [source.point] if source.point else []
+        default = source.point["name"] if source.point else None
+
+    rows = []
+    for point in points:
+        config = configs.get(point["name"]) if source.kind == "front" else first
+        rows.append({
+            "name": point["name"],
+            "metric": f"{point['metric']:.4f}",
+            "trainable_parameters": f"{point['trainable_parameters']:,}",
+            "method": _peft_method(config),
+            "description": describe_config(config),
+            "subfolder": point["config_path"] if source.kind == "front" else None,
+            "fidelity": ", ".join(f"{k}={v}" for k, v in (point.get("fidelity") or {}).items() if v is not None),
+            "default": point["name"] == default,
+        })
+
+    eval_results = [
+        EvalResult(
+            task_type=pipeline_tag or "text-classification",
+            dataset_type=task,
+            dataset_name=task,
+            dataset_split=str((front.get("search") or {}).get("recipe", {}).get("eval_split", "validation")),
+            metric_type=metric,
+            metric_name=f"{metric} ({point['name']}, {point['trainable_parameters']:,} trainable parameters)",
+            metric_value=float(point["metric"]),
+        )
+        for point in points
+    ] if (front and task and metric) else None
+
+    card_data = ModelCardData(
+        library_name="peft",
+        base_model=model if looks_like_repo_id(model) else None,
+        datasets=[task] if looks_like_repo_id(task) else None,
+        metrics=[metric] if metric else None,
+        tags=["peft", *methods, "peft_autoconfig", "autopeft"],
+        pipeline_tag=pipeline_tag,
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results or None,
+        license=license,
+    )
+
+    search = dict((front or {}).get("search") or {})
+    settings = [
+        ("algorithm", search.get("algorithm")),
+        ("evaluations (trials)", search.get("n_trials")),
+        ("seed", search.get("seed")),
+        ("wall time", _format_seconds(search.get("wall_time_s"))),
+        ("cost in full training runs", f"{search['cost_full_runs']:.2f}" if isinstance(search.get("cost_full_runs"), (int, float)) else None),
+        ("hypervolume", f"{front['hypervolume']:.6g}" if front and isinstance(front.get("hypervolume"), (int, float)) else None),
+        ("reference point", front.get("reference_point") if front else None),
+        ("objectives", ", ".join(f"{o['name']} ({o.get('direction', '?')})" for o in front.get("objectives", [])) if front else None),
+    ]
+    baselines = [
+        {"name": b.get("name"), "metric": f"{b['metric']:.4f}", "trainable_parameters": f"{b['trainable_parameters']:,}"}
+        for b in (front or {}).get("baselines", []) or []
+        if isinstance(b, dict) and isinstance(b.get("metric"), (int, float)) and isinstance(b.get("trainable_parameters"), int)
+    ]
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path()),
+        repo_id=repo_id,
+        kind=source.kind,
+        base_model_display=model or "unknown",
+        base_model_is_repo=looks_like_repo_id(model),
+        task=task or "unknown",
+        metric=metric,
+        direction=metric_direction(front) if front else None,
+        points=rows,
+        default_point=default,
+        has_plot=PLOT_FILE in source.files,
+        plot_file=PLOT_FILE,
+        search_settings=[(k, v) for k, v in settings if v not in (None, "")],
+        recipe=json.dumps(search["recipe"], indent=2, sort_keys=True) if search.get("recipe") else None,
+        baselines=baselines,
+        methods=methods,
+        has_weights=any(p.endswith(".safetensors") for p in source.files),
+    )

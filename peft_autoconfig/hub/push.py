@@ -1,0 +1,165 @@
+"""Push a search output (the whole front) or one PEFT config folder to the Hub, with a model card, in one commit.
+
+Everything is checked and rendered locally first (configs validated, card built), so a bad folder fails before any
+network call. The upload is a single `HfApi.create_commit` with every file (not `upload_folder`, which may split
+large folders into several commits). `dry_run` writes exactly the files of that commit to a local folder instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .card import build_model_card
+from .errors import HubAuthError, HubConnectionError, HubError, HubNotFoundError
+from .source import read_source
+
+CARD_FILE = "README.md"
+
+
+@dataclass
+class PushResult:
+    """What a push did: the files (paths in the repo) and, unless a dry run, the commit."""
+
+    repo_id: str
+    files: list[str]
+    commit_url: str | None = None
+    commit_oid: str | None = None
+    dry_run_dir: str | None = None
+
+
+def collect_upload(directory: str | os.PathLike, repo_id: str, base_model: str | None = None,
+                   dataset: str | None = None, license: str | None = None) -> dict[str, bytes]:
+    """Path in repo -> content for everything a push of `directory` uploads, the rendered README.md first."""
+    source = read_source(directory)
+    card = build_model_card(source, repo_id, base_model=base_model, dataset=dataset, license=license)
+    upload = {CARD_FILE: str(card).encode("utf-8")}
+    for path_in_repo, local in sorted(source.files.items()):
+        upload[path_in_repo] = local.read_bytes()
+    return upload
+
+
+def write_dry_run(upload: dict[str, bytes], target: str | os.PathLike) -> Path:
+    """Write `upload` under `target` atomically: a temporary sibling folder renamed at the end, removed on failure."""
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise FileExistsError(f"`dry_run` folder {target} exists and is not empty; choose a new path.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for path_in_repo, content in upload.items():
+            destination = staging / path_in_repo
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(content)
+        if target.exists():
+            target.rmdir()
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _token_hint(token: str | None) -> str:
+    from huggingface_hub import get_token
+
+    if token is None and get_token() is None:
+        return "no token found: pass `token=`/--token, set HF_TOKEN or run `hf auth login`"
+    return "check that the token is valid and has write access to this namespace"
+
+
+@contextmanager
+def hub_errors(repo_id: str, endpoint: str, token: str | None, action: str) -> Iterator[None]:
+    """Turn huggingface_hub/httpx errors into `HubError`s that name the repo, the endpoint and what to do."""
+    import httpx2
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except HubError:
+        raise
+    except OfflineModeIsEnabled:
+        raise HubConnectionError(f"{repo_id}: cannot {action}: HF_HUB_OFFLINE=1 is set.") from None
+    except (httpx2.TransportError, ConnectionError) as error:
+        raise HubConnectionError(
+            f"{repo_id}: cannot {action}: the Hub at {endpoint} is unreachable ({type(error).__name__}: {error}). "
+            "Check the network, or HF_ENDPOINT."
+        ) from None
+    except RevisionNotFoundError:
+        raise HubNotFoundError(f"{repo_id}: cannot {action}: the revision does not exist at {endpoint}.") from None
+    except RemoteEntryNotFoundError as error:
+        raise HubNotFoundError(f"{repo_id}: cannot {action}: file not found at {endpoint} ({error.response.url}).") from None
+    except RepositoryNotFoundError:
+        raise HubNotFoundError(
+            f"{repo_id}: cannot {action}: repository not found at {endpoint} (or private and the token cannot read "
+            f"it; {_token_hint(token)})."
+        ) from None
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        detail = error.server_message or str(error).splitlines()[0]
+        if status in (401, 403):
+            raise HubAuthError(
+                f"{repo_id}: cannot {action}: the Hub at {endpoint} answered {status} ({detail}); {_token_hint(token)}."
+            ) from None
+        raise HubError(f"{repo_id}: cannot {action}: the Hub at {endpoint} answered {status} ({detail}).") from None
+
+
+def push_to_hub(
+    directory: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    dry_run: str | os.PathLike | None = None,
+    commit_message: str | None = None,
+    base_model: str | None = None,
+    dataset: str | None = None,
+    license: str | None = None,
+    endpoint: str | None = None,
+) -> PushResult:
+    """Upload a search output folder or a PEFT config folder to `repo_id` as one commit, with a model card.
+
+    Args:
+        directory: a search output (front.json, front/<name>/, pareto.png) or a folder with adapter_config.json.
+        repo_id: "org/name"; created if missing (`private` applies only then).
+        revision: branch to commit to (created from main if missing); default main.
+        token: Hub token; default huggingface_hub's resolution (HF_TOKEN, then the saved login).
+        dry_run: write the exact files of the commit to this new folder instead of uploading.
+        base_model, dataset, license: override the card metadata (a local model path is never used as base_model).
+        endpoint: Hub URL; default HF_ENDPOINT or https://huggingface.co.
+    """
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ValueError(f"`repo_id` must look like 'org/name', got {repo_id!r}.")
+    upload = collect_upload(directory, repo_id, base_model=base_model, dataset=dataset, license=license)
+    if dry_run is not None:
+        written = write_dry_run(upload, dry_run)
+        return PushResult(repo_id=repo_id, files=list(upload), dry_run_dir=str(written))
+
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
+    n_configs = sum(1 for path in upload if path.endswith("adapter_config.json"))
+    message = commit_message or f"Upload {n_configs} searched PEFT config(s) with peft_autoconfig"
+    with hub_errors(repo_id, api.endpoint, token, "push"):
+        api.create_repo(repo_id, private=True if private else None, exist_ok=True)  # None: the namespace default
+        if revision not in (None, "main"):
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.create_commit(
+            repo_id,
+            operations=[CommitOperationAdd(path_in_repo=path, path_or_fileobj=content) for path, content in upload.items()],
+            commit_message=message,
+            revision=revision,
+        )
+    return PushResult(repo_id=repo_id, files=list(upload), commit_url=info.commit_url, commit_oid=info.oid)

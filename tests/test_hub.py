@@ -1,0 +1,405 @@
+"""Hub integration against a local fake Hub (tests/hub_server.py) driven by the real huggingface_hub client."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from conftest import tiny_configs
+from huggingface_hub import HfApi, ModelCard, constants
+from hub_server import LocalHub
+from peft import PeftConfig, get_peft_model
+
+import peft_autoconfig
+from peft_autoconfig import MixedPetConfig, UniPELTConfig, count_trainable_parameters
+from peft_autoconfig.hub import (
+    AutoSearchedConfig,
+    HubAuthError,
+    HubConfigError,
+    HubConnectionError,
+    HubNotFoundError,
+    push_to_hub,
+)
+
+TOKEN = "hf_test_token"
+REPO = "org/tiny-bert-synthetic-autopeft"
+BASE_MODEL = "hf-internal-testing/tiny-random-BertModel"
+POINT_SPECS = {  # name -> (config, made-up but consistent accuracy: more parameters, better)
+    "p00": (MixedPetConfig(task_type="SEQ_CLS", serial_adapter_size=2, layers_to_transform=[2]), 0.71),
+    "p01": (MixedPetConfig(task_type="SEQ_CLS", lora_rank=4, target_modules=["query", "value"]), 0.78),
+    "p02": (UniPELTConfig(task_type="SEQ_CLS", adapter_reduction_factor=4), 0.83),
+}
+
+
+def tiny_png() -> bytes:
+    """A valid 2x2 grey PNG (stands in for the search's pareto.png)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\x00" + b"\x80\x80" for _ in range(2))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def search_output(tmp_path) -> Path:
+    """A search output folder per the contract: front.json, front/<name>/ (save_pretrained), pareto.png, journal."""
+    out = tmp_path / "search-out"
+    model_config = tiny_configs()["bert"]
+    points = []
+    for trial, (name, (config, accuracy)) in enumerate(POINT_SPECS.items()):
+        config.save_pretrained(out / "front" / name)
+        params = count_trainable_parameters(config, model_config)
+        points.append({
+            "name": name, "trial_id": trial, "metric": accuracy, "trainable_parameters": params,
+            "objectives": {"accuracy": accuracy, "trainable_parameters": params},
+            "fidelity": {"train_subset": 256, "max_steps": 20, "num_epochs": None}, "config_path": f"front/{name}",
+        })
+    front = {
+        "format_version": 1, "model": BASE_MODEL, "task": "rotten_tomatoes", "metric": "accuracy",
+        "objectives": [{"name": "accuracy", "direction": "max"}, {"name": "trainable_parameters", "direction": "min"}],
+        "reference_point": [0.0, 100000.0], "hypervolume": 42.5,
+        "search": {"algorithm": "nsga2", "n_trials": 12, "seed": 0, "wall_time_s": 754.2, "cost_full_runs": 1.75,
+                   "recipe": {"population": 4}},
+        "points": points,
+        "baselines": [{"name": "lora_r8", "metric": 0.77, "trainable_parameters": 3072}],
+    }
+    (out / "front.json").write_text(json.dumps(front, indent=2))
+    (out / "pareto.png").write_bytes(tiny_png())
+    (out / "journal.jsonl").write_text('{"trial_id": 0}\n')
+    return out
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest sets HF_HUB_OFFLINE=1 for everything else
+    with LocalHub(token=TOKEN, max_seconds=120) as server:
+        yield server
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    return tmp_path / "hf-cache"
+
+
+def dead_endpoint() -> str:
+    with LocalHub() as server:
+        endpoint = server.endpoint
+    return endpoint  # the port is closed now: connection refused
+
+
+def cached_files(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob("*") if p.is_file() and ".locks" not in p.parts] if cache.exists() else []
+
+
+def expected_files(out: Path) -> set[str]:
+    return {"README.md", "front.json", "pareto.png"} | {f"front/{n}/adapter_config.json" for n in POINT_SPECS}
+
+
+# -- push + pull round trip -------------------------------------------------------------------------------------
+def test_push_front_one_commit_then_pull_every_point(search_output, hub, cache, make_tiny_model):
+    api = HfApi(endpoint=hub.endpoint, token=TOKEN)
+    api.create_repo(REPO)
+    before = api.list_repo_commits(REPO)
+
+    result = push_to_hub(search_output, REPO, token=TOKEN, endpoint=hub.endpoint)
+
+    after = api.list_repo_commits(REPO)
+    assert len(after) == len(before) + 1
+    assert after[0].commit_id == result.commit_oid and result.commit_url.endswith(f"{REPO}/commit/{result.commit_oid}")
+    assert set(api.list_repo_files(REPO)) - {".gitattributes"} == expected_files(search_output) == set(result.files)
+    assert sum(1 for method, path in hub.requests if path.startswith(f"/api/models/{REPO}/commit/")) == 1
+
+    for name, (config, _) in POINT_SPECS.items():
+        pulled = AutoSearchedConfig.from_pretrained(REPO, subfolder=f"front/{name}", endpoint=hub.endpoint,
+                                                    cache_dir=cache)
+        local = PeftConfig.from_pretrained(str(search_output / "front" / name))
+        assert type(pulled) is type(local) is type(config)
+        assert pulled.to_dict() == local.to_dict()
+
+    default = AutoSearchedConfig.from_pretrained(REPO, endpoint=hub.endpoint, cache_dir=cache)
+    assert isinstance(default, UniPELTConfig)  # p02 has the best accuracy
+
+    # the pulled config builds with plain peft and matches the local folder's model exactly
+    budget = json.loads((search_output / "front.json").read_text())["points"][1]["trainable_parameters"]  # p01's
+    pulled = AutoSearchedConfig.from_pretrained(REPO, select="best_under_budget", max_parameters=budget,
+                                                endpoint=hub.endpoint, cache_dir=cache)
+    assert pulled.to_dict() == PeftConfig.from_pretrained(str(search_output / "front" / "p01")).to_dict()
+    from_hub = get_peft_model(make_tiny_model("bert"), pulled)
+    from_folder = get_peft_model(make_tiny_model("bert"), PeftConfig.from_pretrained(str(search_output / "front/p01")))
+    shapes = lambda m: {k: tuple(p.shape) for k, p in m.named_parameters() if p.requires_grad}  # noqa: E731
+    assert shapes(from_hub) == shapes(from_folder) and any("lora" in k for k in shapes(from_hub))
+    assert from_hub.get_nb_trainable_parameters() == from_folder.get_nb_trainable_parameters()
+
+    # a second push of the same folder is again exactly one commit
+    push_to_hub(search_output, REPO, token=TOKEN, endpoint=hub.endpoint, commit_message="again")
+    assert [c.title for c in api.list_repo_commits(REPO)][:2] == ["again", after[0].title]
+
+
+def test_pulled_config_works_offline_once_cached(search_output, hub, cache, monkeypatch):
+    push_to_hub(search_output, REPO, token=TOKEN, endpoint=hub.endpoint)
+    online = AutoSearchedConfig.from_pretrained(REPO, select="fewest_parameters", endpoint=hub.endpoint,
+                                                cache_dir=cache)
+    endpoint = hub.endpoint
+    hub.stop()  # the Hub is gone: the cache alone answers
+    unreachable = AutoSearchedConfig.from_pretrained(REPO, select="fewest_parameters", endpoint=endpoint,
+                                                     cache_dir=cache)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    offline = AutoSearchedConfig.from_pretrained(REPO, select="fewest_parameters", endpoint=endpoint,
+                                                 cache_dir=cache)
+    assert online.to_dict() == unreachable.to_dict() == offline.to_dict()
+    assert online.serial_adapter_size == 2  # p00, the smallest
+    with pytest.raises(HubConnectionError, match="not in the local cache"):  # never downloaded: a clear error
+        AutoSearchedConfig.from_pretrained(REPO, subfolder="front/p01", endpoint=endpoint, cache_dir=cache)
+
+
+def test_push_to_a_branch(search_output, hub, cache):
+    push_to_hub(search_output / "front" / "p00", REPO, token=TOKEN, endpoint=hub.endpoint)
+    push_to_hub(search_output, REPO, token=TOKEN, endpoint=hub.endpoint, revision="v2")
+    api = HfApi(endpoint=hub.endpoint, token=TOKEN)
+    assert "front.json" in api.list_repo_files(REPO, revision="v2")
+    assert "front.json" not in api.list_repo_files(REPO)
+    on_branch = AutoSearchedConfig.from_pretrained(REPO, revision="v2", endpoint=hub.endpoint, cache_dir=cache)
+    on_main = AutoSearchedConfig.from_pretrained(REPO, endpoint=hub.endpoint, cache_dir=cache)
+    assert isinstance(on_branch, UniPELTConfig) and on_main.serial_adapter_size == 2
+
+
+def test_single_config_folder_keeps_its_measured_point(search_output, hub, cache):
+    result = push_to_hub(search_output / "front" / "p01", REPO, token=TOKEN, endpoint=hub.endpoint)
+    assert set(result.files) == {"README.md", "adapter_config.json"}
+    pulled = AutoSearchedConfig.from_pretrained(REPO, endpoint=hub.endpoint, cache_dir=cache)
+    assert pulled.to_dict() == PeftConfig.from_pretrained(str(search_output / "front" / "p01")).to_dict()
+    readme = Path(HfApi(endpoint=hub.endpoint).hf_hub_download(REPO, "README.md", cache_dir=str(cache)))
+    card = ModelCard.load(readme)
+    assert [r.metric_value for r in card.data.eval_results] == [0.78]
+    with pytest.raises(HubConfigError, match="single adapter_config.json"):
+        AutoSearchedConfig.from_pretrained(REPO, select="fewest_parameters", endpoint=hub.endpoint, cache_dir=cache)
+
+
+# -- model card ---------------------------------------------------------------------------------------------------
+def test_card_metadata_parses_back_with_the_measured_results(search_output, tmp_path):
+    result = push_to_hub(search_output, REPO, dry_run=tmp_path / "dry", endpoint=dead_endpoint())
+    card = ModelCard.load(Path(result.dry_run_dir) / "README.md")
+    data = card.data
+    assert data.library_name == "peft" and data.base_model == BASE_MODEL
+    assert {"peft", "mixed_pet", "unipelt", "peft_autoconfig", "autopeft"} <= set(data.tags)
+    assert data.datasets == ["rotten_tomatoes"] and data.metrics == ["accuracy"]
+    assert data.pipeline_tag == "text-classification"
+    front = json.loads((search_output / "front.json").read_text())
+    by_value = {r.metric_value: r for r in data.eval_results}
+    assert sorted(by_value) == sorted(p["metric"] for p in front["points"])
+    assert all(r.metric_type == "accuracy" and r.dataset_type == "rotten_tomatoes" for r in data.eval_results)
+    for point in front["points"]:
+        row = next(line for line in card.text.splitlines() if line.startswith(f"| {point['name']}"))
+        assert f"{point['metric']:.4f}" in row and f"{point['trainable_parameters']:,}" in row
+        assert point["config_path"] in row
+    assert "(**default**)" in next(line for line in card.text.splitlines() if line.startswith("| p02"))
+    assert "![Pareto front" in card.text and "(pareto.png)" in card.text
+    assert "| cost in full training runs | 1.75 |" in card.text and "| wall time | 12m 34s |" in card.text
+    assert f'AutoSearchedConfig.from_pretrained("{REPO}"' in card.text and "get_peft_model" in card.text
+    for key in ("zhou2024autopeft", "mao2022unipelt", "@misc{peft"):
+        assert key in card.text
+    assert "| lora_r8 | 0.7700 | 3,072 |" in card.text
+
+
+def test_local_model_path_is_not_written_as_base_model(search_output, tmp_path):
+    front = json.loads((search_output / "front.json").read_text())
+    front["model"] = str(tmp_path)  # a local folder, as when searching an offline model
+    (search_output / "front.json").write_text(json.dumps(front))
+    card = ModelCard.load(Path(push_to_hub(search_output, REPO, dry_run=tmp_path / "a").dry_run_dir) / "README.md")
+    assert card.data.base_model is None and "(a local model)" in card.text
+    card = ModelCard.load(Path(push_to_hub(search_output, REPO, dry_run=tmp_path / "b",
+                                           base_model="sentence-transformers/all-MiniLM-L6-v2").dry_run_dir) / "README.md")
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_templates_ship_inside_the_package():
+    from importlib import resources
+
+    from peft_autoconfig.hub.card import template_path
+
+    packaged = resources.files("peft_autoconfig") / "hub_cards" / "searched_config.md"
+    assert packaged.is_file()
+    assert template_path().read_text() == (Path(__file__).parents[1] / "hub_cards" / "searched_config.md").read_text()
+
+
+# -- dry run ------------------------------------------------------------------------------------------------------
+def test_dry_run_writes_exactly_the_commit_without_network(search_output, hub, tmp_path):
+    dry = push_to_hub(search_output, REPO, dry_run=tmp_path / "dry", endpoint=dead_endpoint())
+    written = {p.relative_to(dry.dry_run_dir).as_posix() for p in Path(dry.dry_run_dir).rglob("*") if p.is_file()}
+    assert written == set(dry.files) == expected_files(search_output)  # no journal, no .gitattributes
+    pushed = push_to_hub(search_output, REPO, token=TOKEN, endpoint=hub.endpoint)
+    api = HfApi(endpoint=hub.endpoint)
+    for path in pushed.files:
+        remote = Path(api.hf_hub_download(REPO, path, cache_dir=str(tmp_path / "c"))).read_bytes()
+        assert remote == (Path(dry.dry_run_dir) / path).read_bytes(), path
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".dry")] == []
+
+
+def test_dry_run_refuses_a_non_empty_folder_and_cleans_up_on_failure(search_output, tmp_path, monkeypatch):
+    target = tmp_path / "occupied"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        push_to_hub(search_output, REPO, dry_run=target)
+    assert [p.name for p in target.iterdir()] == ["keep.txt"]
+
+    calls = {"n": 0}
+    original = Path.write_bytes
+
+    def failing_write(self, data):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return original(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        push_to_hub(search_output, REPO, dry_run=tmp_path / "fresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["occupied", "search-out"]  # no half-written folder
+
+
+# -- choosing a point ---------------------------------------------------------------------------------------------
+def test_select_rules_on_a_local_search_output(search_output):
+    load = lambda **kw: AutoSearchedConfig.from_pretrained(search_output, **kw)  # noqa: E731
+    front = AutoSearchedConfig.load_front(search_output)
+    params = {p["name"]: p["trainable_parameters"] for p in front["points"]}
+    assert params["p00"] < params["p01"] < params["p02"]
+    assert isinstance(load(), UniPELTConfig) and isinstance(load(select="best_metric"), UniPELTConfig)
+    assert load(select="fewest_parameters").serial_adapter_size == 2
+    assert load(max_parameters=params["p01"]).lora_rank == 4
+    assert load(select="best_under_budget", max_parameters=params["p02"] - 1).lora_rank == 4
+    assert load(select="fewest_parameters", max_parameters=params["p02"]).serial_adapter_size == 2
+    assert load(subfolder="front/p01").lora_rank == 4
+    with pytest.raises(HubConfigError, match=f"no point of the front has at most 1 trainable.*'p00' with {params['p00']:,}"):
+        load(max_parameters=1)
+    with pytest.raises(ValueError, match="`select` must be one of .*'best_metric'.*got 'smallest'"):
+        load(select="smallest")
+    with pytest.raises(ValueError, match="needs `max_parameters`"):
+        load(select="best_under_budget")
+    with pytest.raises(ValueError, match="either `subfolder`"):
+        load(subfolder="front/p00", select="fewest_parameters")
+    with pytest.raises(HubConfigError, match="`subfolder` must be a relative path"):
+        load(subfolder="../elsewhere")
+
+
+# -- errors -------------------------------------------------------------------------------------------------------
+def test_401_from_the_server_is_a_clear_error_with_nothing_left_behind(search_output, hub, cache, tmp_path):
+    with pytest.raises(HubAuthError) as error:
+        push_to_hub(search_output, REPO, token="hf_wrong", endpoint=hub.endpoint)
+    message = str(error.value)
+    assert message.startswith(f"{REPO}: cannot push") and "401" in message and "Invalid credentials" in message
+    assert hub.endpoint in message and "token" in message
+    assert hub.repos == {}  # nothing created
+
+    hub.add_repo("org/private", {"adapter_config.json": (search_output / "front/p01/adapter_config.json").read_bytes()},
+                 private=True)
+    with pytest.raises(HubAuthError, match="org/private: cannot list the repo files: .* answered 401"):
+        AutoSearchedConfig.from_pretrained("org/private", token="hf_wrong", endpoint=hub.endpoint, cache_dir=cache)
+    with pytest.raises(HubNotFoundError, match="org/private: .*repository not found .*private"):
+        AutoSearchedConfig.from_pretrained("org/private", endpoint=hub.endpoint, cache_dir=cache)
+    assert cached_files(cache) == []
+    pulled = AutoSearchedConfig.from_pretrained("org/private", token=TOKEN, endpoint=hub.endpoint, cache_dir=cache)
+    assert pulled.lora_rank == 4
+
+
+def test_unreachable_server_is_a_clear_error_with_nothing_left_behind(search_output, cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    endpoint = dead_endpoint()
+    started = time.monotonic()
+    with pytest.raises(HubConnectionError, match=f"{REPO}: cannot push: the Hub at {endpoint} is unreachable"):
+        push_to_hub(search_output, REPO, token=TOKEN, endpoint=endpoint)
+    with pytest.raises(HubConnectionError, match=f"{REPO}: the Hub cannot be reached and neither front.json nor"):
+        AutoSearchedConfig.from_pretrained(REPO, endpoint=endpoint, cache_dir=cache)
+    assert time.monotonic() - started < 10  # no long retry loops
+    assert cached_files(cache) == []
+
+
+def test_repo_without_a_config(hub, cache):
+    hub.add_repo("org/weights-only", {"README.md": b"# hi\n", "model.safetensors": b"\0" * 16, "config.json": b"{}"})
+    with pytest.raises(HubConfigError, match=r"org/weights-only: no front.json or adapter_config.json found; the repo "
+                                             r"has \['.gitattributes', 'README.md', 'config.json', 'model.safetensors'\]"):
+        AutoSearchedConfig.from_pretrained("org/weights-only", endpoint=hub.endpoint, cache_dir=cache)
+    assert cached_files(cache) == []
+    with pytest.raises(HubConfigError, match="front/p09/adapter_config.json not found"):
+        AutoSearchedConfig.from_pretrained("org/weights-only", subfolder="front/p09", endpoint=hub.endpoint,
+                                           cache_dir=cache)
+    assert cached_files(cache) == []
+
+
+def test_unknown_peft_type_names_repo_field_and_cure(hub, cache):
+    hub.add_repo("org/foo", {"adapter_config.json": json.dumps({"peft_type": "FOO", "task_type": "SEQ_CLS"}).encode()})
+    with pytest.raises(HubConfigError) as error:
+        AutoSearchedConfig.from_pretrained("org/foo", endpoint=hub.endpoint, cache_dir=cache)
+    message = str(error.value)
+    assert message.startswith("org/foo: adapter_config.json field `peft_type` = 'FOO' is not a known PEFT type; known: [")
+    assert "'MIXED_PET'" in message and "'LORA'" in message and message.endswith("did you `import peft_autoconfig`?")
+    assert not [p for p in cache.rglob("*.incomplete")]
+
+
+def test_malformed_files_name_the_field(search_output, hub, cache):
+    good = json.loads((search_output / "front/p01/adapter_config.json").read_text())
+    bad_value = dict(good, lora_dropout=2.0)
+    hub.add_repo("org/bad-value", {"adapter_config.json": json.dumps(bad_value).encode()})
+    with pytest.raises(HubConfigError, match=r"org/bad-value: adapter_config.json: invalid MixedPetConfig: "
+                                             r"`lora_dropout` must be in \[0, 1\), got 2.0"):
+        AutoSearchedConfig.from_pretrained("org/bad-value", endpoint=hub.endpoint, cache_dir=cache)
+    hub.add_repo("org/not-json", {"adapter_config.json": b"{'peft_type': 'LORA'"})
+    with pytest.raises(HubConfigError, match="org/not-json: adapter_config.json: not valid JSON .* line 1"):
+        AutoSearchedConfig.from_pretrained("org/not-json", endpoint=hub.endpoint, cache_dir=cache)
+    front = json.loads((search_output / "front.json").read_text())
+    front["points"][1]["config_path"] = "../../outside"
+    hub.add_repo("org/escape", {"front.json": json.dumps(front).encode()})
+    with pytest.raises(HubConfigError, match=r"org/escape: front.json points\[1\]: field `config_path` must be a "
+                                             r"relative path inside the repo"):
+        AutoSearchedConfig.from_pretrained("org/escape", endpoint=hub.endpoint, cache_dir=cache)
+    front = json.loads((search_output / "front.json").read_text())
+    front["format_version"] = 7
+    hub.add_repo("org/future", {"front.json": json.dumps(front).encode()})
+    with pytest.raises(HubConfigError, match="field `format_version` = 7 is not supported"):
+        AutoSearchedConfig.from_pretrained("org/future", endpoint=hub.endpoint, cache_dir=cache)
+
+
+def test_only_json_is_downloaded(search_output, hub, cache):
+    files = {p.relative_to(search_output).as_posix(): p.read_bytes() for p in search_output.rglob("*.json")}
+    files.update({"front/p01/adapter_model.bin": b"pickle!", "front/p01/modeling.py": b"import os\n"})
+    hub.add_repo("org/mixed", files)
+    AutoSearchedConfig.from_pretrained("org/mixed", subfolder="front/p01", endpoint=hub.endpoint, cache_dir=cache)
+    AutoSearchedConfig.from_pretrained("org/mixed", endpoint=hub.endpoint, cache_dir=cache)
+    downloaded = {p.name for p in cached_files(cache) if "snapshots" in p.parts}
+    assert downloaded == {"front.json", "adapter_config.json"}
+
+
+def test_push_checks_the_folder_before_any_network_call(search_output):
+    config_file = search_output / "front/p01/adapter_config.json"
+    config_file.write_text(json.dumps(dict(json.loads(config_file.read_text()), peft_type="FOO")))
+    with pytest.raises(HubConfigError, match="point 'p01'/adapter_config.json field `peft_type` = 'FOO'"):
+        push_to_hub(search_output, REPO, token=TOKEN, endpoint=dead_endpoint())  # a config error, not a network one
+    with pytest.raises(ValueError, match="`repo_id` must look like 'org/name'"):
+        push_to_hub(search_output, "no-namespace")
+
+
+# -- CLI ----------------------------------------------------------------------------------------------------------
+def test_cli_push_and_dry_run(search_output, hub, tmp_path, capsys):
+    from peft_autoconfig.cli import main
+
+    assert main(["push", str(search_output), "--repo-id", REPO, "--dry-run", str(tmp_path / "dry")]) == 0
+    assert "dry run: wrote 6 files" in capsys.readouterr().out
+    assert (tmp_path / "dry" / "README.md").is_file()
+    assert main(["push", str(search_output), "--repo-id", REPO, "--endpoint", hub.endpoint, "--token", TOKEN,
+                 "--private"]) == 0
+    out = capsys.readouterr().out
+    assert f"pushed 6 files to {REPO} in one commit: {hub.endpoint}/{REPO}/commit/" in out
+    assert hub.repos[REPO].private
+    assert main(["push", str(search_output), "--repo-id", REPO, "--endpoint", hub.endpoint, "--token", "bad"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"peft-autoconfig push: error: {REPO}: cannot push") and "401" in err[0]
+
+
+def test_auto_searched_config_is_exported():
+    assert peft_autoconfig.hub.AutoSearchedConfig is AutoSearchedConfig
+    with pytest.raises(OSError, match="from_pretrained"):
+        AutoSearchedConfig()
