@@ -239,6 +239,14 @@ def test_dry_run_writes_exactly_the_commit_without_network(search_output, hub, t
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".dry")] == []
 
 
+def test_local_only_keys_of_front_json_are_not_published(search_output, tmp_path):
+    front = json.loads((search_output / "front.json").read_text())
+    (search_output / "front.json").write_text(json.dumps(dict(front, model_path="/home/me/models/bert")))
+    dry = Path(push_to_hub(search_output, REPO, dry_run=tmp_path / "dry").dry_run_dir)
+    published = json.loads((dry / "front.json").read_text())
+    assert "model_path" not in published and published == front  # everything else unchanged
+
+
 def test_dry_run_refuses_a_non_empty_folder_and_cleans_up_on_failure(search_output, tmp_path, monkeypatch):
     target = tmp_path / "occupied"
     target.mkdir()

@@ -204,5 +204,7 @@ def build_model_card(
         recipe=json.dumps(search["recipe"], indent=2, sort_keys=True) if search.get("recipe") else None,
         baselines=baselines,
         methods=methods,
+        auto_class="AutoModelForCausalLM" if pipeline_tag == "text-generation" else "AutoModelForSequenceClassification",
+        auto_kwargs="" if pipeline_tag == "text-generation" else ", num_labels=2",
         has_weights=any(p.endswith(".safetensors") for p in source.files),
     )

@@ -7,6 +7,7 @@ large folders into several commits). `dry_run` writes exactly the files of that 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -18,8 +19,10 @@ from typing import Iterator
 from .card import build_model_card
 from .errors import HubAuthError, HubConnectionError, HubError, HubNotFoundError
 from .source import read_source
+from .validation import FRONT_FILE
 
 CARD_FILE = "README.md"
+LOCAL_ONLY_FRONT_KEYS = {"model_path"}  # absolute paths on the searching machine: not published
 
 
 @dataclass
@@ -41,6 +44,9 @@ def collect_upload(directory: str | os.PathLike, repo_id: str, base_model: str |
     upload = {CARD_FILE: str(card).encode("utf-8")}
     for path_in_repo, local in sorted(source.files.items()):
         upload[path_in_repo] = local.read_bytes()
+    if source.kind == "front" and source.front is not None and LOCAL_ONLY_FRONT_KEYS & set(source.front):
+        shared = {k: v for k, v in json.loads(upload[FRONT_FILE]).items() if k not in LOCAL_ONLY_FRONT_KEYS}
+        upload[FRONT_FILE] = (json.dumps(shared, indent=2) + "\n").encode("utf-8")
     return upload
 
 
