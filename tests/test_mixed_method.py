@@ -323,3 +323,18 @@ def test_prefix_with_an_unwrappable_attention_implementation_is_refused():
     model.config._attn_implementation = "flex_attention"
     with pytest.raises(ValueError, match=r"attention implementations \['eager', 'sdpa'\]"):
         get_peft_model(model, MixedPetConfig(prefix_length=2))
+
+
+def test_parallel_adapter_survives_deepcopy_and_unload_removes_its_hook():
+    import copy
+
+    x = inputs("llama")
+    model = get_peft_model(tiny_model("llama"), MixedPetConfig(parallel_adapter_size=2, task_type="CAUSAL_LM")).eval()
+    randomize_pet(model)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        assert torch.equal(twin(input_ids=x).logits, model(input_ids=x).logits)
+        unloaded = twin.unload()
+        assert not any(len(m._forward_pre_hooks) for m in unloaded.modules())
+        assert torch.equal(unloaded(input_ids=x).logits, tiny_model("llama")(input_ids=x).logits)
+        model(input_ids=x)  # the original still works

@@ -20,6 +20,41 @@ from .blocks import Bottleneck, LoraDelta, PrefixKV
 from .plan import BlockPlan
 
 
+class FeedForwardInputCapture:
+    """Forward pre-hook on the parent of a feed-forward output projection: hands the feed-forward input to the
+    `PetLayer` child named `child_name` (its parallel adapters read it).
+
+    The hook finds the child through the module it is called on, never through a stored reference, so it stays
+    right after `copy.deepcopy` and does nothing once the child is unloaded.
+    """
+
+    def __init__(self, parent: nn.Module, child_name: str, arg_index: int) -> None:
+        self.child_name = child_name
+        self.arg_index = arg_index
+        params = [p for p in inspect.signature(parent.forward).parameters.values() if p.name != "self"]
+        self.arg_name = params[arg_index].name if arg_index < len(params) else None
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        child = getattr(module, self.child_name, None)
+        if isinstance(child, PetLayer):
+            child._ffn_input = args[self.arg_index] if len(args) > self.arg_index else kwargs.get(self.arg_name)
+
+    @classmethod
+    def install(cls, parent: nn.Module, child_name: str, arg_index: int) -> None:
+        """Register the hook on `parent` once per child."""
+        if any(isinstance(h, cls) and h.child_name == child_name for h in parent._forward_pre_hooks.values()):
+            return
+        parent.register_forward_pre_hook(cls(parent, child_name, arg_index), with_kwargs=True)
+
+    @classmethod
+    def remove_all(cls, model: nn.Module) -> None:
+        """Drop every capture hook in `model` (after unloading)."""
+        for module in model.modules():
+            for key in [k for k, h in module._forward_pre_hooks.items() if isinstance(h, cls)]:
+                del module._forward_pre_hooks[key]
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
+
+
 class PetLayer(nn.Module, BaseTunerLayer):
     """Wraps an `nn.Linear` (or GPT-2 `Conv1D`) and adds the blocks of each active adapter."""
 
@@ -43,7 +78,6 @@ class PetLayer(nn.Module, BaseTunerLayer):
         self.merged_adapters: list[str] = []
         self._active_adapter = adapter_name
         self._ffn_input: Optional[torch.Tensor] = None
-        self._ffn_hook: Optional[torch.utils.hooks.RemovableHandle] = None
         self.update_layer(adapter_name, plan, **block_options)
 
     # -- creation ---------------------------------------------------------------------------------------------
@@ -78,24 +112,6 @@ class PetLayer(nn.Module, BaseTunerLayer):
             )
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters, inference_mode=inference_mode)
-
-    def capture_ffn_input_from(self, parent: nn.Module, arg_index: int) -> None:
-        """Read the feed-forward input from `parent`'s call (for parallel adapters); registered once per layer."""
-        if self._ffn_hook is not None:
-            return
-        params = [p for p in inspect.signature(parent.forward).parameters.values() if p.name not in ("self",)]
-        arg_name = params[arg_index].name if arg_index < len(params) else None
-
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            self._ffn_input = args[arg_index] if len(args) > arg_index else kwargs.get(arg_name)
-
-        self._ffn_hook = parent.register_forward_pre_hook(hook, with_kwargs=True)
-
-    def remove_hooks(self) -> None:
-        if self._ffn_hook is not None:
-            self._ffn_hook.remove()
-            self._ffn_hook = None
-        self._ffn_input = None
 
     # -- forward ----------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -182,7 +198,7 @@ class PetLayer(nn.Module, BaseTunerLayer):
         """Called by peft's unload: merge if asked, drop the feed-forward hook, return the bare projection."""
         if merge:
             self.merge(safe_merge=safe_merge, adapter_names=adapter_names)
-        self.remove_hooks()
+        self._ffn_input = None
         return self.get_base_layer()
 
     def __repr__(self) -> str:

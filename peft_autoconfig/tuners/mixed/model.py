@@ -11,7 +11,7 @@ from torch import nn
 
 from ...architectures import UnsupportedModelError, spec_for
 from ..attention import base_implementation_name, prefix_implementation_name, register_prefix_attention
-from ..layer import PetLayer
+from ..layer import FeedForwardInputCapture, PetLayer
 from ..plan import BlockPlan, module_plans
 
 
@@ -78,7 +78,7 @@ class MixedPetModel(BaseTuner):
                 new_module.requires_grad_(False)
             self._replace_module(parent, target_name, new_module, target)
         if plan.parallel_size:
-            new_module.capture_ffn_input_from(parent, self._pet_spec.ffn_input_arg)
+            FeedForwardInputCapture.install(parent, target_name, self._pet_spec.ffn_input_arg)
 
     # -- merging and unloading ------------------------------------------------------------------------------------
     def _check_merge_allowed(self) -> None:
@@ -93,6 +93,7 @@ class MixedPetModel(BaseTuner):
 
     def _unload_and_optionally_merge(self, *args: Any, **kwargs: Any) -> nn.Module:
         model = super()._unload_and_optionally_merge(*args, **kwargs)
+        FeedForwardInputCapture.remove_all(model)
         config = getattr(model, "config", None)
         if config is not None:
             config._attn_implementation = base_implementation_name(config._attn_implementation)
