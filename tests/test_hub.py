@@ -411,3 +411,32 @@ def test_auto_searched_config_is_exported():
     assert peft_autoconfig.hub.AutoSearchedConfig is AutoSearchedConfig
     with pytest.raises(OSError, match="from_pretrained"):
         AutoSearchedConfig()
+
+
+# -- with the search's own output ---------------------------------------------------------------------------------
+def test_push_what_the_search_writes(tmp_path, tiny_bert_dir, synthetic_task_dir, hub, cache, make_tiny_model):
+    """A real `run_search` output (cheap deterministic evaluator) pushes, renders and loads back unchanged."""
+    from test_search_fakes import write_recipe
+
+    from peft_autoconfig.search import load_recipe, run_search
+
+    recipe = load_recipe(write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir,
+                                      evaluator="test_search_fakes:fake_evaluate",
+                                      algorithm={"name": "nsga2", "n_trials": 6, "pop_size": 3}))
+    out = tmp_path / "out"
+    document = run_search(recipe, out, progress=False).document
+    result = push_to_hub(out, REPO, token=TOKEN, endpoint=hub.endpoint)
+    names = {p["name"] for p in document["points"]}
+    assert {f for f in result.files if f.endswith("adapter_config.json")} == {f"front/{n}/adapter_config.json" for n in names}
+    assert "journal.jsonl" not in result.files and "pareto.png" in result.files
+
+    readme = HfApi(endpoint=hub.endpoint).hf_hub_download(REPO, "README.md", cache_dir=str(tmp_path / "readme"))
+    card = ModelCard.load(readme)
+    assert sorted(r.metric_value for r in card.data.eval_results) == sorted(p["metric"] for p in document["points"])
+    assert card.data.base_model is None  # the search ran on a local folder
+
+    best = max(document["points"], key=lambda p: (p["metric"], -p["trainable_parameters"]))
+    pulled = AutoSearchedConfig.from_pretrained(REPO, endpoint=hub.endpoint, cache_dir=cache)
+    assert pulled.to_dict() == PeftConfig.from_pretrained(str(out / best["config_path"])).to_dict()
+    model = get_peft_model(make_tiny_model("bert"), pulled)
+    assert model.get_nb_trainable_parameters()[0] > 0
