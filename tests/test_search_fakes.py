@@ -35,7 +35,28 @@ def logged_slow_evaluate(request: dict) -> dict:
 
 
 def failing_evaluate(request: dict) -> dict:
-    """Fails for every point with a prefix (to test that failures are recorded and the search goes on)."""
-    if request["config"].get("prefix_length"):
+    """Fails for every point with a prefix of length >= 4 (to test that failures are recorded and the search goes on)."""
+    if request["config"].get("prefix_length", 0) >= 4:
         raise RuntimeError("simulated out of memory")
     return fake_evaluate(request)
+
+
+def write_recipe(directory, model_dir, task_dir, **overrides) -> "Path":
+    """A small search recipe (YAML) in `directory`; `overrides` replace top-level fields."""
+    from pathlib import Path
+
+    import yaml
+
+    recipe = {
+        "model": str(model_dir),
+        "task": {"name": "synthetic", "data_files": {"train": str(Path(task_dir) / "train.csv"),
+                                                     "validation": str(Path(task_dir) / "validation.csv")}},
+        "seed": 0,
+        "algorithm": {"name": "nsga2", "n_trials": 8, "pop_size": 4},
+        "training": {"batch_size": 8, "max_length": 16, "learning_rate": 0.01, "eval_subset": 32},
+        "fidelity": {"levels": [{"train_subset": 64, "max_steps": 2}, {"train_subset": 128, "max_steps": 4}], "eta": 2},
+    }
+    recipe.update(overrides)
+    path = Path(directory) / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path

@@ -75,7 +75,10 @@ class Search:
         self.workers, self.scheduler, self.processes, self.progress = workers, scheduler, processes, progress
         # everything that can be wrong with the recipe fails here, before any training
         self.model = resolve_model(recipe.model)
-        self.space = SearchSpace.from_pretrained(self.model, recipe.space, task_type="SEQ_CLS")
+        try:
+            self.space = SearchSpace.from_pretrained(self.model, recipe.space, task_type="SEQ_CLS")
+        except OSError as error:
+            raise ValueError(f"recipe field `model`: cannot load the config of {recipe.model!r}: {error}") from None
         resolve_evaluator(recipe.evaluator)
         if recipe.evaluator is None:
             from ..training.tasks import load_task
