@@ -6,6 +6,7 @@ Importing this package registers `MIXED_PET` and `UNIPELT` with peft, so `get_pe
 
 from .architectures import SUPPORTED_MODEL_TYPES, UnsupportedModelError
 from .cost import count_trainable_parameters
+from .hub import AutoSearchedConfig
 from .registry import ensure_registered
 from .tuners.mixed import MixedPetConfig, MixedPetModel
 from .tuners.unipelt import UniPELTConfig, UniPELTModel
@@ -15,6 +16,7 @@ ensure_registered()
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoSearchedConfig",
     "MixedPetConfig",
     "MixedPetModel",
     "SUPPORTED_MODEL_TYPES",

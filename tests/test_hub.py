@@ -408,7 +408,8 @@ def test_cli_push_and_dry_run(search_output, hub, tmp_path, capsys):
 
 
 def test_auto_searched_config_is_exported():
-    assert peft_autoconfig.hub.AutoSearchedConfig is AutoSearchedConfig
+    assert peft_autoconfig.AutoSearchedConfig is peft_autoconfig.hub.AutoSearchedConfig is AutoSearchedConfig
+    assert "AutoSearchedConfig" in peft_autoconfig.__all__
     with pytest.raises(OSError, match="from_pretrained"):
         AutoSearchedConfig()
 
