@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

@@ -101,6 +101,35 @@ def _format_seconds(seconds: float | None) -> str | None:
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _eval_split(front: dict) -> str:
+    """The split the front's metrics were measured on (recipe `training.eval_split`; the runner's default)."""
+    recipe = (front.get("search") or {}).get("recipe") or {}
+    training = recipe.get("training") if isinstance(recipe.get("training"), dict) else {}
+    return str(training.get("eval_split") or recipe.get("eval_split") or "validation")
+
+
+def _search_settings(front: dict, search: dict) -> list[tuple[str, Any]]:
+    """(label, value) rows for the card's settings table; missing values are left out."""
+    cost = search.get("cost_full_runs")
+    hypervolume = front.get("hypervolume")
+    objectives = ", ".join(f"{o['name']} ({o.get('direction', '?')})" for o in front.get("objectives", []))
+    rows = [
+        ("algorithm", search.get("algorithm")),
+        ("evaluations (trials)", search.get("n_trials")),
+        ("seed", search.get("seed")),
+        ("wall time", _format_seconds(search.get("wall_time_s"))),
+        ("cost in full training runs", f"{cost:.2f}" if _is_number(cost) else None),
+        ("hypervolume", f"{hypervolume:.6g}" if _is_number(hypervolume) else None),
+        ("reference point", front.get("reference_point")),
+        ("objectives", objectives),
+    ]
+    return [(label, value) for label, value in rows if value not in (None, "")]
+
+
 def build_model_card(
     source: PushSource,
     repo_id: str,
@@ -150,7 +179,7 @@ def build_model_card(
             task_type=pipeline_tag or "text-classification",
             dataset_type=task,
             dataset_name=task,
-            dataset_split=str((front.get("search") or {}).get("recipe", {}).get("eval_split", "validation")),
+            dataset_split=_eval_split(front),
             metric_type=metric,
             metric_name=f"{metric} ({point['name']}, {point['trainable_parameters']:,} trainable parameters)",
             metric_value=float(point["metric"]),
@@ -171,21 +200,12 @@ def build_model_card(
     )
 
     search = dict((front or {}).get("search") or {})
-    settings = [
-        ("algorithm", search.get("algorithm")),
-        ("evaluations (trials)", search.get("n_trials")),
-        ("seed", search.get("seed")),
-        ("wall time", _format_seconds(search.get("wall_time_s"))),
-        ("cost in full training runs", f"{search['cost_full_runs']:.2f}" if isinstance(search.get("cost_full_runs"), (int, float)) else None),
-        ("hypervolume", f"{front['hypervolume']:.6g}" if front and isinstance(front.get("hypervolume"), (int, float)) else None),
-        ("reference point", front.get("reference_point") if front else None),
-        ("objectives", ", ".join(f"{o['name']} ({o.get('direction', '?')})" for o in front.get("objectives", [])) if front else None),
-    ]
+    settings = _search_settings(front, search) if front else []
     baselines = [
         {"name": b.get("name"), "metric": f"{b['metric']:.4f}", "trainable_parameters": f"{b['trainable_parameters']:,}"}
-        for b in (front or {}).get("baselines", []) or []
-        if isinstance(b, dict) and isinstance(b.get("metric"), (int, float)) and isinstance(b.get("trainable_parameters"), int)
-    ]
+        for b in front.get("baselines") or []
+        if isinstance(b, dict) and _is_number(b.get("metric")) and isinstance(b.get("trainable_parameters"), int)
+    ] if front else []
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path()),
@@ -200,7 +220,7 @@ def build_model_card(
         default_point=default,
         has_plot=PLOT_FILE in source.files,
         plot_file=PLOT_FILE,
-        search_settings=[(k, v) for k, v in settings if v not in (None, "")],
+        search_settings=settings,
         recipe=json.dumps(search["recipe"], indent=2, sort_keys=True) if search.get("recipe") else None,
         baselines=baselines,
         methods=methods,
