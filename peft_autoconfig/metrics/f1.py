@@ -2,6 +2,7 @@
 
 import datasets
 import evaluate
+import numpy as np
 from sklearn.metrics import f1_score
 
 _DESCRIPTION = "F1 = 2 * (precision * recall) / (precision + recall)."
@@ -35,4 +36,4 @@ class F1(evaluate.Metric):
         score = f1_score(
             references, predictions, labels=labels, pos_label=pos_label, average=average, sample_weight=sample_weight
         )
-        return {"f1": float(score) if score.size == 1 else score.tolist()}
+        return {"f1": float(score) if np.ndim(score) == 0 else np.asarray(score).tolist()}

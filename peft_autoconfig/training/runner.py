@@ -242,11 +242,33 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return without_head, with_head
 
 
+def configure_cpu_deepspeed_state() -> None:
+    """Set up accelerate's process state for DeepSpeed on CPU before `TrainingArguments` does it wrongly.
+
+    On CPU accelerate finds no backend for DeepSpeed and records one process (`num_processes=1`) even when
+    several are launched, so "auto" batch sizes fail DeepSpeed's check and batches are not sharded. Creating
+    the state ourselves with gloo (then `use_configured_state`) gives DeepSpeed the true world.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        PartialState(backend="gloo")
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+
+
 def training_arguments(config: RunConfig, work_dir: str) -> Any:
     import torch
     from transformers import TrainingArguments
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or config.deepspeed is not None
+    # accelerate only sets up multi-process CPU training (gloo) when told `cpu`; else each process trains alone
+    cpu_distributed = distributed and not torch.cuda.is_available()
+    cpu_deepspeed = cpu_distributed and config.deepspeed is not None
+    if cpu_deepspeed:
+        configure_cpu_deepspeed_state()
     return TrainingArguments(
         output_dir=work_dir,
         seed=config.seed,
@@ -268,8 +290,11 @@ def training_arguments(config: RunConfig, work_dir: str) -> Any:
         # per-process mean losses: without this, 2 processes report twice the loss (DESIGN.md section 4)
         average_tokens_across_devices=False,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every PET parameter takes part in the forward pass
         dataloader_pin_memory=torch.cuda.is_available(),
-        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+        use_cpu=cpu_distributed and config.deepspeed is None,
+        ddp_backend="gloo" if cpu_distributed else None,
+        accelerator_config={"use_configured_state": True} if cpu_deepspeed else None,
     )
 
 

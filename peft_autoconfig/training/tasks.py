@@ -281,7 +281,15 @@ def map_labels(task: TaskConfig, splits: Any) -> Any:
                 labels.append(index[str(value)] if value is not None else -1)
             return {task.label_column: labels}
 
-        splits = splits.map(to_id, batched=True, keep_in_memory=True)
+        mapped = {}
+        for split, dataset in splits.items():
+            if task.label_column not in dataset.column_names:
+                mapped[split] = dataset
+                continue
+            features = dataset.features.copy()
+            features[task.label_column] = datasets.Value("int64")
+            mapped[split] = dataset.map(to_id, batched=True, keep_in_memory=True, features=features)
+        splits = datasets.DatasetDict(mapped)
     num_labels, origin = task.num_labels, "num_labels"
     if num_labels is None:
         num_labels, origin = resolve_num_labels(task, splits), "inferred from the train split"

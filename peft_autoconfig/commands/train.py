@@ -1,0 +1,119 @@
+"""`peft-autoconfig train`: train one PEFT config (a local folder or a Hub repo) on a model and task.
+
+Works plain, under `torchrun`, `accelerate launch` and the `deepspeed` launcher (pass `--no_local_rank`, or
+use `-m peft_autoconfig.cli`), and with `--deepspeed recipes/deepspeed/zero2.json` on CPU or GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train and evaluate a PEFT config with transformers.Trainer (optionally DeepSpeed)",
+        description="Train a PEFT config (a local config folder, e.g. a search front point, or a Hub repo id) on a "
+        "model and task, evaluate it, and save the adapter (safetensors) and metrics.json.",
+    )
+    parser.add_argument("--model", required=True, help="model folder or Hub id (a classification head is added)")
+    parser.add_argument("--task", required=True,
+                        help="'rotten_tomatoes', a folder with train/validation/test csv|json|jsonl|parquet files, "
+                             "or a Hub dataset name (online)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="PEFT config: a folder with adapter_config.json, or a Hub repo id")
+    source.add_argument("--full-finetuning", action="store_true", help="train all weights (no PEFT), as a reference")
+    parser.add_argument("--output-dir", help="where the adapter and metrics.json go (default: nothing kept)")
+    parser.add_argument("--deepspeed", help="DeepSpeed JSON config, e.g. recipes/deepspeed/zero2.json")
+    fidelity = parser.add_argument_group("budget and fidelity")
+    fidelity.add_argument("--seed", type=int, default=0)
+    fidelity.add_argument("--train-subset", type=int, help="train on a seeded subset of this many examples")
+    fidelity.add_argument("--eval-subset", type=int, help="evaluate on a fixed subset of this many examples")
+    fidelity.add_argument("--epochs", type=float, default=1.0, help="epochs (ignored when --max-steps is set)")
+    fidelity.add_argument("--max-steps", type=int, default=-1, help="optimiser steps (-1: use --epochs)")
+    fidelity.add_argument("--learning-rate", type=float, default=1e-3)
+    fidelity.add_argument("--batch-size", type=int, default=16, help="per device / process")
+    fidelity.add_argument("--max-length", type=int, default=128)
+    fidelity.add_argument("--eval-split", default="validation")
+    task = parser.add_argument_group("custom tasks (local files or Hub datasets)")
+    task.add_argument("--text-columns", nargs="+", help="one or two text columns (default: sentence)")
+    task.add_argument("--label-column", help="label column (default: label)")
+    task.add_argument("--num-labels", type=int, help="number of classes, 1 for regression (default: inferred)")
+    task.add_argument("--metric", nargs="+", help="evaluate metric name(s); the first is reported (default: accuracy)")
+    parser.add_argument("--report-to", default="none", help="Trainer report_to: none, tensorboard, wandb, ...")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or library logs")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.set_defaults(func=main)
+
+
+def load_peft_config(source: str) -> Any:
+    """A PEFT config from a local folder (or its adapter_config.json) or a Hub repo id (cached by huggingface_hub)."""
+    import peft_autoconfig  # noqa: F401  (registers MIXED_PET and UNIPELT before configs are read)
+    from peft import PeftConfig
+
+    path = Path(source).expanduser()
+    if path.is_file() and path.name == "adapter_config.json":
+        path = path.parent
+    if path.is_dir():
+        if not (path / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"--config {source}: folder has no adapter_config.json.")
+        return PeftConfig.from_pretrained(str(path))
+    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise FileNotFoundError(f"--config {source}: not a PEFT config folder (expected adapter_config.json inside).")
+    try:
+        return PeftConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        raise FileNotFoundError(
+            f"--config {source}: not a local folder, and the Hub repo could not be read"
+            f"{' (HF_HUB_OFFLINE=1 and it is not in the cache)' if offline else ''}: {str(error).splitlines()[0]}"
+        ) from error
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def format_result(result: Any) -> str:
+    lines = [
+        f"{result.metric_name}: {result.metric_value:.4f}",
+        f"eval metrics: {', '.join(f'{k}={v:.4f}' for k, v in sorted(result.metrics.items()))}",
+        f"train loss: {result.train_loss:.4f} ({len(result.loss_history)} steps)",
+        f"trainable parameters: {result.trainable_parameters:,} (with head: {result.trainable_parameters_with_head:,})",
+        f"wall time: {result.wall_time_s:.1f} s, peak memory: {result.peak_memory_bytes / 2**20:,.0f} MiB",
+    ]
+    if result.output_dir:
+        lines.append(f"saved to: {result.output_dir}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..training.callbacks import TrainingDiverged
+    from ..training.runner import RunConfig, run
+    from ..training.tasks import load_task
+
+    task = load_task(
+        args.task, text_columns=args.text_columns, label_column=args.label_column, num_labels=args.num_labels,
+        metric=args.metric,
+    )
+    peft_config = None if args.full_finetuning else load_peft_config(args.config)
+    config = RunConfig(
+        model_name_or_path=args.model, task=task, peft_config=peft_config, output_dir=args.output_dir, seed=args.seed,
+        train_subset=args.train_subset, eval_subset=args.eval_subset, num_epochs=args.epochs,
+        max_steps=args.max_steps, learning_rate=args.learning_rate, batch_size=args.batch_size,
+        max_length=args.max_length, eval_split=args.eval_split, report_to=args.report_to, deepspeed=args.deepspeed,
+        show_progress=not args.quiet and not args.json,
+    )
+    try:
+        result = run(config)
+    except TrainingDiverged as error:
+        print(f"peft-autoconfig train: error: {error}", file=sys.stderr)
+        return 1
+    if is_main_process():
+        print(json.dumps(result.to_dict()) if args.json else format_result(result), flush=True)
+    return 0
