@@ -338,3 +338,25 @@ def test_parallel_adapter_survives_deepcopy_and_unload_removes_its_hook():
         assert not any(len(m._forward_pre_hooks) for m in unloaded.modules())
         assert torch.equal(unloaded(input_ids=x).logits, tiny_model("llama")(input_ids=x).logits)
         model(input_ids=x)  # the original still works
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_gradient_checkpointing_gives_the_same_gradients(family):
+    """The FFN-input hook and the prefix run again in the recomputed forward and must agree with the first one."""
+    x = inputs(family)
+    labels = torch.tensor([0, 1]) if family in ENCODERS else x
+    gradients = []
+    for checkpointing in (False, True):
+        model = get_peft_model(tiny_model(family), all_blocks(family, parallel_adapter_size=2))
+        randomize_pet(model)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        model(input_ids=x, labels=labels).loss.backward()
+        gradients.append({n: p.grad for n, p in model.named_parameters() if ".pet_" in n})
+    assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 0
+    for name, grad in gradients[0].items():
+        assert grad is not None and torch.allclose(grad, gradients[1][name], atol=1e-6), name
