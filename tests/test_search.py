@@ -129,3 +129,22 @@ def test_nsga2_improves_on_its_first_generation(tmp_path, tiny_bert_dir, synthet
     ref = result.document["reference_point"]
     first = np.array([t["F"] for t in trials[:8]])
     assert result.document["hypervolume"] > hypervolume(first, ref)
+
+
+def test_search_problem_works_with_plain_pymoo():
+    """The same problem runs under pymoo's own loop (`minimize`) with an injected objective."""
+    from conftest import tiny_configs
+    from pymoo.optimize import minimize
+
+    from peft_autoconfig.search.problem import SearchProblem
+    from peft_autoconfig.search.strategies import NSGA2Strategy
+    from peft_autoconfig.space import SearchSpace
+
+    space = SearchSpace(tiny_configs()["bert"])
+    problem = SearchProblem(space, ["metric", "trainable_parameters"],
+                            objective=lambda x: [-(1 - 1 / (1 + space.cost(x))), space.cost(x)])
+    algorithm = NSGA2Strategy(pop_size=6, repair=space.repair).make_algorithm()
+    result = minimize(problem, algorithm, ("n_gen", 3), seed=1)
+    assert result.F.shape[1] == 2 and len(result.F) >= 1
+    for x, f in zip(result.X, result.F):
+        assert f[1] == space.cost(x) > 0

@@ -60,3 +60,11 @@ def test_cli_reports_bad_recipe_before_training(tmp_path, tiny_bert_dir, synthet
     assert main(["search", str(path), "--out", str(out), "--no-progress"]) == 2
     assert "'qkv' is not a projection" in capsys.readouterr().err
     assert not calls.exists()
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "glue_sst2.yaml"])
+def test_shipped_recipes_are_valid(name):
+    from pathlib import Path
+
+    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / name)
+    assert recipe.algorithm == "nsga2" and len(recipe.fidelity_levels) >= 2 and recipe.baselines
