@@ -81,7 +81,7 @@ def test_saved_adapter_and_metrics_reload_with_the_same_scores(trained, tiny_ber
     saved = json.loads((output_dir / "metrics.json").read_text())
     assert saved["metrics"] == result.metrics and saved["trainable_parameters"] == result.trainable_parameters
     assert (saved["peft_type"], saved["task"], saved["run"]["max_steps"]) == ("MIXED_PET", "synthetic-task0", 40)
-    assert saved["peak_memory_kind"] == "process_peak_rss"
+    assert saved["peak_memory_kind"].startswith("process_peak_rss")  # CPU: whole-process peak RSS
     loss, accuracy = reload_and_score(tiny_bert_dir, output_dir, synthetic_task_dir)
     assert loss == pytest.approx(result.metrics["loss"], abs=1e-5)
     assert accuracy == pytest.approx(result.metrics["accuracy"])
