@@ -32,3 +32,15 @@ def test_real_runner_on_two_worker_processes(tmp_path, tiny_bert_dir, synthetic_
     run_search(recipe, tmp_path / "seq", progress=False)
     run_search(recipe, tmp_path / "par", workers=2, processes=True, progress=False)
     assert trial_table(tmp_path / "par") == trial_table(tmp_path / "seq")
+
+
+def test_scheduler_address(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """`--scheduler ADDRESS` (any running Dask cluster) gives the same trials as a sequential run."""
+    from distributed import LocalCluster
+
+    recipe = load_recipe(write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:jittered_evaluate",
+                                      algorithm={"name": "random", "n_trials": 6, "pop_size": 3}))
+    run_search(recipe, tmp_path / "seq", progress=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        run_search(recipe, tmp_path / "remote", scheduler=cluster.scheduler_address, progress=False)
+    assert trial_table(tmp_path / "remote") == trial_table(tmp_path / "seq")
