@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import re
 import sys
 from typing import Sequence
 
@@ -29,9 +30,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def strip_launcher_arguments(argv: Sequence[str]) -> list[str]:
+    """Drop `--local_rank N` / `--local-rank=N`, which the `deepspeed` launcher puts before the sub-command.
+
+    The rank also arrives as the `LOCAL_RANK` environment variable, which is what the runner reads.
+    """
+    cleaned: list[str] = []
+    skip_next = False
+    for argument in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        if re.fullmatch(r"--local[_-]rank", argument):
+            skip_next = True
+            continue
+        if re.fullmatch(r"--local[_-]rank=\d+", argument):
+            continue
+        cleaned.append(argument)
+    return cleaned
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(strip_launcher_arguments(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
