@@ -32,3 +32,24 @@ def test_overhead_smoke_measures_every_method(capsys):
     assert all(row["memory_bytes"] < by_name[overhead.FULL]["memory_bytes"] for row in rows if row["method"] != overhead.FULL)
     out = capsys.readouterr().out
     assert "| ours UniPELT (defaults) |" in out and "target" in out
+
+
+def test_search_quality_smoke_compares_algorithms_and_baselines(tmp_path, tiny_bert_dir, synthetic_task_dir, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "model").symlink_to(tiny_bert_dir)
+    (data / "task").symlink_to(synthetic_task_dir)
+    search_quality = load_script("search_quality")
+    results = search_quality.main(
+        ["--smoke", "--data-dir", str(data), "--out", str(tmp_path / "out"), "--seeds", "0"]
+    )
+    methods = [row["method"] for row in results["summary"]]
+    assert methods == ["nsga2", "random", "hand-designed baselines"]
+    assert len(results["searches"]) == 2 and len(results["baselines"]) == 5
+    for row in results["summary"]:
+        assert 0.0 <= row["hv_mean"] <= 0.5 * 1.1  # normalised: accuracy gain over 0.5 x parameter share
+    for search in results["searches"]:
+        assert search["points"] and all(0.0 <= p["test_metric"] <= 1.0 for p in search["points"])
+        assert search["cost_full_runs"] > 0
+    assert (tmp_path / "out" / "fronts.png").stat().st_size > 0
+    assert "| nsga2 |" in (tmp_path / "out" / "results.md").read_text()
