@@ -9,7 +9,7 @@ from peft.utils.peft_types import PeftType
 
 from ...architectures import ModelDims
 from ...registry import UNIPELT, add_peft_type
-from ..mixed.config import LayerSizes, MixedPetConfig, size_at
+from ..mixed.config import LayerSizes, MixedPetConfig
 
 
 @dataclass
@@ -80,4 +80,4 @@ class UniPELTConfig(MixedPetConfig):
         return self.adapter_reduction_factor is None and super().is_mergeable
 
 
-__all__ = ["UniPELTConfig", "size_at"]
+__all__ = ["UniPELTConfig"]
