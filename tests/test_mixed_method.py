@@ -57,6 +57,12 @@ def test_import_registers_the_methods_with_peft():
     assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.UNIPELT] is peft_autoconfig.UniPELTModel
     peft_autoconfig.ensure_registered()  # idempotent
     assert MixedPetConfig(lora_rank=2).peft_type == PeftType.MIXED_PET
+    # the added members behave like peft's own: lookup by value and name, iteration, pickling (Dask workers)
+    import pickle
+
+    assert PeftType("MIXED_PET") is PeftType["MIXED_PET"] is PeftType.MIXED_PET
+    assert list(PeftType).count(PeftType.UNIPELT) == 1
+    assert pickle.loads(pickle.dumps(PeftType.UNIPELT)) is PeftType.UNIPELT
 
 
 # -- trainability -------------------------------------------------------------------------------------------------
