@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("deepspeed")
 
-from test_training_distributed import dropout_free_bert, launch, train_command  # noqa: E402
+from test_training_distributed import launch, model_and_config, train_command  # noqa: E402
 from test_training_runner import reload_and_score  # noqa: E402
 
 STEPS = 40
@@ -23,12 +23,8 @@ ZERO2 = str(Path(__file__).resolve().parents[1] / "recipes" / "deepspeed" / "zer
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory, synthetic_task_dir):
     """One ZeRO-2 run without a launcher (the runner sets up the one-process world), adapter saved."""
-    from peft_autoconfig import MixedPetConfig
-
     root = tmp_path_factory.mktemp("deepspeed")
-    model = dropout_free_bert(root / "model")
-    config = root / "config"
-    MixedPetConfig(lora_rank=4, serial_adapter_size=8, task_type="SEQ_CLS").save_pretrained(config)
+    model, config = model_and_config(root)
     output_dir = root / "out"
     arguments = train_command(model, synthetic_task_dir, config, 16, "--deepspeed", ZERO2, "--output-dir", str(output_dir),
                               steps=STEPS)

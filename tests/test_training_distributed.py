@@ -49,14 +49,19 @@ def launch(arguments: list[str], processes: int = 1, timeout: int = 600) -> dict
     return json.loads(results[0])
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory, synthetic_task_dir):
+def model_and_config(root: Path) -> tuple[Path, Path]:
+    """A dropout-free tiny BERT and a LoRA + serial adapter config folder under `root` (shared with the DeepSpeed tests)."""
     from peft_autoconfig import MixedPetConfig
 
-    root = tmp_path_factory.mktemp("distributed")
     model = dropout_free_bert(root / "model")
     config = root / "config"
     MixedPetConfig(lora_rank=4, serial_adapter_size=8, task_type="SEQ_CLS").save_pretrained(config)
+    return model, config
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, synthetic_task_dir):
+    model, config = model_and_config(tmp_path_factory.mktemp("distributed"))
     return model, synthetic_task_dir, config
 
 

@@ -19,6 +19,9 @@ from torch import nn
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
+from ..architectures import spec_for
+from .layer import PetLayer
+
 PREFIX_IMPLEMENTATION_PREFIX = "pet_prefix_"
 WRAPPABLE_IMPLEMENTATIONS: tuple[str, ...] = ("eager", "sdpa")
 
@@ -51,9 +54,6 @@ def _widen_mask(
 
 
 def _active_prefixes(module: nn.Module) -> list[Any]:
-    from ..architectures import spec_for
-    from .layer import PetLayer
-
     config = getattr(module, "config", None)
     if config is None:
         return []
