@@ -53,3 +53,17 @@ def test_search_quality_smoke_compares_algorithms_and_baselines(tmp_path, tiny_b
         assert search["cost_full_runs"] > 0
     assert (tmp_path / "out" / "fronts.png").stat().st_size > 0
     assert "| nsga2 |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_lr_sweep_smoke_writes_one_row_per_block_and_rate(tmp_path, tiny_bert_dir, synthetic_task_dir, capsys):
+    lr_sweep = load_script("lr_sweep")
+    out = tmp_path / "sweep.jsonl"
+    argv = ["--model", str(tiny_bert_dir), "--task", str(synthetic_task_dir), "--blocks", "lora", "parallel_adapter",
+            "--rates", "1e-3", "1e-2", "--train-subset", "16", "--max-steps", "1", "--out", str(out)]
+    rows = lr_sweep.main(argv)
+    assert sorted((r["block"], r["learning_rate"]) for r in rows) == [
+        ("lora", 1e-3), ("lora", 1e-2), ("parallel_adapter", 1e-3), ("parallel_adapter", 1e-2)]
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["trainable_parameters"] > 0 for r in rows)
+    assert "| lora |" in capsys.readouterr().out
+    assert len(lr_sweep.main(argv)) == 4  # resumed from the file: nothing trained twice
+    assert len(out.read_text().splitlines()) == 4
