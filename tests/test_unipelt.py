@@ -396,6 +396,11 @@ def _padded_pair(family: str, length: int = 7, padded_to: int = 16) -> tuple[tor
     return sentence, torch.cat([ids, other]), torch.cat([mask, torch.ones_like(other)])
 
 
+def positions(family: str, mask: torch.Tensor) -> dict:
+    """Decoders number left-padded tokens from the first real one (as `generate` does); prefixes are not rotated."""
+    return {} if family in ENCODERS else {"position_ids": (mask.cumsum(-1) - 1).clamp_min(0)}
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_gates_and_logits_do_not_depend_on_padding(family):
     model = get_peft_model(tiny_model(family), unipelt(family)).eval()
@@ -406,7 +411,7 @@ def test_gates_and_logits_do_not_depend_on_padding(family):
         alone = model(input_ids=sentence).logits
         alone_gates = [g.last_value.clone() for g in gates_of(model)]
         alone_rows = [r.mean for r in tuner.gate_values()]
-        padded = model(input_ids=batch, attention_mask=mask).logits
+        padded = model(input_ids=batch, attention_mask=mask, **positions(family, mask)).logits
     padded_gates = [g.last_value[:1] for g in gates_of(model)]
     for a, b in zip(alone_gates, padded_gates):
         assert torch.allclose(a, b, atol=1e-6), (a, b)
@@ -414,7 +419,7 @@ def test_gates_and_logits_do_not_depend_on_padding(family):
     assert torch.allclose(alone, padded[:1, real], atol=1e-6)
     # the table of a batch of one padded sentence equals the unpadded one
     with torch.no_grad():
-        model(input_ids=batch[:1], attention_mask=mask[:1])
+        model(input_ids=batch[:1], attention_mask=mask[:1], **positions(family, mask[:1]))
     assert [r.mean for r in tuner.gate_values()] == pytest.approx(alone_rows, abs=1e-6)
 
 
@@ -488,12 +493,16 @@ def test_incremental_decoding_with_a_cache_equals_the_full_forward(family):
     mask = torch.ones_like(x)
     mask[1, :3] = 0  # the second row is left-padded
     with torch.no_grad():
-        full = model(input_ids=x, attention_mask=mask).logits
-        out = model(input_ids=x[:, :4], attention_mask=mask[:, :4], use_cache=True)
-        cache = out.past_key_values
+        position_ids = positions("llama", mask)["position_ids"]
+        full = model(input_ids=x, attention_mask=mask, position_ids=position_ids).logits
+        out = model(input_ids=x[:, :4], attention_mask=mask[:, :4], position_ids=position_ids[:, :4], use_cache=True)
+        cache = out.cache
         steps = [out.logits]
         for start, stop in ((4, 5), (5, 7), (7, 8), (8, 10)):  # one token and two tokens at a time
-            out = model(input_ids=x[:, start:stop], attention_mask=mask[:, :stop], cache=cache, use_cache=True)
+            out = model(
+                input_ids=x[:, start:stop], attention_mask=mask[:, :stop], position_ids=position_ids[:, start:stop],
+                cache=cache, use_cache=True,
+            )
             steps.append(out.logits)
     incremental = torch.cat(steps, dim=1)
     assert torch.allclose(incremental[0], full[0], atol=1e-5)
@@ -522,7 +531,7 @@ def test_a_cache_built_elsewhere_is_refused():
     x = inputs(batch=1, length=6)
     with torch.no_grad():
         with model.disable_adapter():
-            cache = model(input_ids=x[:, :5], use_cache=True).past_key_values
+            cache = model(input_ids=x[:, :5], use_cache=True).cache
         with pytest.raises(RuntimeError, match="KV cache holds 5 tokens but no UniPELT gate sums"):
             model(input_ids=x[:, 5:], cache=cache, use_cache=True)
 
