@@ -526,6 +526,22 @@ def test_greedy_generate_with_a_cache_equals_step_by_step_argmax(family):
     assert all(r.count == 2 and 0 < r.mean < 1 for r in model.base_model.gate_values())
 
 
+def test_beam_search_with_a_cache_equals_beam_search_without():
+    """Beam search reorders the cache between steps: the gates' running sums must follow their beams."""
+    model = _decoder("llama")
+    options = dict(
+        max_new_tokens=8, do_sample=False, num_beams=4, eos_token_id=None, return_dict_in_generate=True,
+        output_scores=True,
+    )
+    for seed in range(3):
+        prompt = inputs(batch=2, length=5, seed=seed)
+        with torch.no_grad():
+            cached = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=True, **options)
+            uncached = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=False, **options)
+        assert torch.equal(cached.sequences, uncached.sequences), seed
+        assert torch.allclose(cached.sequences_scores, uncached.sequences_scores, atol=1e-5), seed
+
+
 def test_a_cache_built_elsewhere_is_refused():
     model = _decoder("llama")
     x = inputs(batch=1, length=6)

@@ -33,6 +33,27 @@ class GateSums:
     length: int
     sums: dict[Gate, tuple[torch.Tensor, torch.Tensor]]
 
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        """Follow `Cache.reorder_cache` (beam search): row i takes the sums of row `beam_idx[i]`."""
+        self.sums = {
+            gate: (num.index_select(0, beam_idx.to(num.device)), den.index_select(0, beam_idx.to(den.device)))
+            for gate, (num, den) in self.sums.items()
+        }
+
+
+def attach_sums(cache: Any, sums: GateSums) -> None:
+    """Store `sums` on `cache` and make the cache's `reorder_cache` reorder them too (once per cache object)."""
+    if CACHE_ATTRIBUTE not in vars(cache):
+        reorder_cache = cache.reorder_cache
+
+        def reorder_with_gate_sums(beam_idx: torch.Tensor) -> Any:
+            result = reorder_cache(beam_idx)
+            getattr(cache, CACHE_ATTRIBUTE).reorder(beam_idx)
+            return result
+
+        cache.reorder_cache = reorder_with_gate_sums
+    setattr(cache, CACHE_ATTRIBUTE, sums)
+
 
 def token_mask_of(attention_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """`(batch, length)` float mask, 1 for real tokens; None means every token is real.
@@ -102,6 +123,11 @@ class GateContext:
                     f"The KV cache holds {self.past_length} tokens but no UniPELT gate sums for them: build the cache "
                     "with this model and its adapter active (running sums of the gates are stored on the cache)."
                 )
+            if carried[0].shape[0] != scores.shape[0]:
+                raise RuntimeError(
+                    f"The KV cache's UniPELT gate sums are for batch {carried[0].shape[0]}, the input has batch "
+                    f"{scores.shape[0]}: a cache whose batch was changed outside `reorder_cache` cannot be continued."
+                )
             numerator = numerator + carried[0].to(numerator.dtype)
             denominator = denominator + carried[1].to(denominator.dtype)
         value = torch.where(denominator > 0, numerator / denominator.clamp_min(1.0), scores)
@@ -147,7 +173,7 @@ class GateContextCapture:
     def after(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         cache = next((c for c in (getattr(output, n, None) for n in _CACHE_ARGUMENTS) if c is not None), None)
         if self.causal and self.context is not None and hasattr(cache, "get_seq_length"):
-            setattr(cache, CACHE_ATTRIBUTE, GateSums(int(cache.get_seq_length()), dict(self.context.outgoing)))
+            attach_sums(cache, GateSums(int(cache.get_seq_length()), dict(self.context.outgoing)))
 
     @classmethod
     def install(cls, model: nn.Module) -> None:
