@@ -535,9 +535,10 @@ def test_beam_search_with_a_cache_equals_beam_search_without():
     )
     for seed in range(3):
         prompt = inputs(batch=2, length=5, seed=seed)
+        mask = torch.ones_like(prompt)
         with torch.no_grad():
-            cached = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=True, **options)
-            uncached = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=False, **options)
+            cached = model.generate(input_ids=prompt, attention_mask=mask, use_cache=True, **options)
+            uncached = model.generate(input_ids=prompt, attention_mask=mask, use_cache=False, **options)
         assert torch.equal(cached.sequences, uncached.sequences), seed
         assert torch.allclose(cached.sequences_scores, uncached.sequences_scores, atol=1e-5), seed
 

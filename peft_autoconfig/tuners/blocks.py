@@ -43,7 +43,7 @@ class Gate(nn.Module):
         return bool(getattr(self.context, "causal", False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the gate as `(batch, 1, 1)` (or `(batch, seq, 1)` per position) for inputs `(batch, seq, features)`."""
+        """The gate as `(batch, 1, 1)` (`(batch, seq, 1)` per position) for inputs `(batch, seq, features)`."""
         if self.force is not None:
             value = summary = torch.full((x.shape[0], 1, 1), float(self.force), dtype=x.dtype, device=x.device)
         else:

@@ -47,7 +47,7 @@ class UniPELTConfig(MixedPetConfig):
     gate_prefix: bool = field(default=True, metadata={"help": "Gate the prefix keys/values."})
     gate_pins: dict[str, float] = field(
         default_factory=dict,
-        metadata={"help": "Pinned gates: '<layer>.<block>' (e.g. '1.serial', '0.lora/attention.self.value') -> [0, 1]."},
+        metadata={"help": "Pinned gates: '<layer>.<block>' ('1.serial', '0.lora/attention.self.value') -> [0, 1]."},
     )
 
     def __post_init__(self) -> None:

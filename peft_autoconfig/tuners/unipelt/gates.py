@@ -1,4 +1,4 @@
-"""Reading, recording, pinning and pruning UniPELT gates.
+"""Reading, recording and pruning UniPELT gates (pinning: `pins.py`; which tokens a gate averages: `context.py`).
 
 A gate is one scalar per example, module and layer (`blocks.Gate`). This module turns the gates of a model into a
 flat table of `GateValue` rows, so the same table feeds a printout, Trainer logs and `to_mixed_config`, which keeps
@@ -8,7 +8,7 @@ only the blocks whose gates stay open: UniPELT as a cheap search signal.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Optional
 

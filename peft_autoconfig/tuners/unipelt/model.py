@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..mixed.model import MixedPetModel
 from torch import nn
 
+from ..mixed.model import MixedPetModel
 from .context import GateContextCapture
 from .gates import GateRecorder, GateValue, format_gate_table, last_gate_values, to_mixed_config
 from .pins import apply_gate_pins, set_gates
