@@ -470,8 +470,8 @@ def test_to_mixed_config_decisions_do_not_depend_on_padding():
 DECODERS = ["llama", "gpt2"]
 
 
-def _decoder(family: str):
-    model = get_peft_model(tiny_model(family), unipelt(family)).eval()
+def _decoder(family: str, attn_implementation: str = "sdpa"):
+    model = get_peft_model(tiny_model(family, attn_implementation), unipelt(family)).eval()
     randomize_pet(model)
     return model
 
@@ -486,9 +486,10 @@ def test_decoder_gates_never_see_future_tokens(family):
             assert torch.allclose(model(input_ids=x[:, :k]).logits, full[:, :k], atol=1e-5), k
 
 
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 @pytest.mark.parametrize("family", DECODERS)
-def test_incremental_decoding_with_a_cache_equals_the_full_forward(family):
-    model = _decoder(family)
+def test_incremental_decoding_with_a_cache_equals_the_full_forward(family, attn_implementation):
+    model = _decoder(family, attn_implementation)
     x = inputs(batch=2, length=10)
     mask = torch.ones_like(x)
     mask[1, :3] = 0  # the second row is left-padded
