@@ -436,6 +436,20 @@ def test_gates_without_a_mask_use_every_token_also_from_inputs_embeds():
     assert all(torch.allclose(a, g.last_value, atol=1e-6) for a, g in zip(gates, gates_of(model)))
 
 
+def test_token_mask_from_2d_and_4d_attention_masks():
+    from peft_autoconfig.tuners.unipelt.context import token_mask_of
+
+    padding = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]])
+    causal = torch.tril(torch.ones(4, 4, dtype=torch.bool))
+    allowed = causal[None, None] & padding.bool()[:, None, None, :]
+    additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    assert token_mask_of(None) is None
+    for mask in (padding, allowed, additive):
+        assert torch.equal(token_mask_of(mask), padding.float())
+    with pytest.raises(ValueError, match=r"`attention_mask` must be 2-D .* or 4-D .*, got shape \(2, 4, 4\)"):
+        token_mask_of(allowed[:, 0])
+
+
 def test_to_mixed_config_decisions_do_not_depend_on_padding():
     model = get_peft_model(tiny_model("bert"), unipelt("bert")).eval()
     randomize_pet(model)
