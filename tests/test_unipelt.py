@@ -382,38 +382,238 @@ def test_gated_lora_refuses_to_merge_and_ungated_lora_merges():
         assert torch.allclose(merged(input_ids=x).logits, expected, atol=1e-5)
 
 
-# -- decoders: generate and the KV cache --------------------------------------------------------------------------
-def test_generate_runs_and_prefix_gate_reads_only_the_new_tokens_with_a_cache():
-    model = get_peft_model(tiny_model("llama"), unipelt("llama")).eval()
+# -- padding: gates average over real tokens only ------------------------------------------------------------------
+def _padded_pair(family: str, length: int = 7, padded_to: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A sentence alone, and the same sentence padded (right for encoders, left for decoders) beside a full row."""
+    sentence = inputs(batch=1, length=length, seed=3)
+    other = inputs(batch=1, length=padded_to, seed=4)
+    pad = torch.zeros(1, padded_to - length, dtype=torch.long)
+    real = torch.ones(1, length, dtype=torch.long)
+    if family in ENCODERS:
+        ids, mask = torch.cat([sentence, pad], 1), torch.cat([real, pad], 1)
+    else:
+        ids, mask = torch.cat([pad, sentence], 1), torch.cat([pad, real], 1)
+    return sentence, torch.cat([ids, other]), torch.cat([mask, torch.ones_like(other)])
+
+
+def positions(family: str, mask: torch.Tensor) -> dict:
+    """Decoders number left-padded tokens from the first real one (as `generate` does); prefixes are not rotated."""
+    return {} if family in ENCODERS else {"position_ids": (mask.cumsum(-1) - 1).clamp_min(0)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gates_and_logits_do_not_depend_on_padding(family):
+    model = get_peft_model(tiny_model(family), unipelt(family)).eval()
     randomize_pet(model)
     tuner = model.base_model
+    sentence, batch, mask = _padded_pair(family)
+    with torch.no_grad():
+        alone = model(input_ids=sentence).logits
+        alone_gates = [g.last_value.clone() for g in gates_of(model)]
+        alone_rows = [r.mean for r in tuner.gate_values()]
+        padded = model(input_ids=batch, attention_mask=mask, **positions(family, mask)).logits
+    padded_gates = [g.last_value[:1] for g in gates_of(model)]
+    for a, b in zip(alone_gates, padded_gates):
+        assert torch.allclose(a, b, atol=1e-6), (a, b)
+    real = slice(None) if family in ENCODERS else slice(-sentence.shape[1], None)
+    assert torch.allclose(alone, padded[:1, real], atol=1e-6)
+    # the table of a batch of one padded sentence equals the unpadded one
+    with torch.no_grad():
+        model(input_ids=batch[:1], attention_mask=mask[:1], **positions(family, mask[:1]))
+    assert [r.mean for r in tuner.gate_values()] == pytest.approx(alone_rows, abs=1e-6)
+
+
+def test_gates_without_a_mask_use_every_token_also_from_inputs_embeds():
+    model = get_peft_model(tiny_model("bert"), unipelt("bert")).eval()
+    randomize_pet(model)
+    x = inputs(batch=2, length=6)
+    with torch.no_grad():
+        from_ids = model(input_ids=x).logits
+        gates = [g.last_value.clone() for g in gates_of(model)]
+        embeds = model.get_input_embeddings()(x)
+        from_embeds = model(inputs_embeds=embeds, attention_mask=torch.ones(2, 6)).logits
+    assert torch.allclose(from_ids, from_embeds, atol=1e-6)
+    assert all(torch.allclose(a, g.last_value, atol=1e-6) for a, g in zip(gates, gates_of(model)))
+
+
+def test_token_mask_from_2d_and_4d_attention_masks():
+    from peft_autoconfig.tuners.unipelt.context import token_mask_of
+
+    padding = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]])
+    causal = torch.tril(torch.ones(4, 4, dtype=torch.bool))
+    allowed = causal[None, None] & padding.bool()[:, None, None, :]
+    additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    assert token_mask_of(None) is None
+    for mask in (padding, allowed, additive):
+        assert torch.equal(token_mask_of(mask), padding.float())
+    with pytest.raises(ValueError, match=r"`attention_mask` must be 2-D .* or 4-D .*, got shape \(2, 4, 4\)"):
+        token_mask_of(allowed[:, 0])
+
+
+def test_to_mixed_config_decisions_do_not_depend_on_padding():
+    model = get_peft_model(tiny_model("bert"), unipelt("bert")).eval()
+    randomize_pet(model)
+    tuner = model.base_model
+    rows = _synthetic_dataset(24, seed=5)
+    ids = torch.stack([r["input_ids"] for r in rows])
+    mask = torch.stack([r["attention_mask"] for r in rows])
+    tables = []
+    with torch.no_grad():
+        for padded_to in (8, 64):
+            extra = torch.zeros(len(rows), padded_to - 8, dtype=torch.long)
+            with tuner.record_gates() as recorder:
+                for start in range(0, len(rows), 8):
+                    part = slice(start, start + 8)
+                    model(input_ids=torch.cat([ids[part], extra[part]], 1),
+                          attention_mask=torch.cat([mask[part], extra[part]], 1))
+            tables.append(recorder.table(training=False))
+    short, long = tables
+    assert [r.mean for r in long] == pytest.approx([r.mean for r in short], abs=1e-6)
+    means = sorted({r.mean for r in short})
+    thresholds = [(a + b) / 2 for a, b in zip(means, means[1:]) if b - a > 1e-4]
+    assert len(thresholds) > 5
+    for threshold in thresholds:
+        try:
+            expected = tuner.to_mixed_config(short, threshold=threshold).to_dict()
+        except ValueError:
+            continue
+        assert tuner.to_mixed_config(long, threshold=threshold).to_dict() == expected, threshold
+
+
+# -- decoders: causal gates and the KV cache ------------------------------------------------------------------------
+DECODERS = ["llama", "gpt2"]
+
+
+def _decoder(family: str, attn_implementation: str = "sdpa"):
+    model = get_peft_model(tiny_model(family, attn_implementation), unipelt(family)).eval()
+    randomize_pet(model)
+    return model
+
+
+@pytest.mark.parametrize("family", DECODERS)
+def test_decoder_gates_never_see_future_tokens(family):
+    model = _decoder(family)
+    x = inputs(batch=2, length=10)
+    with torch.no_grad():
+        full = model(input_ids=x).logits
+        for k in (1, 4, 9):
+            assert torch.allclose(model(input_ids=x[:, :k]).logits, full[:, :k], atol=1e-5), k
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", DECODERS)
+def test_incremental_decoding_with_a_cache_equals_the_full_forward(family, attn_implementation):
+    model = _decoder(family, attn_implementation)
+    x = inputs(batch=2, length=10)
+    mask = torch.ones_like(x)
+    mask[1, :3] = 0  # the second row is left-padded
+    with torch.no_grad():
+        position_ids = positions("llama", mask)["position_ids"]
+        full = model(input_ids=x, attention_mask=mask, position_ids=position_ids).logits
+        out = model(input_ids=x[:, :4], attention_mask=mask[:, :4], position_ids=position_ids[:, :4], use_cache=True)
+        cache = out.cache
+        steps = [out.logits]
+        for start, stop in ((4, 5), (5, 7), (7, 8), (8, 10)):  # one token and two tokens at a time
+            out = model(
+                input_ids=x[:, start:stop], attention_mask=mask[:, :stop], position_ids=position_ids[:, start:stop],
+                cache=cache, use_cache=True,
+            )
+            steps.append(out.logits)
+    incremental = torch.cat(steps, dim=1)
+    assert torch.allclose(incremental[0], full[0], atol=1e-5)
+    assert torch.allclose(incremental[1, 3:], full[1, 3:], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", DECODERS)
+def test_greedy_generate_with_a_cache_equals_step_by_step_argmax(family):
+    model = _decoder(family)
     prompt = inputs(batch=2, length=5)
     with torch.no_grad():
-        generated = model.generate(input_ids=prompt, max_new_tokens=4, do_sample=False, use_cache=True)
-    assert generated.shape == (2, 9)
-    assert all(r.count == 2 and 0 < r.mean < 1 for r in tuner.gate_values())
-    # The gate averages over the tokens of the current forward pass. With the cache, the last step sees one token,
-    # so its gate differs from a full re-computation over the whole sequence ...
-    holder = next(m for n, m in model.named_modules() if n.endswith("layers.0.self_attn.k_proj"))
-    prefix_gate = holder.pet_prefix["default"].gate
+        generated = model.generate(
+            input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False,
+            use_cache=True, eos_token_id=None,
+        )
+        sequence = prompt
+        for _ in range(6):
+            logits = model(input_ids=sequence, use_cache=False).logits[:, -1]
+            sequence = torch.cat([sequence, logits.argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(generated, sequence)
+    assert all(r.count == 2 and 0 < r.mean < 1 for r in model.base_model.gate_values())
+
+
+def test_beam_search_with_a_cache_equals_beam_search_without():
+    """Beam search reorders the cache between steps: the gates' running sums must follow their beams."""
+    model = _decoder("llama")
+    options = dict(
+        max_new_tokens=8, do_sample=False, num_beams=4, eos_token_id=None, return_dict_in_generate=True,
+        output_scores=True,
+    )
+    for seed in range(3):
+        prompt = inputs(batch=2, length=5, seed=seed)
+        mask = torch.ones_like(prompt)
+        with torch.no_grad():
+            cached = model.generate(input_ids=prompt, attention_mask=mask, use_cache=True, **options)
+            uncached = model.generate(input_ids=prompt, attention_mask=mask, use_cache=False, **options)
+        assert torch.equal(cached.sequences, uncached.sequences), seed
+        assert torch.allclose(cached.sequences_scores, uncached.sequences_scores, atol=1e-5), seed
+
+
+def test_a_cache_built_elsewhere_is_refused():
+    model = _decoder("llama")
+    x = inputs(batch=1, length=6)
     with torch.no_grad():
-        cache = model(input_ids=generated[:, :-1], use_cache=True).past_key_values
-        step = model(input_ids=generated[:, -1:], past_key_values=cache, use_cache=True).logits[:, -1]
-        step_gate = prefix_gate.last_value.clone()
-        full = model(input_ids=generated, use_cache=False).logits[:, -1]
-        full_gate = prefix_gate.last_value.clone()
-    assert not torch.allclose(step_gate, full_gate)
-    assert not torch.allclose(step, full, atol=1e-5)
-    # ... while pinned gates make cached decoding identical to re-computation.
-    tuner.set_gate("all", 1.0)
+        with model.disable_adapter():
+            cache = model(input_ids=x[:, :5], use_cache=True).cache
+        with pytest.raises(RuntimeError, match="KV cache holds 5 tokens but no UniPELT gate sums"):
+            model(input_ids=x[:, 5:], cache=cache, use_cache=True)
+
+
+# -- pins are saved with the adapter ------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gate_pins_survive_save_and_load(family, tmp_path):
+    model = get_peft_model(tiny_model(family), unipelt(family)).eval()
+    randomize_pet(model)
+    tuner = model.base_model
+    tuner.set_gate("serial", 0.0, layers=[1])
+    tuner.set_gate("lora", 0.75)
+    tuner.set_gate("lora", None, layers=[2])
+    tuner.set_gate("parallel", 1.0)
+    x = inputs()
     with torch.no_grad():
-        cached = model.generate(input_ids=prompt, max_new_tokens=4, do_sample=False, use_cache=True)
-        uncached = model.generate(input_ids=prompt, max_new_tokens=4, do_sample=False, use_cache=False)
-        cache = model(input_ids=generated[:, :-1], use_cache=True).past_key_values
-        step = model(input_ids=generated[:, -1:], past_key_values=cache, use_cache=True).logits[:, -1]
-        full = model(input_ids=generated, use_cache=False).logits[:, -1]
-    assert torch.equal(cached, uncached)
-    assert torch.allclose(step, full, atol=1e-5)
+        expected = model(input_ids=x).logits
+    pins = tuner.peft_config["default"].gate_pins
+    lora_paths = sorted({r.block for r in tuner.gate_values() if r.kind == "lora"})
+    assert pins == {"1.serial": 0.0, "1.parallel": 1.0, **{f"{i}.{p}": 0.75 for i in (0, 1) for p in lora_paths}}
+    model.save_pretrained(tmp_path)
+    assert PeftConfig.from_pretrained(tmp_path).gate_pins == pins
+    reloaded = PeftModel.from_pretrained(tiny_model(family), tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=x).logits, expected)
+    forced = {(r.layer, r.block): r.forced for r in reloaded.base_model.gate_values()}
+    assert forced == {(r.layer, r.block): r.forced for r in tuner.gate_values()}
+    reloaded.base_model.set_gate("all", None)
+    assert reloaded.base_model.peft_config["default"].gate_pins == {}
+
+
+@pytest.mark.parametrize(
+    ("pins", "error", "message"),
+    [
+        ({"x.serial": 0.0}, ValueError, r"`gate_pins` key 'x.serial' must be '<layer>.<block>'"),
+        ({"0.adapter": 0.0}, ValueError, r"`gate_pins` key '0.adapter'.*block must be one of"),
+        ({"0.serial": 1.5}, ValueError, r"`gate_pins\['0.serial'\]` must be a number in \[0, 1\], got 1.5"),
+        ({"0.serial": True}, ValueError, r"`gate_pins\['0.serial'\]` must be a number"),
+        ([("0.serial", 1.0)], TypeError, r"`gate_pins` must be a dict"),
+    ],
+)
+def test_bad_gate_pins_name_the_field(pins, error, message):
+    with pytest.raises(error, match=message):
+        UniPELTConfig(gate_pins=pins)
+
+
+def test_a_pin_without_its_gate_is_refused_when_the_model_is_built():
+    config = unipelt("bert", gate_pins={"7.serial": 0.0})
+    with pytest.raises(ValueError, match=r"`gate_pins` key '7.serial' has no gate in this model"):
+        get_peft_model(tiny_model("bert"), config)
 
 
 # -- BERT-base parameter count ------------------------------------------------------------------------------------

@@ -53,6 +53,25 @@ def _widen_mask(
     return torch.cat([columns, mask], dim=-1)
 
 
+def _add_prefix_biases(
+    mask: torch.Tensor, biases: tuple[Optional[torch.Tensor], ...], keys: tuple[torch.Tensor, ...], query: torch.Tensor
+) -> torch.Tensor:
+    """Add each prefix's per-query bias `(batch, 1, query, 1)` to its columns of the widened mask (made additive)."""
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(query.dtype).min
+        )
+    batch, q_len = query.shape[0], query.shape[-2]
+    columns = [
+        torch.zeros(batch, 1, q_len, k.shape[-2], dtype=mask.dtype, device=mask.device)
+        if bias is None
+        else bias.to(mask.dtype).expand(batch, 1, q_len, k.shape[-2])
+        for bias, k in zip(biases, keys)
+    ]
+    additive = torch.cat(columns, dim=-1)
+    return mask + nn.functional.pad(additive, (0, mask.shape[-1] - additive.shape[-1]))
+
+
 def _active_prefixes(module: nn.Module) -> list[Any]:
     config = getattr(module, "config", None)
     if config is None:
@@ -88,9 +107,11 @@ def make_prefix_attention(base: str) -> Callable[..., Any]:
         prefixes = _active_prefixes(module)
         if prefixes:
             batch = key.shape[0]
-            keys, values = zip(*(p.keys_values(batch, key.dtype) for p in prefixes))
+            keys, values, biases = zip(*(p.keys_values(batch, key.dtype) for p in prefixes))
             length = sum(k.shape[-2] for k in keys)
             attention_mask = _widen_mask(attention_mask, module, query, key, length, eager)
+            if any(bias is not None for bias in biases):
+                attention_mask = _add_prefix_biases(attention_mask, biases, keys, query)
             key = torch.cat([*keys, key], dim=-2)
             value = torch.cat([*values, value], dim=-2)
             kwargs.pop("is_causal", None)

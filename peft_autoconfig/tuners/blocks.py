@@ -7,7 +7,7 @@ without building a model, and tests check the sum against the real count after `
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -17,10 +17,13 @@ NON_LINEARITIES: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU,
 
 
 class Gate(nn.Module):
-    """UniPELT gate: `sigmoid(Linear(in, 1)(x))` averaged over the sequence, one scalar per example.
+    """UniPELT gate: `sigmoid(Linear(in, 1)(x))` averaged over tokens, one scalar per example.
 
-    The last value is kept in `last_value` (detached, shape `(batch,)`) so users can inspect which modules a task
-    uses. `force` pins the gate to a constant (0 switches its module off exactly); `None` means learned.
+    Which tokens are averaged is decided by `context` (a `unipelt.context.GateContext` set on every forward pass by
+    the UniPELT tuner): the real tokens of the sequence for encoders, a causal running mean (one value per position)
+    for decoders; without a context, every token of the input. The per-example value is kept in `last_value`
+    (detached, shape `(batch,)`) so users can inspect which modules a task uses. `force` pins the gate to a constant
+    (0 switches its module off exactly); `None` means learned.
     """
 
     def __init__(self, in_features: int) -> None:
@@ -28,19 +31,29 @@ class Gate(nn.Module):
         self.linear = nn.Linear(in_features, 1)
         self.last_value: torch.Tensor | None = None
         self.force: float | None = None
+        self.context: Any = None
 
     @staticmethod
     def num_parameters(in_features: int) -> int:
         return in_features + 1
 
+    @property
+    def per_position(self) -> bool:
+        """True when the gate has one value per position (causal running mean), not one per example."""
+        return bool(getattr(self.context, "causal", False))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the gate as shape `(batch, 1, 1)` for inputs `(batch, seq, features)`."""
+        """The gate as `(batch, 1, 1)` (`(batch, seq, 1)` per position) for inputs `(batch, seq, features)`."""
         if self.force is not None:
-            value = torch.full((x.shape[0], 1, 1), float(self.force), dtype=x.dtype, device=x.device)
+            value = summary = torch.full((x.shape[0], 1, 1), float(self.force), dtype=x.dtype, device=x.device)
         else:
-            value = torch.sigmoid(self.linear(x.to(self.linear.weight.dtype))).mean(dim=-2, keepdim=True)
-            value = value.reshape(x.shape[0], 1, 1).to(x.dtype)
-        self.last_value = value.detach().reshape(-1)
+            scores = torch.sigmoid(self.linear(x.to(self.linear.weight.dtype)))
+            if self.context is None:
+                value = summary = scores.mean(dim=-2, keepdim=True)
+            else:
+                value, summary = self.context.reduce(self, scores)
+            value = value.to(x.dtype)
+        self.last_value = summary.detach().reshape(-1)
         return value
 
 
@@ -153,15 +166,24 @@ class PrefixKV(nn.Module):
         if self.gate is not None:
             self.pending_gate = self.gate(hidden_states)
 
-    def keys_values(self, batch_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prefix keys and values expanded to `(batch, num_kv_heads, length, head_dim)`."""
+    def keys_values(
+        self, batch_size: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Prefix keys and values `(batch, num_kv_heads, length, head_dim)`, and an attention bias or None.
+
+        A per-example gate scales the keys and values. A per-position gate (decoders) cannot scale keys shared by
+        every query, so it is returned as a bias `log(gate)` `(batch, 1, query, 1)` to add to the scores of this
+        prefix: each position attends to the prefix with weight multiplied by its own gate.
+        """
         key = self.key.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
         value = self.value.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
-        if self.gate is not None:
-            gate = self.pending_gate
-            if gate is None:
-                raise RuntimeError("The prefix gate was not computed: the attention input did not pass the holder.")
-            gate = gate.reshape(-1, 1, 1, 1).to(dtype)
-            self.pending_gate = None
-            key, value = key * gate, value * gate
-        return key, value
+        if self.gate is None:
+            return key, value, None
+        gate = self.pending_gate
+        if gate is None:
+            raise RuntimeError("The prefix gate was not computed: the attention input did not pass the holder.")
+        self.pending_gate = None
+        if self.gate.per_position:
+            return key, value, torch.log(gate.to(dtype).clamp_min(torch.finfo(dtype).tiny)).unsqueeze(1)
+        gate = gate.reshape(-1, 1, 1, 1).to(dtype)
+        return key * gate, value * gate, None

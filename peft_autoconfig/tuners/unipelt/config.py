@@ -10,6 +10,7 @@ from peft.utils.peft_types import PeftType
 from ...architectures import ModelDims
 from ...registry import UNIPELT, add_peft_type
 from ..mixed.config import LayerSizes, MixedPetConfig
+from .pins import validate_gate_pins
 
 
 @dataclass
@@ -29,6 +30,10 @@ class UniPELTConfig(MixedPetConfig):
         gate_parallel_adapter (`bool`): Gate the parallel adapter (absent by default).
         gate_lora (`bool`): Gate LoRA; the gate replaces the `lora_alpha / rank` scaling, so it cannot be merged.
         gate_prefix (`bool`): Gate the prefix keys and values.
+        gate_pins (`dict[str, float]`):
+            Gates pinned to a constant, keyed `"<layer>.<block>"` (`"1.serial"`, `"0.lora/attention.self.value"`),
+            each a number in [0, 1]. Filled by `UniPELTModel.set_gate`, so pins are saved with the adapter and applied
+            again when it is loaded; a key without a gate in the model is an error when the adapter is built.
     """
 
     prefix_length: LayerSizes = field(default=10, metadata={"help": "Prefix length per layer (paper: 10)."})
@@ -40,6 +45,10 @@ class UniPELTConfig(MixedPetConfig):
     gate_parallel_adapter: bool = field(default=True, metadata={"help": "Gate the parallel adapter."})
     gate_lora: bool = field(default=True, metadata={"help": "Gate LoRA (replaces its scaling; not mergeable)."})
     gate_prefix: bool = field(default=True, metadata={"help": "Gate the prefix keys/values."})
+    gate_pins: dict[str, float] = field(
+        default_factory=dict,
+        metadata={"help": "Pinned gates: '<layer>.<block>' ('1.serial', '0.lora/attention.self.value') -> [0, 1]."},
+    )
 
     def __post_init__(self) -> None:
         factor = self.adapter_reduction_factor
@@ -54,6 +63,7 @@ class UniPELTConfig(MixedPetConfig):
         for name in ("gate_serial_adapter", "gate_parallel_adapter", "gate_lora", "gate_prefix"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}.")
+        self.gate_pins = validate_gate_pins(self.gate_pins)
         super().__post_init__()
 
     def _peft_type(self) -> PeftType:

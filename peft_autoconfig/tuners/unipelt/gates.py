@@ -1,4 +1,4 @@
-"""Reading, recording, pinning and pruning UniPELT gates.
+"""Reading, recording and pruning UniPELT gates (pinning: `pins.py`; which tokens a gate averages: `context.py`).
 
 A gate is one scalar per example, module and layer (`blocks.Gate`). This module turns the gates of a model into a
 flat table of `GateValue` rows, so the same table feeds a printout, Trainer logs and `to_mixed_config`, which keeps
@@ -8,7 +8,7 @@ only the blocks whose gates stay open: UniPELT as a cheap search signal.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -129,9 +129,10 @@ class GateRecorder:
     def _hook_for(self, index: int):
         def hook(module: Gate, args: tuple, output: torch.Tensor) -> None:
             key = (index, module.training)
-            value = output.detach().float().sum()
+            per_example = module.last_value  # the masked mean of each example, also for per-position gates
+            value = per_example.float().sum()
             self._sums[key] = self._sums[key] + value if key in self._sums else value
-            self._counts[key] = self._counts.get(key, 0) + int(output.shape[0])
+            self._counts[key] = self._counts.get(key, 0) + int(per_example.numel())
 
         return hook
 
@@ -215,42 +216,6 @@ def format_gate_table(rows: Sequence[GateValue], digits: int = 3) -> str:
     out = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out)
-
-
-def set_gates(
-    tuner: nn.Module,
-    block: str,
-    value: Optional[float],
-    layers: Optional[Iterable[int]] = None,
-    adapter_name: Optional[str] = None,
-) -> int:
-    """Pin gates to `value` (None: learned again); returns how many gates changed. See `UniPELTModel.set_gate`."""
-    if value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"`value` must be a number in [0, 1] or None (learned), got {value!r}.")
-        value = float(value)
-    sites = find_gates(tuner, adapter_name)
-    available = sorted({s.block for s in sites} | {s.block.split("/", 1)[0] for s in sites})
-    if block == "all":
-        chosen = sites
-    else:
-        chosen = [s for s in sites if s.block == block or s.block.split("/", 1)[0] == block]
-    if not chosen:
-        where = "" if adapter_name is None else f" (adapter {adapter_name!r})"
-        raise ValueError(
-            f"`block` {block!r} has no gate in this model{where}. "
-            f"Allowed values: {['all'] + available}."
-        )
-    if layers is not None:
-        wanted = set(int(i) for i in layers)
-        present = {s.layer for s in chosen}
-        missing = sorted(wanted - present)
-        if missing:
-            raise ValueError(f"`layers` {missing} have no {block!r} gate; layers with one: {sorted(present)}.")
-        chosen = [s for s in chosen if s.layer in wanted]
-    for site in chosen:
-        site.gate.force = value
-    return len(chosen)
 
 
 def to_mixed_config(

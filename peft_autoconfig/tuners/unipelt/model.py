@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
+from torch import nn
+
 from ..mixed.model import MixedPetModel
-from .gates import GateRecorder, GateValue, format_gate_table, last_gate_values, set_gates, to_mixed_config
+from .context import GateContextCapture
+from .gates import GateRecorder, GateValue, format_gate_table, last_gate_values, to_mixed_config
+from .pins import apply_gate_pins, set_gates
 
 if TYPE_CHECKING:
     from ..mixed.config import MixedPetConfig
@@ -19,6 +23,17 @@ class UniPELTModel(MixedPetModel):
     """
 
     prefix: str = "pet_"
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs: Any) -> None:
+        """Inject as the mixed tuner does, then hand the attention mask to the gates and apply saved pins."""
+        super().inject_adapter(model, adapter_name, **kwargs)
+        GateContextCapture.install(model)
+        apply_gate_pins(self, adapter_name)
+
+    def _unload_and_optionally_merge(self, *args: Any, **kwargs: Any) -> nn.Module:
+        model = super()._unload_and_optionally_merge(*args, **kwargs)
+        GateContextCapture.remove_all(model)
+        return model
 
     def _adapter(self, adapter_name: Optional[str]) -> str:
         if adapter_name is None:
@@ -57,7 +72,7 @@ class UniPELTModel(MixedPetModel):
 
         `block` is a kind (`lora`, `serial`, `parallel`, `prefix`), one LoRA target (`lora/<path>`) or `all`;
         `layers` limits it to some layer indices. A gate pinned to 0 removes its block's effect exactly (a prefix is
-        then not even attended to). Pins are runtime state: they are not saved with the adapter.
+        then not even attended to). Pins are recorded in the adapter's `gate_pins`, so `save_pretrained` keeps them.
         """
         return set_gates(self, block, value, layers, self._adapter(adapter_name))
 
