@@ -87,12 +87,10 @@ def describe_config(config: Any) -> str:
     """One line saying what a config adds, exact enough to rebuild it by hand.
 
     e.g. 'serial {0: 8, 3: 16} · LoRA r4 (query, value) · layers 0, 3', 'UNIPELT: serial hidden/16 · ... · gated',
-    'LORA r8 (query, value)'; None is 'full fine-tuning'.
+    'LORA r8 (query, value)'.
     """
     from ..tuners.mixed.config import MixedPetConfig
 
-    if config is None:
-        return "full fine-tuning"
     if not isinstance(config, MixedPetConfig):
         bits = [_peft_type(config)]
         if getattr(config, "r", None):
