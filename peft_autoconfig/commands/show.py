@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+from ..front.document import FRONT_FILE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..front import Front
 
-    path = Path(args.dir) / "front.json"
+    path = Path(args.dir) / FRONT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `peft-autoconfig search RECIPE --out {args.dir}` first.")
     print(format_front(Front.load(path), args.dir))
@@ -53,10 +56,12 @@ def format_report(point) -> str:
     return " ".join(parts) + f" ({', '.join(where)})"
 
 
-def format_front(front, folder: str | Path) -> str:
-    """The front as a text table, with the header facts (model, task, hypervolume and its reference point)."""
-    from ..front import FrontError, describe_config, load_point_config
+def format_front(front: Any, folder: str | Path) -> str:
+    """The front (a `Front`, or the document `write_front` returned) as a text table, with the header facts."""
+    from ..front import Front, FrontError, describe_config, load_point_config
 
+    if not isinstance(front, Front):
+        front = Front.from_dict(front, str(Path(folder) / FRONT_FILE))
     search = front.search
     hypervolume = front.hypervolume if front.hypervolume is not None else 0.0
     lines = [

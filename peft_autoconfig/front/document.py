@@ -191,7 +191,6 @@ class Front:
     hypervolume: float | None = None
     search: dict[str, Any] = field(default_factory=dict)
     model_path: str | None = None
-    format_version: int = FORMAT_VERSION
 
     @property
     def direction(self) -> str:
