@@ -127,6 +127,7 @@ def test_other_versions_are_refused_naming_the_version_found_and_the_supported_o
         (lambda d: d["baselines"][0].update(name="p00"), r"point name 'p00' is used twice"),
         (lambda d: d["objectives"][0].update(direction="up"), r"objectives\[0\]: field `direction` must be 'max' or 'min'"),
         (lambda d: d.pop("task"), r"field `task` must be str, got None"),
+        (lambda d: d.update(reference_point="far"), r"field `reference_point` must be a list of numbers or null"),
     ],
 )
 def test_malformed_documents_name_the_point_and_the_field(tmp_path, change, message):
@@ -215,3 +216,14 @@ def test_front_json_and_config_loading_have_one_owner():
                 owners.setdefault(node.name, []).append(relative)
     assert owners == {"front.json": ["front/document.py"], "from_peft_type": ["front/configs.py"],
                       "describe_config": ["front/configs.py"]}
+
+
+def test_train_loads_a_point_a_search_output_and_names_the_flag_on_errors(tmp_path):
+    from peft_autoconfig.commands.train import load_peft_config
+
+    make_front().save(tmp_path)
+    assert load_peft_config(str(tmp_path / "front" / "p00")).to_dict() == SMALL.to_dict()
+    assert load_peft_config(str(tmp_path)).to_dict() == LORA.to_dict()  # a search output: its best point (p01)
+    (tmp_path / "front" / "p00" / "adapter_config.json").write_text('{"peft_type": "FOO"}')
+    with pytest.raises(FrontError, match=r"--config .*p00 field `peft_type` = 'FOO' is not a known PEFT type"):
+        load_peft_config(str(tmp_path / "front" / "p00"))

@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
                         help="'rotten_tomatoes', a folder with train/validation/test csv|json|jsonl|parquet files, "
                              "or a Hub dataset name (online)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="PEFT config: a folder with adapter_config.json, a search output (its default point), or a Hub repo id")
+    source.add_argument("--config", help="PEFT config: a folder with adapter_config.json, a search output (its "
+                        "default point), or a Hub repo id")
     source.add_argument("--full-finetuning", action="store_true", help="train all weights (no PEFT), as a reference")
     parser.add_argument("--output-dir", help="where the adapter and metrics.json go (default: nothing kept)")
     parser.add_argument("--deepspeed", help="DeepSpeed JSON config, e.g. recipes/deepspeed/zero2.json")

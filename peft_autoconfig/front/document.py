@@ -240,6 +240,10 @@ class Front:
             if objective.get("direction", "max") not in DIRECTIONS:
                 raise FrontError(f"{where} objectives[{index}]: field `direction` must be 'max' or 'min', "
                                  f"got {objective.get('direction')!r}.")
+        reference = data.get("reference_point")
+        if reference is not None and (not isinstance(reference, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in reference)):
+            raise FrontError(f"{where}: field `reference_point` must be a list of numbers or null, got {reference!r}.")
         points, baselines = (data.get(key) or [] for key in ("points", "baselines"))
         for key, value in (("points", points), ("baselines", baselines)):
             if not isinstance(value, list):
@@ -250,7 +254,7 @@ class Front:
             objectives=[Objective(o["name"], o.get("direction", "max")) for o in objectives],
             points=[FrontPoint.from_dict(p, f"{where} points[{i}]") for i, p in enumerate(points)],
             baselines=[FrontPoint.from_dict(b, f"{where} baselines[{i}]") for i, b in enumerate(baselines)],
-            reference_point=data.get("reference_point"),
+            reference_point=None if reference is None else [float(v) for v in reference],
             hypervolume=_get(data, "hypervolume", (int, float), where, optional=True),
             search=dict(data.get("search") or {}), model_path=_get(data, "model_path", (str,), where, optional=True),
         )
