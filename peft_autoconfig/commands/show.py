@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..front.document import FRONT_FILE
+from ..front.document import FRONT_FILE, FrontPoint
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def _value(value: float | None, standard_error: float | None) -> str:
     return f"{value:.4f}" + (f" +- {standard_error:.4f}" if standard_error is not None else "")
 
 
-def format_selection(point) -> str:
+def format_selection(point: FrontPoint) -> str:
     """'0.8125 +- 0.0123 (validation, n=400)': the value the search selected on, with its standard error."""
     selection = point.selection
     if selection is None:
@@ -40,7 +40,7 @@ def format_selection(point) -> str:
     return f"{_value(selection.value, selection.standard_error)} ({where})"
 
 
-def format_report(point) -> str:
+def format_report(point: FrontPoint) -> str:
     """'0.8030 sd 0.0040 se 0.0110 (test, n=1280, seeds 0.799/0.807)': the final stage's held-out result."""
     report = point.report
     if report is None:
