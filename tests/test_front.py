@@ -227,3 +227,19 @@ def test_train_loads_a_point_a_search_output_and_names_the_flag_on_errors(tmp_pa
     (tmp_path / "front" / "p00" / "adapter_config.json").write_text('{"peft_type": "FOO"}')
     with pytest.raises(FrontError, match=r"--config .*p00 field `peft_type` = 'FOO' is not a known PEFT type"):
         load_peft_config(str(tmp_path / "front" / "p00"))
+
+
+def test_selection_and_report_constructors_fill_in_the_uncertainty():
+    selection = Selection.measured("validation", "accuracy", 0.75, n=400)
+    assert selection.standard_error == pytest.approx(math.sqrt(0.75 * 0.25 / 400)) and selection.n == 400
+    assert Selection.measured("validation", "pearson", 0.75, n=400).standard_error is None  # not a proportion
+    assert Selection.measured("validation", "accuracy", 0.75).standard_error is None  # n unknown
+    report = Report.from_seeds("test", "accuracy", [0.79, 0.80, 0.81], n=1280)
+    assert report.mean == pytest.approx(0.80) and report.sd == pytest.approx(0.01)
+    assert report.standard_error == pytest.approx(binomial_standard_error(0.80, 1280)) and report.seeds == [0.79, 0.8, 0.81]
+    loss = Report.from_seeds("test", "loss", [1.0, 2.0, 3.0])
+    assert loss.sd == pytest.approx(1.0) and loss.standard_error == pytest.approx(1.0 / math.sqrt(3))
+    single = Report.from_seeds("test", "accuracy", [0.8])
+    assert (single.sd, single.standard_error) == (None, None)
+    with pytest.raises(ValueError, match="at least one value"):
+        Report.from_seeds("test", "accuracy", [])

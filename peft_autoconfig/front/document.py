@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from .stats import mean_and_sd, metric_standard_error
+
 FORMAT_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 FRONT_FILE = "front.json"
@@ -78,6 +80,11 @@ class Selection:
     n: int | None = None
 
     @classmethod
+    def measured(cls, split: str, metric: str, value: float, n: int | None = None) -> "Selection":
+        """A selection value with its binomial standard error filled in for accuracy-like metrics when `n` is known."""
+        return cls(split, metric, float(value), metric_standard_error(metric, value, n), n)
+
+    @classmethod
     def from_dict(cls, data: Any, at: str) -> "Selection":
         data = _object(data, at)
         return cls(split=_get(data, "split", (str,), at), metric=_get(data, "metric", (str,), at),
@@ -97,6 +104,16 @@ class Report:
     standard_error: float | None = None
     n: int | None = None
     seeds: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_seeds(cls, split: str, metric: str, seeds: list[float], n: int | None = None) -> "Report":
+        """The report of per-seed results: mean, sample sd, and the binomial standard error of the mean for
+        accuracy-like metrics on `n` held-out examples (else sd / sqrt(number of seeds), None for one seed)."""
+        mean, sd = mean_and_sd([float(s) for s in seeds])
+        standard_error = metric_standard_error(metric, mean, n)
+        if standard_error is None and sd is not None:
+            standard_error = sd / math.sqrt(len(seeds))
+        return cls(split, metric, mean, sd, standard_error, n, [float(s) for s in seeds])
 
     @classmethod
     def from_dict(cls, data: Any, at: str) -> "Report":
