@@ -2,8 +2,13 @@
 
 There is no official local Hub, so this server speaks the subset of the Hub HTTP API that the *real*
 `huggingface_hub` client uses for `HfApi.create_repo`, `create_branch`, `create_commit` (preupload + NDJSON commit),
-`list_repo_commits`, `repo_info`, `list_repo_tree`, `hf_hub_download` and `snapshot_download`. Uploads are
-"regular" (base64 inside the commit); LFS/Xet uploads are refused with a 400.
+`list_repo_commits`, `repo_info`, `repo_exists`, `delete_repo`, `list_repo_tree`, `hf_hub_download` and
+`snapshot_download`. Small files are "regular" uploads (base64 inside the commit); files matching the repo's
+.gitattributes LFS patterns (`*.safetensors`) or at least `lfs_threshold` bytes get `uploadMode: "lfs"` from
+preupload and go through the Git LFS batch API as the client speaks it (`POST /{repo}.git/info/lfs/objects/batch`,
+then `PUT` to the returned `upload.href`, then `POST` to `verify.href`); the commit names them as `lfsFile` by
+sha256. Xet is not spoken: tests that upload LFS files set `HF_HUB_DISABLE_XET`. `fail_commits` makes the next
+commits fail (422), to test clean-up after a failed push.
 
 Errors mimic the Hub so the client raises its usual exceptions: an invalid token gets 401 with
 `X-Error-Message: Invalid credentials in Authorization header`; a missing or private repo read without a valid
@@ -15,6 +20,7 @@ Safety: binds 127.0.0.1 only, caps request count and body size, and shuts itself
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import json
 import threading
@@ -25,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+LFS_PATTERNS = ("*.safetensors",)
 
 
 def git_blob_oid(content: bytes) -> str:
@@ -64,13 +71,16 @@ class LocalHub:
     """
 
     def __init__(self, token: str = "hf_test_token", max_seconds: float = 300.0, max_requests: int = 2000,
-                 max_body_bytes: int = 16 * 2**20, user: str = "tester") -> None:
+                 max_body_bytes: int = 16 * 2**20, user: str = "tester", lfs_threshold: int = 10 * 2**20) -> None:
         self.token = token
         self.user = user
         self.max_seconds = max_seconds
         self.max_requests = max_requests
         self.max_body_bytes = max_body_bytes
+        self.lfs_threshold = lfs_threshold
+        self.fail_commits = 0  # the next N commits answer 422
         self.repos: dict[str, Repo] = {}
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content, as uploaded through the LFS batch API
         self.requests: list[tuple[str, str]] = []  # (method, path) log for assertions
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -153,10 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
                 hub.requests.append((method, self.path))
                 if len(hub.requests) > hub.max_requests:
                     raise _HttpError(503, "request budget of the test server exhausted")
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > hub.max_body_bytes:
-                raise _HttpError(413, f"body of {length} bytes over the test server's limit")
-            body = self.rfile.read(length) if length else b""
+            body = self._read_body()
             url = urlsplit(self.path)
             with hub._lock:
                 status, headers, payload = self._route(method, unquote(url.path), parse_qs(url.query), body)
@@ -184,6 +191,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _read_body(self) -> bytes:
+        """The request body, sent with a Content-Length or chunked (as httpx streams a file for an LFS PUT)."""
+        limit = self.hub.max_body_bytes
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+                if len(body) > limit:
+                    raise _HttpError(413, f"body over the test server's limit of {limit} bytes")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > limit:
+            raise _HttpError(413, f"body of {length} bytes over the test server's limit")
+        return self.rfile.read(length) if length else b""
 
     # -- auth ------------------------------------------------------------------------------------------------
     def _auth(self) -> bool:
@@ -231,6 +263,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.repos[repo_id] = repo
             return json_reply({"url": url, "name": repo_id, "id": uuid.uuid4().hex})
 
+        if method == "DELETE" and path == "/api/repos/delete":
+            if not self._auth():
+                raise _HttpError(401, "You must be authenticated to access this resource")
+            data = json.loads(body)
+            repo_id = f"{data.get('organization') or self.hub.user}/{data['name']}"
+            if self.hub.repos.pop(repo_id, None) is None:
+                raise _HttpError(404, "Repository not found", "RepoNotFound")
+            return json_reply({})
+
+        if method == "POST" and path.endswith(".git/info/lfs/objects/batch"):
+            return json_reply(self._lfs_batch(path[1:-len(".git/info/lfs/objects/batch")], json.loads(body)))
+        if parts[0] == "lfs-upload" and method == "PUT" and len(parts) == 4:  # a pre-signed URL: no token sent
+            if hashlib.sha256(body).hexdigest() != parts[3]:
+                raise _HttpError(400, "LFS upload: content does not match its sha256")
+            self.hub.lfs_objects[parts[3]] = body
+            return json_reply({})
+        if parts[0] == "lfs-verify" and method == "POST":
+            data = json.loads(body)
+            if len(self.hub.lfs_objects.get(data["oid"], b"")) != data["size"] or data["oid"] not in self.hub.lfs_objects:
+                raise _HttpError(404, f"LFS object {data['oid']} not found")
+            return json_reply({})
+
         if method == "POST" and path == "/api/validate-yaml":
             return self._validate_yaml(json.loads(body).get("content", ""))
 
@@ -251,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "preupload" and method == "POST":
                 self._head(self._repo(repo_id, write=True), "/".join(rest))
                 files = json.loads(body)["files"]
-                return json_reply({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                return json_reply({"files": [{"path": f["path"], "uploadMode": self._upload_mode(f), "shouldIgnore": False,
                                               "oid": None} for f in files], "commitOid": None})
             if action == "commit" and method == "POST":
                 return json_reply(self._commit(self._repo(repo_id, write=True), "/".join(rest), body))
@@ -280,6 +334,26 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, headers, content
 
         raise _HttpError(404, f"the test server does not implement {method} {path}")
+
+    def _upload_mode(self, file: dict) -> str:
+        lfs = any(fnmatch.fnmatch(file["path"].rsplit("/", 1)[-1], p) for p in LFS_PATTERNS)
+        return "lfs" if lfs or file.get("size", 0) >= self.hub.lfs_threshold else "regular"
+
+    def _lfs_batch(self, repo_id: str, request: dict) -> dict:
+        """The Git LFS batch API: an upload (and verify) action per object the server does not hold yet."""
+        self._repo(repo_id, write=True)
+        if request.get("operation") != "upload" or "basic" not in request.get("transfers", ["basic"]):
+            raise _HttpError(400, "the test server only accepts basic LFS uploads")
+        objects = []
+        for obj in request["objects"]:
+            entry = {"oid": obj["oid"], "size": obj["size"]}
+            if obj["oid"] not in self.hub.lfs_objects:
+                entry["actions"] = {
+                    "upload": {"href": f"{self.hub.endpoint}/lfs-upload/{repo_id}/{obj['oid']}"},
+                    "verify": {"href": f"{self.hub.endpoint}/lfs-verify/{repo_id}"},
+                }
+            objects.append(entry)
+        return {"transfer": "basic", "objects": objects}
 
     @staticmethod
     def _validate_yaml(content: str):
@@ -326,6 +400,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _commit(self, repo: Repo, revision: str, body: bytes) -> dict:
         if revision not in repo.branches:
             raise _HttpError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        if self.hub.fail_commits > 0:
+            self.hub.fail_commits -= 1
+            raise _HttpError(422, "commit refused by the test server (fail_commits)")
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         if not lines or lines[0].get("key") != "header":
             raise _HttpError(400, "commit payload must start with a header line")
@@ -340,6 +417,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if value.get("encoding") != "base64":
                     raise _HttpError(400, "only base64 file content is supported")
                 files[value["path"]] = base64.b64decode(value["content"])
+            elif key == "lfsFile":
+                content = self.hub.lfs_objects.get(value.get("oid"))
+                if content is None or len(content) != value.get("size"):
+                    raise _HttpError(400, f"lfsFile {value.get('path')}: object {value.get('oid')} was never uploaded")
+                files[value["path"]] = content
             elif key == "deletedFile":
                 files.pop(value["path"], None)
             elif key == "deletedFolder":

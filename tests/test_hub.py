@@ -16,11 +16,13 @@ from peft import PeftConfig, get_peft_model
 
 import peft_autoconfig
 from peft_autoconfig import MixedPetConfig, UniPELTConfig, count_trainable_parameters
+from peft_autoconfig.front import FORMAT_VERSION, Front
 from peft_autoconfig.hub import (
     AutoSearchedConfig,
     HubAuthError,
     HubConfigError,
     HubConnectionError,
+    HubError,
     HubNotFoundError,
     push_to_hub,
 )
@@ -76,6 +78,7 @@ def search_output(tmp_path) -> Path:
 @pytest.fixture
 def hub(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest sets HF_HUB_OFFLINE=1 for everything else
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the local Hub speaks Git LFS, not Xet
     with LocalHub(token=TOKEN, max_seconds=120) as server:
         yield server
 
@@ -216,14 +219,21 @@ def test_local_model_path_is_not_written_as_base_model(search_output, tmp_path):
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def test_templates_ship_inside_the_package():
+def test_the_card_template_has_one_location_inside_the_package():
+    import tomllib
     from importlib import resources
 
-    from peft_autoconfig.hub.card import template_path
+    import peft_autoconfig.hub.card as card
 
+    root = Path(__file__).parents[1]
     packaged = resources.files("peft_autoconfig") / "hub_cards" / "searched_config.md"
-    assert packaged.is_file()
-    assert template_path().read_text() == (Path(__file__).parents[1] / "hub_cards" / "searched_config.md").read_text()
+    assert packaged.is_file() and not Path(str(packaged)).is_symlink()
+    assert not Path(str(packaged)).parent.is_symlink()
+    assert card.template_path() == Path(str(packaged)) and "{{ card_data }}" in card.template_path().read_text()
+    assert not (root / "hub_cards" / "searched_config.md").exists()  # the root folder only points to it
+    assert "peft_autoconfig/hub_cards/searched_config.md" in (root / "hub_cards" / "README.md").read_text()
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "hub_cards/*.md" in package_data["peft_autoconfig"]  # so an installed wheel has it
 
 
 # -- dry run ------------------------------------------------------------------------------------------------------
@@ -244,7 +254,31 @@ def test_local_only_keys_of_front_json_are_not_published(search_output, tmp_path
     (search_output / "front.json").write_text(json.dumps(dict(front, model_path="/home/me/models/bert")))
     dry = Path(push_to_hub(search_output, REPO, dry_run=tmp_path / "dry").dry_run_dir)
     published = json.loads((dry / "front.json").read_text())
-    assert "model_path" not in published and published == front  # everything else unchanged
+    assert "model_path" not in published and published["format_version"] == FORMAT_VERSION  # written by the writer
+    assert Front.from_dict(published) == Front.from_dict(front)  # everything else unchanged (format 1 converted)
+
+
+def test_no_local_path_in_any_uploaded_file(tmp_path, tiny_bert_dir, synthetic_task_dir, hub, tmp_path_factory):
+    """A search on local folders (model, task) puts their paths in front.json, the configs and the recipe: none of
+    them may reach the Hub, in any file, and the card still says the model is local."""
+    from test_search_fakes import write_recipe
+
+    from peft_autoconfig.search import load_recipe, run_search
+
+    recipe = load_recipe(write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:fake_evaluate",
+                                      algorithm={"name": "nsga2", "n_trials": 4, "pop_size": 2}))
+    out = tmp_path / "out"
+    run_search(recipe, out, progress=False)
+    base = str(tmp_path_factory.getbasetemp())
+    assert base.encode() in (out / "front.json").read_bytes()  # the raw output does hold local paths
+    result = push_to_hub(out, REPO, token=TOKEN, endpoint=hub.endpoint)
+    uploaded = hub.repos[REPO].head("main").files
+    assert set(result.files) <= set(uploaded)
+    leaks = {path for path, content in uploaded.items() if base.encode() in content or b"/tmp/" in content}
+    assert leaks == set()
+    published = Front.from_dict(json.loads(uploaded["front.json"]))
+    assert published.model_path is None and published.model == f"<local>/{Path(tiny_bert_dir).name}"
+    assert "(a local model)" in uploaded["README.md"].decode()
 
 
 def test_dry_run_refuses_a_non_empty_folder_and_cleans_up_on_failure(search_output, tmp_path, monkeypatch):
@@ -270,11 +304,51 @@ def test_dry_run_refuses_a_non_empty_folder_and_cleans_up_on_failure(search_outp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["occupied", "search-out"]  # no half-written folder
 
 
+# -- failures and large files -----------------------------------------------------------------------------------
+def test_a_failed_commit_leaves_no_repo_behind(search_output, hub):
+    hub.fail_commits = 1
+    with pytest.raises(HubError, match=f"{REPO}: cannot push: .* answered 422 .*commit refused"):
+        push_to_hub(search_output, REPO, token=TOKEN, endpoint=hub.endpoint)
+    assert REPO not in hub.repos  # created for the push, deleted when the commit failed
+    assert ("DELETE", "/api/repos/delete") in hub.requests
+
+    push_to_hub(search_output / "front" / "p00", REPO, token=TOKEN, endpoint=hub.endpoint)  # an existing repo...
+    before = [c.oid for c in hub.repos[REPO].branches["main"]]
+    hub.fail_commits = 1
+    with pytest.raises(HubError, match="422"):
+        push_to_hub(search_output, REPO, token=TOKEN, endpoint=hub.endpoint)
+    assert [c.oid for c in hub.repos[REPO].branches["main"]] == before  # ...is kept, unchanged
+
+
+def test_large_files_go_through_the_lfs_batch_api_intact(search_output, hub, tmp_path, make_tiny_model):
+    """Adapter weights (safetensors: LFS by .gitattributes, preupload answers "lfs") and a file over the LFS size
+    threshold travel through the LFS batch API, the upload URL and verify, and arrive byte for byte in one commit."""
+    model = get_peft_model(make_tiny_model("bert"), POINT_SPECS["p01"][0])
+    model.save_pretrained(tmp_path / "adapter")
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (search_output / "front" / "p01" / name).write_bytes((tmp_path / "adapter" / name).read_bytes())
+    plot = tiny_png() + bytes(range(256)) * 256  # a 64 KiB plot: over the threshold below, unlike every JSON file
+    (search_output / "pareto.png").write_bytes(plot)
+    hub.lfs_threshold = 32 * 1024
+    result = push_to_hub(search_output, REPO, token=TOKEN, endpoint=hub.endpoint)
+
+    weights = (search_output / "front/p01/adapter_model.safetensors").read_bytes()
+    lfs_posts = [path for method, path in hub.requests if path.endswith(".git/info/lfs/objects/batch")]
+    puts = [path for method, path in hub.requests if method == "PUT"]
+    assert len(lfs_posts) == 1 and len(puts) == 2 and sorted(hub.lfs_objects.values()) == sorted([weights, plot])
+    assert sum(1 for method, path in hub.requests if "/lfs-verify/" in path) == 2
+    assert "front/p01/adapter_model.safetensors" in result.files
+    api = HfApi(endpoint=hub.endpoint)
+    downloaded = Path(api.hf_hub_download(REPO, "front/p01/adapter_model.safetensors", cache_dir=str(tmp_path / "c")))
+    assert downloaded.read_bytes() == weights
+    assert len(api.list_repo_commits(REPO)) == 2  # the repo's initial commit + exactly one push commit
+
+
 # -- choosing a point ---------------------------------------------------------------------------------------------
 def test_select_rules_on_a_local_search_output(search_output):
     load = lambda **kw: AutoSearchedConfig.from_pretrained(search_output, **kw)  # noqa: E731
     front = AutoSearchedConfig.load_front(search_output)
-    params = {p["name"]: p["trainable_parameters"] for p in front["points"]}
+    params = {p.name: p.trainable_parameters for p in front.points}
     assert params["p00"] < params["p01"] < params["p02"]
     assert isinstance(load(), UniPELTConfig) and isinstance(load(select="best_metric"), UniPELTConfig)
     assert load(select="fewest_parameters").serial_adapter_size == 2
@@ -438,6 +512,7 @@ def test_push_what_the_search_writes(tmp_path, tiny_bert_dir, synthetic_task_dir
 
     best = max(document["points"], key=lambda p: (p["metric"], -p["trainable_parameters"]))
     pulled = AutoSearchedConfig.from_pretrained(REPO, endpoint=hub.endpoint, cache_dir=cache)
-    assert pulled.to_dict() == PeftConfig.from_pretrained(str(out / best["config_path"])).to_dict()
+    local = PeftConfig.from_pretrained(str(out / best["config_path"])).to_dict()
+    assert pulled.to_dict() == dict(local, base_model_name_or_path=f"<local>/{Path(tiny_bert_dir).name}")
     model = get_peft_model(make_tiny_model("bert"), pulled)
     assert model.get_nb_trainable_parameters()[0] > 0

@@ -42,7 +42,7 @@ def test_cli_writes_all_outputs(cli_search):
     assert {p.name for p in out.iterdir()} >= {"front.json", "front", "journal.jsonl", "pareto.png"}
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     doc = json.loads((out / "front.json").read_text())
-    assert doc["format_version"] == 1 and doc["task"] == "synthetic" and doc["metric"] == "accuracy"
+    assert doc["format_version"] == 2 and doc["task"] == "synthetic" and doc["metric"] == "accuracy"
     assert doc["objectives"] == [{"name": "accuracy", "direction": "max"}, {"name": "trainable_parameters", "direction": "min"}]
     assert doc["search"]["algorithm"] == "nsga2" and doc["search"]["n_trials"] == 6 + 3 + 1 and doc["search"]["seed"] == 0
     assert doc["reference_point"][0] == 0.0 and doc["reference_point"][1] > 0 and doc["hypervolume"] > 0

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-SIZE_LABELS = (("serial_adapter_size", "serial"), ("parallel_adapter_size", "parallel"), ("prefix_length", "prefix"), ("lora_rank", "lora"))
+from ..front.document import FRONT_FILE, FrontPoint
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,64 +16,86 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.dir) / "front.json"
+    from ..front import Front
+
+    path = Path(args.dir) / FRONT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `peft-autoconfig search RECIPE --out {args.dir}` first.")
-    print(format_front(json.loads(path.read_text()), args.dir))
+    print(format_front(Front.load(path), args.dir))
     return 0
 
 
-def describe_config(config: dict[str, Any]) -> str:
-    """A short summary of a saved config: sizes of present modules and the layers."""
-    parts = []
-    for key, label in SIZE_LABELS:
-        value = config.get(key, 0)
-        if isinstance(value, dict):
-            value = {int(k): v for k, v in value.items() if v}
-            if value:
-                parts.append(f"{label}={{{', '.join(f'{k}:{v}' for k, v in sorted(value.items()))}}}")
-        elif value:
-            parts.append(f"{label}={value}")
-    if config.get("lora_rank") and config.get("target_modules"):
-        parts.append(f"lora_on={','.join(config['target_modules'])}")
-    layers = config.get("layers_to_transform")
-    parts.append("layers=all" if layers is None else f"layers={','.join(map(str, layers))}")
-    return " ".join(parts)
+def _value(value: float | None, standard_error: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" + (f" +- {standard_error:.4f}" if standard_error is not None else "")
 
 
-def format_front(document: dict[str, Any], folder: str | Path) -> str:
-    """The front as a text table, with the header facts (model, task, hypervolume and its reference point)."""
-    metric = document.get("metric", "metric")
-    search = document.get("search", {})
+def format_selection(point: FrontPoint) -> str:
+    """'0.8125 +- 0.0123 (validation, n=400)': the value the search selected on, with its standard error."""
+    selection = point.selection
+    if selection is None:
+        return "-"
+    where = ", ".join([selection.split] + ([f"n={selection.n}"] if selection.n is not None else []))
+    return f"{_value(selection.value, selection.standard_error)} ({where})"
+
+
+def format_report(point: FrontPoint) -> str:
+    """'0.8030 sd 0.0040 se 0.0110 (test, n=1280, seeds 0.799/0.807)': the final stage's held-out result."""
+    report = point.report
+    if report is None:
+        return "-"
+    parts = [f"{report.mean:.4f}"]
+    if report.sd is not None:
+        parts.append(f"sd {report.sd:.4f}")
+    if report.standard_error is not None:
+        parts.append(f"se {report.standard_error:.4f}")
+    where = [report.split] + ([f"n={report.n}"] if report.n is not None else [])
+    if report.seeds:
+        where.append("seeds " + "/".join(f"{s:.4f}" for s in report.seeds))
+    return " ".join(parts) + f" ({', '.join(where)})"
+
+
+def format_front(front: Any, folder: str | Path) -> str:
+    """The front (a `Front`, or the document `write_front` returned) as a text table, with the header facts."""
+    from ..front import Front, FrontError, describe_config, load_point_config
+
+    if not isinstance(front, Front):
+        front = Front.from_dict(front, str(Path(folder) / FRONT_FILE))
+    search = front.search
+    hypervolume = front.hypervolume if front.hypervolume is not None else 0.0
     lines = [
-        f"model: {document.get('model')}   task: {document.get('task')}   algorithm: {search.get('algorithm')}   "
+        f"model: {front.model}   task: {front.task}   algorithm: {search.get('algorithm')}   "
         f"trials: {search.get('n_trials')} ({search.get('n_failed', 0)} failed)",
-        f"hypervolume: {document.get('hypervolume', 0.0):.6g}   reference point: {document.get('reference_point')}   "
-        f"objectives: {', '.join(o['name'] + ' (' + o['direction'] + ')' for o in document.get('objectives', []))}",
+        f"hypervolume: {hypervolume:.6g}   reference point: {front.reference_point}   "
+        f"objectives: {', '.join(f'{o.name} ({o.direction})' for o in front.objectives)}",
     ]
     if search.get("cost_full_runs") is not None:
         lines.append(
             f"search time: {search.get('wall_time_s', 0):.0f} s (trials: {search.get('trials_time_s', 0):.0f} s "
             f"= {search['cost_full_runs']:.1f} full-fidelity runs)"
         )
-    rows = [("name", metric, "params", "trial", "fidelity", "config")]
-    for point in document.get("points", []):
-        config_file = Path(folder) / point["config_path"] / "adapter_config.json"
-        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-        fidelity = ",".join(f"{k}={v}" for k, v in sorted(point.get("fidelity", {}).items())) or "full"
-        rows.append(
-            (point["name"], f"{point['metric']:.4f}", f"{point['trainable_parameters']:,}", str(point["trial_id"]),
-             fidelity, describe_config(config))
-        )
-    for baseline in document.get("baselines", []) or []:
-        rows.append((baseline["name"], f"{baseline['metric']:.4f}", f"{baseline['trainable_parameters']:,}",
-                     str(baseline.get("trial_id", "")), "(baseline)", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    has_report = any(p.report is not None for p in front.points + front.baselines)
+    header = ("name", f"{front.metric} (selection)") + ((f"{front.metric} (report)",) if has_report else ()) + (
+        "params", "trial", "fidelity", "config")
+    rows = [header]
+    for point in front.points + front.baselines:
+        try:  # a baseline without a config (full fine-tuning, or a format-1 file) has nothing to describe
+            no_config = point.kind == "baseline" and point.config is None
+            description = "-" if no_config else describe_config(load_point_config(point, root=folder))
+        except (FrontError, FileNotFoundError):
+            description = "(config unreadable)"
+        fidelity = ",".join(f"{k}={v}" for k, v in sorted(point.fidelity.items()) if v is not None) or "full"
+        row = (point.name, format_selection(point)) + ((format_report(point),) if has_report else ()) + (
+            f"{point.trainable_parameters:,}", "" if point.trial_id is None else str(point.trial_id),
+            "(baseline)" if point.kind == "baseline" else fidelity, description)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     table = []
     for j, row in enumerate(rows):
-        table.append("  ".join(cell.ljust(w) if i != 1 and i != 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) + "  " + row[-1])
+        table.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
         if j == 0:
             table.append("-" * (sum(widths) + 2 * len(widths) + len("config")))
-    if len(rows) == 1:
+    if not front.points:
         table.append("(empty front: no successful trial at the final fidelity; see journal.jsonl)")
     return "\n".join(lines + [""] + table)

@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
                         help="'rotten_tomatoes', a folder with train/validation/test csv|json|jsonl|parquet files, "
                              "or a Hub dataset name (online)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="PEFT config: a folder with adapter_config.json, or a Hub repo id")
+    source.add_argument("--config", help="PEFT config: a folder with adapter_config.json, a search output (its "
+                        "default point), or a Hub repo id")
     source.add_argument("--full-finetuning", action="store_true", help="train all weights (no PEFT), as a reference")
     parser.add_argument("--output-dir", help="where the adapter and metrics.json go (default: nothing kept)")
     parser.add_argument("--deepspeed", help="DeepSpeed JSON config, e.g. recipes/deepspeed/zero2.json")
@@ -52,22 +53,22 @@ def register(subparsers: Any) -> None:
 
 
 def load_peft_config(source: str) -> Any:
-    """A PEFT config from a local folder (or its adapter_config.json) or a Hub repo id (cached by huggingface_hub)."""
-    import peft_autoconfig  # noqa: F401  (registers MIXED_PET and UNIPELT before configs are read)
-    from peft import PeftConfig
+    """A PEFT config from a config folder (or its adapter_config.json), a search output (its default point) or a
+    Hub repo id, through `peft_autoconfig.front.load_point_config` / `AutoSearchedConfig` (cached by huggingface_hub).
+    """
+    from ..front import FRONT_FILE, load_point_config
+    from ..hub import AutoSearchedConfig, HubError
 
     path = Path(source).expanduser()
-    if path.is_file() and path.name == "adapter_config.json":
-        path = path.parent
-    if path.is_dir():
-        if not (path / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"--config {source}: folder has no adapter_config.json.")
-        return PeftConfig.from_pretrained(str(path))
-    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
+    if path.is_dir() and (path / FRONT_FILE).is_file():
+        return AutoSearchedConfig.from_pretrained(path)
+    if path.exists():
+        return load_point_config(path, where=f"--config {source}")
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise FileNotFoundError(f"--config {source}: not a PEFT config folder (expected adapter_config.json inside).")
     try:
-        return PeftConfig.from_pretrained(source)
-    except (OSError, ValueError) as error:
+        return AutoSearchedConfig.from_pretrained(source)
+    except (HubError, OSError) as error:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         raise FileNotFoundError(
             f"--config {source}: not a local folder, and the Hub repo could not be read"

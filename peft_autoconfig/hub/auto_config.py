@@ -17,18 +17,10 @@ from pathlib import Path
 
 from peft import PeftConfig
 
+from ..front import CONFIG_FILE, FRONT_FILE, Front
 from .errors import HubConfigError, HubConnectionError
 from .push import hub_errors
-from .validation import (
-    CONFIG_FILE,
-    FRONT_FILE,
-    SELECT_RULES,
-    check_relative_path,
-    config_from_dict,
-    load_json,
-    select_point,
-    validate_front,
-)
+from .validation import SELECT_RULES, read_config, read_front, relative_path, select_point
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +123,7 @@ class AutoSearchedConfig:
         if subfolder is not None:
             if select is not None or max_parameters is not None:
                 raise ValueError("Pass either `subfolder` (an explicit point) or `select`/`max_parameters`, not both.")
-            subfolder = check_relative_path(str(subfolder), location.name, "subfolder")
+            subfolder = relative_path(str(subfolder), location.name, "subfolder")
             return cls._load_config(location, files, f"{subfolder}/{CONFIG_FILE}")
         if select is not None and select not in SELECT_RULES:
             raise ValueError(f"`select` must be one of {list(SELECT_RULES)}, got {select!r}.")
@@ -147,16 +139,16 @@ class AutoSearchedConfig:
                 )
             return cls._load_config(location, files, CONFIG_FILE)
         point = select_point(front, select, max_parameters, f"{location.name}: {FRONT_FILE}")
-        logger.info("%s: chose point %s (%s=%s, %s trainable parameters)", location.name, point["name"],
-                    front["metric"], point["metric"], point["trainable_parameters"])
-        return cls._load_config(location, files, f"{point['config_path']}/{CONFIG_FILE}",
-                                note=f" (point {point['name']!r} of {FRONT_FILE})")
+        logger.info("%s: chose point %s (%s=%s, %s trainable parameters)", location.name, point.name,
+                    front.metric, point.metric, point.trainable_parameters)
+        return cls._load_config(location, files, f"{point.config_path}/{CONFIG_FILE}",
+                                note=f" (point {point.name!r} of {FRONT_FILE})")
 
     @classmethod
     def load_front(cls, repo_id_or_path: str | os.PathLike, revision: str | None = None, token: str | None = None,
                    cache_dir: str | os.PathLike | None = None, endpoint: str | None = None,
-                   local_files_only: bool = False) -> dict:
-        """The validated front.json of a pushed front, to inspect its points before choosing one."""
+                   local_files_only: bool = False) -> Front:
+        """The validated front.json of a pushed front (a `peft_autoconfig.front.Front`), to inspect its points."""
         location, files = cls._open(repo_id_or_path, revision, token, cache_dir, endpoint, local_files_only)
         front = cls._front(location, files)
         if front is None:
@@ -188,10 +180,9 @@ class AutoSearchedConfig:
             return False
 
     @classmethod
-    def _front(cls, location, files: set[str] | None) -> dict | None:
+    def _front(cls, location, files: set[str] | None) -> Front | None:
         if cls._has(location, files, FRONT_FILE):
-            where = f"{location.name}: {FRONT_FILE}"
-            return validate_front(load_json(location.fetch(FRONT_FILE), where), where)
+            return read_front(location.fetch(FRONT_FILE), f"{location.name}: {FRONT_FILE}")
         if cls._has(location, files, CONFIG_FILE):
             return None
         if files is None:
@@ -215,5 +206,4 @@ class AutoSearchedConfig:
                 )
             available = sorted(f for f in files if f.endswith(CONFIG_FILE))
             raise HubConfigError(f"{location.name}: {filename}{note} not found; configs in the repo: {available}.")
-        where = f"{location.name}: {filename}"
-        return config_from_dict(load_json(location.fetch(filename), where), where)
+        return read_config(location.fetch(filename), f"{location.name}: {filename}")

@@ -3,8 +3,8 @@
 Metadata goes through `ModelCardData` (library_name, base_model, tags, datasets, metrics and a model-index of
 `EvalResult`s, one per front point), so the Hub indexes it and `ModelCard.load` parses it back.
 
-Templates ship inside the package as `peft_autoconfig/hub_cards/` (a symlink to the top-level `hub_cards/` in the
-source tree; setuptools copies the files into wheels) and are read with `importlib.resources`.
+Templates live in one place, inside the package (`peft_autoconfig/hub_cards/`, package data, so an installed wheel
+has them), and are read with `importlib.resources`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from peft import PeftConfig
 
-from .source import PLOT_FILE, PushSource
+from ..front import PLOT_FILE, Front, FrontPoint, describe_config
+from .source import PushSource
 
 TEMPLATE_NAME = "searched_config.md"
 PIPELINE_TAGS = {
@@ -33,60 +34,17 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def template_path(name: str = TEMPLATE_NAME) -> Path:
-    """Path of a card template: the installed package's `hub_cards/`, else the source tree's top-level one."""
+    """Path of a card template shipped in the package's `hub_cards/` (package data)."""
     packaged = resources.files("peft_autoconfig") / "hub_cards" / name
-    if packaged.is_file():
-        return Path(str(packaged))
-    source_tree = Path(__file__).resolve().parents[2] / "hub_cards" / name
-    if source_tree.is_file():
-        return source_tree
-    raise FileNotFoundError(f"model card template {name!r} not found in peft_autoconfig/hub_cards/ or hub_cards/.")
+    if not packaged.is_file():
+        raise FileNotFoundError(f"model card template {name!r} not found in peft_autoconfig/hub_cards/; is the "
+                                "package installed with its package data?")
+    return Path(str(packaged))
 
 
 def looks_like_repo_id(value: str | None) -> bool:
     """True for 'org/name' or a canonical 'name' that is not an existing local path (base_model must be a repo)."""
     return bool(value) and bool(_REPO_ID.match(value)) and not Path(value).exists() and ".." not in value
-
-
-def describe_config(config: PeftConfig) -> str:
-    """One line saying what a config adds, e.g. 'serial 64 · LoRA r8 (query, value) · layers 0, 2'."""
-    from ..tuners.mixed.config import MixedPetConfig
-
-    if not isinstance(config, MixedPetConfig):
-        bits = [str(getattr(config.peft_type, "value", config.peft_type))]
-        if getattr(config, "r", None):
-            bits.append(f"r{config.r}")
-        if getattr(config, "target_modules", None):
-            bits.append("(" + ", ".join(sorted(config.target_modules)) + ")")
-        return " ".join(bits)
-
-    def size(value: Any) -> str:
-        if isinstance(value, int):
-            return str(value)
-        sizes = sorted(v for v in value.values() if v > 0)
-        return f"{sizes[0]}-{sizes[-1]} per layer" if sizes[0] != sizes[-1] else f"{sizes[0]} in {len(sizes)} layers"
-
-    def present(value: Any) -> bool:
-        return value > 0 if isinstance(value, int) else any(v > 0 for v in value.values())
-
-    parts = []
-    factor = getattr(config, "adapter_reduction_factor", None)
-    if factor:
-        parts.append(f"serial hidden/{factor}")
-    elif present(config.serial_adapter_size):
-        parts.append(f"serial {size(config.serial_adapter_size)}")
-    if present(config.parallel_adapter_size):
-        parts.append(f"parallel {size(config.parallel_adapter_size)} (x{config.parallel_adapter_scaling:g})")
-    if present(config.lora_rank):
-        targets = ", ".join(config.target_modules) if config.target_modules else "q, v"
-        parts.append(f"LoRA r{size(config.lora_rank)} ({targets})")
-    if present(config.prefix_length):
-        parts.append(f"prefix {size(config.prefix_length)}")
-    if config.layers_to_transform is not None:
-        parts.append("layers " + ", ".join(map(str, config.layers_to_transform)))
-    if str(config.peft_type) == "UNIPELT" or getattr(config.peft_type, "value", None) == "UNIPELT":
-        parts.append("gated")
-    return " · ".join(parts)
 
 
 def _peft_method(config: PeftConfig) -> str:
@@ -105,18 +63,29 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _eval_split(front: dict) -> str:
-    """The split the front's metrics were measured on (recipe `training.eval_split`; the runner's default)."""
-    recipe = (front.get("search") or {}).get("recipe") or {}
-    training = recipe.get("training") if isinstance(recipe.get("training"), dict) else {}
-    return str(training.get("eval_split") or recipe.get("eval_split") or "validation")
+def _eval_split(point: FrontPoint) -> str:
+    """The split a point's headline metric was measured on: the report's when a final stage ran."""
+    if point.report is not None:
+        return point.report.split
+    return point.selection.split if point.selection is not None else "validation"
 
 
-def _search_settings(front: dict, search: dict) -> list[tuple[str, Any]]:
+def _metric_cell(point: FrontPoint) -> str:
+    """'0.8030 ± 0.0110 (test, 3 seeds)': the headline value with its standard error (or sd) and where."""
+    report, selection = point.report, point.selection
+    spread = (report.standard_error if report.standard_error is not None else report.sd) if report else (
+        selection.standard_error if selection else None)
+    text = f"{point.metric:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
+    if report is not None:
+        text += f" ({report.split}{f', {len(report.seeds)} seeds' if len(report.seeds) > 1 else ''})"
+    return text
+
+
+def _search_settings(front: Front, search: dict) -> list[tuple[str, Any]]:
     """(label, value) rows for the card's settings table; missing values are left out."""
     cost = search.get("cost_full_runs")
-    hypervolume = front.get("hypervolume")
-    objectives = ", ".join(f"{o['name']} ({o.get('direction', '?')})" for o in front.get("objectives", []))
+    hypervolume = front.hypervolume
+    objectives = ", ".join(f"{o.name} ({o.direction})" for o in front.objectives)
     rows = [
         ("algorithm", search.get("algorithm")),
         ("evaluations (trials)", search.get("n_trials")),
@@ -124,7 +93,7 @@ def _search_settings(front: dict, search: dict) -> list[tuple[str, Any]]:
         ("wall time", _format_seconds(search.get("wall_time_s"))),
         ("cost in full training runs", f"{cost:.2f}" if _is_number(cost) else None),
         ("hypervolume", f"{hypervolume:.6g}" if _is_number(hypervolume) else None),
-        ("reference point", front.get("reference_point")),
+        ("reference point", front.reference_point),
         ("objectives", objectives),
     ]
     return [(label, value) for label, value in rows if value not in (None, "")]
@@ -142,36 +111,36 @@ def build_model_card(
     `base_model` / `dataset` override what front.json says; a local path is never written as `base_model`
     (the Hub expects a repo id), it is only named in the card body.
     """
-    from .validation import metric_direction, select_point
+    from .validation import select_point
 
     front = source.front
     configs = source.configs
     first = next(iter(configs.values()))
-    model = base_model or (front["model"] if front else first.base_model_name_or_path)
-    task = dataset or (front["task"] if front else None)
-    metric = front["metric"] if front else None
+    model = base_model or (front.model if front else first.base_model_name_or_path)
+    task = dataset or (front.task if front else None)
+    metric = front.metric if front else None
     pipeline_tag = PIPELINE_TAGS.get(str(getattr(first.task_type, "value", first.task_type)))
     methods = sorted({_peft_method(c) for c in configs.values()})
 
     if source.kind == "front":
-        points = front["points"]
-        default = select_point(front, None, None, repo_id)["name"]
+        points = front.points
+        default = select_point(front, None, None, repo_id).name
     else:
         points = [source.point] if source.point else []
-        default = source.point["name"] if source.point else None
+        default = source.point.name if source.point else None
 
     rows = []
     for point in points:
-        config = configs.get(point["name"]) if source.kind == "front" else first
+        config = configs.get(point.name) if source.kind == "front" else first
         rows.append({
-            "name": point["name"],
-            "metric": f"{point['metric']:.4f}",
-            "trainable_parameters": f"{point['trainable_parameters']:,}",
+            "name": point.name,
+            "metric": _metric_cell(point),
+            "trainable_parameters": f"{point.trainable_parameters:,}",
             "method": _peft_method(config),
             "description": describe_config(config),
-            "subfolder": point["config_path"] if source.kind == "front" else None,
-            "fidelity": ", ".join(f"{k}={v}" for k, v in (point.get("fidelity") or {}).items() if v is not None),
-            "default": point["name"] == default,
+            "subfolder": point.config_path if source.kind == "front" else None,
+            "fidelity": ", ".join(f"{k}={v}" for k, v in point.fidelity.items() if v is not None),
+            "default": point.name == default,
         })
 
     eval_results = [
@@ -179,10 +148,10 @@ def build_model_card(
             task_type=pipeline_tag or "text-classification",
             dataset_type=task,
             dataset_name=task,
-            dataset_split=_eval_split(front),
+            dataset_split=_eval_split(point),
             metric_type=metric,
-            metric_name=f"{metric} ({point['name']}, {point['trainable_parameters']:,} trainable parameters)",
-            metric_value=float(point["metric"]),
+            metric_name=f"{metric} ({point.name}, {point.trainable_parameters:,} trainable parameters)",
+            metric_value=float(point.metric),
         )
         for point in points
     ] if (front and task and metric) else None
@@ -199,12 +168,11 @@ def build_model_card(
         license=license,
     )
 
-    search = dict((front or {}).get("search") or {})
+    search = dict(front.search) if front else {}
     settings = _search_settings(front, search) if front else []
     baselines = [
-        {"name": b.get("name"), "metric": f"{b['metric']:.4f}", "trainable_parameters": f"{b['trainable_parameters']:,}"}
-        for b in front.get("baselines") or []
-        if isinstance(b, dict) and _is_number(b.get("metric")) and isinstance(b.get("trainable_parameters"), int)
+        {"name": b.name, "metric": _metric_cell(b), "trainable_parameters": f"{b.trainable_parameters:,}"}
+        for b in front.baselines if b.metric is not None
     ] if front else []
     return ModelCard.from_template(
         card_data,
@@ -215,7 +183,7 @@ def build_model_card(
         base_model_is_repo=looks_like_repo_id(model),
         task=task or "unknown",
         metric=metric,
-        direction=metric_direction(front) if front else None,
+        direction=front.direction if front else None,
         points=rows,
         default_point=default,
         has_plot=PLOT_FILE in source.files,

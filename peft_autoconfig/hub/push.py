@@ -3,26 +3,33 @@
 Everything is checked and rendered locally first (configs validated, card built), so a bad folder fails before any
 network call. The upload is a single `HfApi.create_commit` with every file (not `upload_folder`, which may split
 large folders into several commits). `dry_run` writes exactly the files of that commit to a local folder instead.
+
+Nothing local is published: front.json is written again from `Front.public()` (no `model_path`), and every
+absolute path in it, in the configs and hence in the card (a local model folder, the recipe's task folder) is
+replaced by `<local>/<its last part>`; a last check refuses any file still holding the source folder's path. A repo
+that the push created is deleted again when the commit fails, so a failed push leaves no empty repo behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+from ..front import CONFIG_FILE, FRONT_FILE, Front
 from .card import build_model_card
-from .errors import HubAuthError, HubConnectionError, HubError, HubNotFoundError
-from .source import read_source
-from .validation import FRONT_FILE
+from .errors import HubAuthError, HubConfigError, HubConnectionError, HubError, HubNotFoundError
+from .source import PushSource, read_source
 
 CARD_FILE = "README.md"
-LOCAL_ONLY_FRONT_KEYS = {"model_path"}  # absolute paths on the searching machine: not published
+LOCAL_PREFIX = "<local>"
+_ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 
 
 @dataclass
@@ -36,17 +43,56 @@ class PushResult:
     dry_run_dir: str | None = None
 
 
+def strip_local_paths(value: Any) -> Any:
+    """`value` (JSON-like) with every absolute path string replaced by `<local>/<last part>`."""
+    if isinstance(value, dict):
+        return {key: strip_local_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [strip_local_paths(item) for item in value]
+    if isinstance(value, str) and _ABSOLUTE.match(value):
+        name = re.split(r"[\\/]", value.rstrip("/\\"))[-1]
+        return f"{LOCAL_PREFIX}/{name}" if name and name != "~" else LOCAL_PREFIX
+    return value
+
+
+def _publishable(source: PushSource) -> PushSource:
+    """The source as it is published: local-only fields dropped, local paths stripped from front and configs."""
+    if source.front is not None:
+        source.front = Front.from_dict(strip_local_paths(source.front.public().to_dict()), FRONT_FILE)
+        if source.point is not None:
+            source.point = source.front.point(source.point.name)
+    for config in source.configs.values():
+        config.base_model_name_or_path = strip_local_paths(config.base_model_name_or_path)
+    return source
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode("utf-8")
+
+
+def _check_no_local_path(upload: dict[str, bytes], root: Path) -> None:
+    """Refuse to publish a text file that still holds the source folder's absolute path (the last line of defence)."""
+    needle = str(root.resolve()).encode()
+    for path_in_repo, content in upload.items():
+        if path_in_repo.endswith((".json", ".md")) and needle in content:
+            raise HubConfigError(f"{path_in_repo}: holds the local path {root.resolve()}; not published.")
+
+
 def collect_upload(directory: str | os.PathLike, repo_id: str, base_model: str | None = None,
                    dataset: str | None = None, license: str | None = None) -> dict[str, bytes]:
     """Path in repo -> content for everything a push of `directory` uploads, the rendered README.md first."""
-    source = read_source(directory)
+    source = _publishable(read_source(directory))
     card = build_model_card(source, repo_id, base_model=base_model, dataset=dataset, license=license)
     upload = {CARD_FILE: str(card).encode("utf-8")}
     for path_in_repo, local in sorted(source.files.items()):
         upload[path_in_repo] = local.read_bytes()
-    if source.kind == "front" and source.front is not None and LOCAL_ONLY_FRONT_KEYS & set(source.front):
-        shared = {k: v for k, v in json.loads(upload[FRONT_FILE]).items() if k not in LOCAL_ONLY_FRONT_KEYS}
-        upload[FRONT_FILE] = (json.dumps(shared, indent=2) + "\n").encode("utf-8")
+        if path_in_repo == CONFIG_FILE or path_in_repo.endswith(f"/{CONFIG_FILE}"):
+            config = json.loads(upload[path_in_repo])
+            if strip_local_paths(config) != config:  # rewritten only when it held a local path
+                upload[path_in_repo] = _json_bytes(strip_local_paths(config))
+    if source.kind == "front" and source.front is not None:
+        upload[FRONT_FILE] = _json_bytes(source.front.to_dict())
+    _check_no_local_path(upload, source.root)
     return upload
 
 
@@ -156,16 +202,20 @@ def push_to_hub(
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
-    n_configs = sum(1 for path in upload if path.endswith("adapter_config.json"))
+    n_configs = sum(1 for path in upload if path.endswith(CONFIG_FILE))
     message = commit_message or f"Upload {n_configs} searched PEFT config(s) with peft_autoconfig"
+    operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content) for path, content in upload.items()]
     with hub_errors(repo_id, api.endpoint, token, "push"):
-        api.create_repo(repo_id, private=True if private else None, exist_ok=True)  # None: the namespace default
-        if revision not in (None, "main"):
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.create_commit(
-            repo_id,
-            operations=[CommitOperationAdd(path_in_repo=path, path_or_fileobj=content) for path, content in upload.items()],
-            commit_message=message,
-            revision=revision,
-        )
+        created = not api.repo_exists(repo_id)
+        if created:
+            api.create_repo(repo_id, private=True if private else None, exist_ok=True)  # None: the namespace default
+        try:
+            if revision not in (None, "main"):
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            info = api.create_commit(repo_id, operations=operations, commit_message=message, revision=revision)
+        except BaseException:
+            if created:  # a failed first push leaves no empty repo behind; the commit's error is the one reported
+                with suppress(Exception):
+                    api.delete_repo(repo_id, missing_ok=True)
+            raise
     return PushResult(repo_id=repo_id, files=list(upload), commit_url=info.commit_url, commit_oid=info.oid)

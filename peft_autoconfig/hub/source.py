@@ -16,10 +16,10 @@ from pathlib import Path
 
 from peft import PeftConfig
 
+from ..front import CONFIG_FILE, FRONT_FILE, PLOT_FILE, Front, FrontPoint
 from .errors import HubConfigError
-from .validation import CONFIG_FILE, FRONT_FILE, config_from_dict, load_json, validate_front
+from .validation import read_config, read_front
 
-PLOT_FILE = "pareto.png"
 WEIGHT_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -31,16 +31,16 @@ class PushSource:
     root: Path
     kind: str  # "front" or "config"
     files: dict[str, Path] = field(default_factory=dict)
-    front: dict | None = None
+    front: Front | None = None
     configs: dict[str, PeftConfig] = field(default_factory=dict)  # point name (or "config") -> config
-    point: dict | None = None  # the front point of a single config folder, when known
+    point: FrontPoint | None = None  # the front point of a single config folder, when known
 
 
 def _config_folder_files(folder: Path, prefix: str, where: str) -> tuple[dict[str, Path], PeftConfig]:
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise HubConfigError(f"{where}: no {CONFIG_FILE} in {folder}.")
-    config = config_from_dict(load_json(config_path, f"{where}/{CONFIG_FILE}"), f"{where}/{CONFIG_FILE}")
+    config = read_config(config_path, f"{where}/{CONFIG_FILE}")
     files = {f"{prefix}{CONFIG_FILE}": config_path}
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix == WEIGHT_SUFFIX:
@@ -50,7 +50,7 @@ def _config_folder_files(folder: Path, prefix: str, where: str) -> tuple[dict[st
     return files, config
 
 
-def _enclosing_point(folder: Path) -> tuple[dict, dict] | None:
+def _enclosing_point(folder: Path) -> tuple[Front, FrontPoint] | None:
     """(front, point) when `folder` is `<out>/<config_path>` of a valid front.json in an ancestor, else None."""
     resolved = folder.resolve()
     for ancestor in list(resolved.parents)[:3]:
@@ -58,11 +58,11 @@ def _enclosing_point(folder: Path) -> tuple[dict, dict] | None:
         if not front_path.is_file():
             continue
         try:
-            front = validate_front(load_json(front_path, str(front_path)), str(front_path))
+            front = read_front(front_path, str(front_path))
         except HubConfigError:
             return None
-        for point in front["points"]:
-            if (ancestor / point["config_path"]).resolve() == resolved:
+        for point in front.points:
+            if (ancestor / point.config_path).resolve() == resolved:
                 return front, point
     return None
 
@@ -73,14 +73,14 @@ def read_source(directory: str | Path) -> PushSource:
     if not root.is_dir():
         raise FileNotFoundError(f"`dir` must be a search output folder or a PEFT config folder; {root} is not a folder.")
     if (root / FRONT_FILE).is_file():
-        front = validate_front(load_json(root / FRONT_FILE, str(root / FRONT_FILE)), str(root / FRONT_FILE))
+        front = read_front(root / FRONT_FILE, str(root / FRONT_FILE))
         source = PushSource(root=root, kind="front", front=front, files={FRONT_FILE: root / FRONT_FILE})
-        for point in front["points"]:
+        for point in front.points:
             files, config = _config_folder_files(
-                root / point["config_path"], point["config_path"] + "/", f"{root} point {point['name']!r}"
+                root / point.config_path, point.config_path + "/", f"{root} point {point.name!r}"
             )
             source.files.update(files)
-            source.configs[point["name"]] = config
+            source.configs[point.name] = config
         if (root / PLOT_FILE).is_file():
             source.files[PLOT_FILE] = root / PLOT_FILE
         else:
@@ -91,7 +91,7 @@ def read_source(directory: str | Path) -> PushSource:
         enclosing = _enclosing_point(root)
         front, point = enclosing if enclosing else (None, None)
         return PushSource(root=root, kind="config", files=files, front=front, point=point,
-                          configs={point["name"] if point else "config": config})
+                          configs={point.name if point else "config": config})
     raise HubConfigError(
         f"{root}: neither {FRONT_FILE} (a search output) nor {CONFIG_FILE} (a PEFT config folder) found."
     )

@@ -15,15 +15,9 @@ import time
 import traceback
 from typing import Any, Callable
 
+from ..front import load_point_config as config_from_dict  # the one config loader; name kept for driver.py
+
 DEFAULT_EVALUATOR = "peft_autoconfig.search.evaluator:train_and_evaluate"
-
-
-def config_from_dict(data: dict[str, Any]):
-    """Rebuild a PEFT config (ours or peft's own, e.g. a LoRA baseline) from its `to_dict()` form."""
-    import peft_autoconfig  # noqa: F401  (registers MIXED_PET/UNIPELT in this process, e.g. a Dask worker)
-    from peft import PeftConfig
-
-    return PeftConfig.from_peft_type(**data)
 
 
 def resolve_evaluator(path: str | None) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Pareto fronts, hypervolume, successive-halving selection and the front export (`front.json`, `front/<name>/`).
+"""Pareto fronts, hypervolume, successive-halving selection and the front export (`write_front`, over
+`peft_autoconfig.front`, which owns front.json).
 
 All objective vectors here are in pymoo's minimisation space: a maximised metric enters negated.
 
@@ -9,7 +10,6 @@ negated metric (a metric of 0 adds nothing), 1.1 x the parameter count of the la
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +19,7 @@ from pymoo.indicators.hv import HV
 from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-FRONT_FORMAT_VERSION = 1
+from ..front import Front, FrontPoint, Objective, config_to_dict
 
 
 def non_dominated(F: np.ndarray) -> np.ndarray:
@@ -93,43 +93,35 @@ def write_front(
     header: dict[str, Any],
     baselines: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write `front.json` and one PEFT config folder per point (`front/p00`, ...); returns the JSON document.
+    """Write `front.json` and one PEFT config folder per point (`front/p00`, ...) through `Front.save`.
 
-    `front` holds journal records of the front points (sorted as they should be named), `configs` their PEFT
-    configs; `header` the document's top fields (model, task, metric, objectives, reference point, hypervolume,
-    search).
+    A thin adapter from journal records to `peft_autoconfig.front`: `front` holds the records of the front points
+    (sorted as they should be named), `configs` their PEFT configs, `header` the document's top fields (model,
+    model_path, task, metric, objectives, reference point, hypervolume, search) and `baselines` dicts with at
+    least name, metric and trainable_parameters. A record or baseline may carry `selection`/`report`/`config`
+    dicts in the front.json form; without `selection`, its `metric` is the selection value on the recipe's
+    evaluation split. Returns the written document.
     """
-    out_dir = Path(out_dir)
-    front_dir = out_dir / "front"
-    front_dir.mkdir(parents=True, exist_ok=True)
+    metric = header["metric"]
+    recipe = (header.get("search") or {}).get("recipe") or {}
+    split = str(((recipe.get("training") or {}) if isinstance(recipe.get("training"), dict) else {}).get("eval_split")
+                or "validation")
     width = max(2, len(str(len(front) - 1)))
-    points = []
-    keep = set()
-    for i, (record, config) in enumerate(zip(front, configs)):
-        name = f"p{i:0{width}d}"
-        keep.add(name)
-        config.save_pretrained(str(front_dir / name))
-        points.append(
-            {
-                "name": name,
-                "trial_id": record["trial_id"],
-                "metric": record["metric"],
-                "trainable_parameters": record["trainable_parameters"],
-                "objectives": record["objectives"],
-                "fidelity": record["fidelity"],
-                "config_path": f"front/{name}",
-                "x": record.get("x"),
-            }
-        )
-    for stale in front_dir.iterdir():  # a resumed search may have fewer front points than the last export
-        if stale.is_dir() and stale.name not in keep and (stale / "adapter_config.json").exists():
-            for file in stale.iterdir():
-                file.unlink()
-            stale.rmdir()
-    document = {"format_version": FRONT_FORMAT_VERSION, **header, "points": points}
-    if baselines:
-        document["baselines"] = baselines
-    tmp = out_dir / "front.json.tmp"
-    tmp.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
-    tmp.replace(out_dir / "front.json")
-    return document
+
+    def point(record: dict[str, Any], name: str, kind: str, config: dict[str, Any] | None) -> FrontPoint:
+        selection = record.get("selection") or {"split": split, "metric": metric, "value": record["metric"]}
+        return FrontPoint.from_dict({
+            **{k: record[k] for k in ("trial_id", "objectives", "fidelity", "x", "metrics", "report") if k in record},
+            "name": name, "kind": kind, "trainable_parameters": record["trainable_parameters"], "config": config,
+            "selection": selection,
+        }, f"{kind} {name!r}")
+
+    document = Front(
+        model=header["model"], task=header["task"], metric=metric,
+        objectives=[Objective(o["name"], o["direction"]) for o in header["objectives"]],
+        points=[point(r, f"p{i:0{width}d}", "search", config_to_dict(c)) for i, (r, c) in enumerate(zip(front, configs))],
+        baselines=[point(b, b["name"], "baseline", b.get("config")) for b in baselines or []],
+        reference_point=header.get("reference_point"), hypervolume=header.get("hypervolume"),
+        search=dict(header.get("search") or {}), model_path=header.get("model_path"),
+    )
+    return document.save(out_dir)

@@ -1,0 +1,128 @@
+"""Loading and describing the PEFT config of a front point: one loader for a dict, a folder, a file or a point.
+
+The config class comes from peft's own registry (`PEFT_TYPE_TO_CONFIG_MAPPING`), never from anything in the file,
+so loading a config cannot run remote code. Every error names where the config came from and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .document import CONFIG_FILE, FrontError, FrontPoint, read_json
+
+
+def known_peft_types() -> dict[str, type]:
+    """PEFT type name -> config class, as registered with peft right now (ours after `import peft_autoconfig`)."""
+    import peft_autoconfig  # noqa: F401  (registers MIXED_PET/UNIPELT in this process, e.g. a Dask worker)
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    return {str(getattr(key, "value", key)): cls for key, cls in PEFT_TYPE_TO_CONFIG_MAPPING.items()}
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A PEFT config as the JSON-ready dict that `save_pretrained` writes (sets become sorted lists)."""
+    data = json.loads(json.dumps(config.to_dict(), default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
+    data.pop("runtime_config", None)
+    return data
+
+
+def _from_dict(data: Any, where: str) -> Any:
+    from peft import PeftConfig
+
+    if not isinstance(data, dict):
+        raise FrontError(f"{where}: expected a JSON object, got {type(data).__name__}.")
+    data = dict(data)
+    data.pop("runtime_config", None)  # runtime-only, as in peft's `PeftConfig.from_json_file`
+    peft_type = data.get("peft_type")
+    if peft_type is None:
+        raise FrontError(f"{where}: field `peft_type` is missing; a PEFT config must name its method.")
+    known = known_peft_types()
+    if not isinstance(peft_type, str) or peft_type not in known:
+        raise FrontError(
+            f"{where} field `peft_type` = {peft_type!r} is not a known PEFT type; known: {sorted(known)}; "
+            "did you `import peft_autoconfig`?"
+        )
+    try:
+        return PeftConfig.from_peft_type(**data)
+    except (TypeError, ValueError, KeyError) as error:
+        raise FrontError(f"{where}: invalid {known[peft_type].__name__}: {error}") from None
+
+
+def load_point_config(source: Any, *, root: str | Path | None = None, where: str | None = None) -> Any:
+    """The `PeftConfig` of `source`, which is one of:
+
+    - a dict (a config's `to_dict()` form or a parsed adapter_config.json);
+    - a folder holding adapter_config.json, or that file itself;
+    - a `FrontPoint`: its folder under `root` (the search output) when given and present, else its inline config.
+
+    Raises `FrontError` (a `ValueError`) naming `where` and the field, or `FileNotFoundError` for a missing folder.
+    """
+    if isinstance(source, FrontPoint):
+        where = where or f"point {source.name!r}"
+        if root is not None and source.config_path is not None and (Path(root) / source.config_path).is_dir():
+            return load_point_config(Path(root) / source.config_path, where=f"{where}/{CONFIG_FILE}")
+        if source.config is None:
+            raise FrontError(f"{where}: field `config` is null (a baseline without a PEFT config, e.g. full fine-tuning).")
+        return _from_dict(source.config, where)
+    if isinstance(source, dict):
+        return _from_dict(source, where or "config")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{where or source}: folder has no {CONFIG_FILE}.")
+    elif not path.is_file():
+        raise FileNotFoundError(f"{where or source}: not a PEFT config folder (expected {CONFIG_FILE} inside).")
+    where = where or str(path)
+    return _from_dict(read_json(path, where), where)
+
+
+def _peft_type(config: Any) -> str:
+    return str(getattr(config.peft_type, "value", config.peft_type))
+
+
+def describe_config(config: Any) -> str:
+    """One line saying what a config adds, exact enough to rebuild it by hand.
+
+    e.g. 'serial {0: 8, 3: 16} · LoRA r4 (query, value) · layers 0, 3', 'UNIPELT: serial hidden/16 · ... · gated',
+    'LORA r8 (query, value)'.
+    """
+    from ..tuners.mixed.config import MixedPetConfig
+
+    if not isinstance(config, MixedPetConfig):
+        bits = [_peft_type(config)]
+        if getattr(config, "r", None):
+            bits.append(f"r{config.r}")
+        if getattr(config, "target_modules", None):
+            targets = config.target_modules
+            bits.append("(" + (targets if isinstance(targets, str) else ", ".join(sorted(targets))) + ")")
+        return " ".join(bits)
+
+    def size(value: Any) -> str:
+        if isinstance(value, int):
+            return str(value)
+        return "{" + ", ".join(f"{k}: {v}" for k, v in sorted((int(k), v) for k, v in value.items() if v)) + "}"
+
+    def present(value: Any) -> bool:
+        return value > 0 if isinstance(value, int) else any(v > 0 for v in value.values())
+
+    parts = []
+    factor = getattr(config, "adapter_reduction_factor", None)
+    if factor:
+        parts.append(f"serial hidden/{factor}")
+    elif present(config.serial_adapter_size):
+        parts.append(f"serial {size(config.serial_adapter_size)}")
+    if present(config.parallel_adapter_size):
+        parts.append(f"parallel {size(config.parallel_adapter_size)} (x{config.parallel_adapter_scaling:g})")
+    if present(config.lora_rank):
+        targets = ", ".join(config.target_modules) if config.target_modules else "q, v"
+        parts.append(f"LoRA r{size(config.lora_rank)} ({targets})")
+    if present(config.prefix_length):
+        parts.append(f"prefix {size(config.prefix_length)}")
+    parts.append("layers all" if config.layers_to_transform is None
+                 else "layers " + ", ".join(map(str, config.layers_to_transform)))
+    if _peft_type(config) == "UNIPELT":
+        parts.append("gated")
+    return " · ".join(parts)
