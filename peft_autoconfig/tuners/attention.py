@@ -62,7 +62,7 @@ def _active_prefixes(module: nn.Module) -> list[Any]:
         return []
     prefixes = []
     for name in holder.active_adapters:
-        prefix = holder.pet_prefix[name] if name in holder.pet_prefix else None
+        prefix = holder.blocks("prefix").get(name)
         if prefix is None:
             continue
         if prefix.gate is not None and prefix.gate.force == 0:

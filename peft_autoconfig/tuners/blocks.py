@@ -1,7 +1,7 @@
 """The four PET blocks and the gate, each an `nn.Module` with an analytic parameter count.
 
-The `num_parameters` static methods are the single source of truth for cost: `peft_autoconfig.cost` sums them
-without building a model, and tests check the sum against the real count after `get_peft_model`.
+The `num_parameters` static methods are the single source of truth for cost: `plan.count_trainable_parameters` sums
+them without building a model, and tests check the sum against the real count after `get_peft_model`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Which blocks go on which module: one function for the tuner (injection) and for the analytic cost.
+"""Which blocks go on which module, and what they cost: one plan for the tuner (injection) and the analytic count.
 
 `module_plans` lists, for a config and a model config, every module that receives blocks together with a
-`BlockPlan`. The tuner builds exactly these blocks and `peft_autoconfig.cost` sums their `num_parameters`, so the
-two can never disagree.
+`BlockPlan`. The tuner builds exactly these blocks and `count_trainable_parameters` sums their `num_parameters`, so
+the two can never disagree.
 """
 
 from __future__ import annotations
@@ -99,3 +99,12 @@ def module_plans(config: MixedPetConfig, model_config: Any) -> dict[tuple[int, s
             if plan is not None:
                 plans[(layer, path)] = plan
     return plans
+
+
+def count_trainable_parameters(config: MixedPetConfig, model_config: Any) -> int:
+    """Trainable PET parameters of `config` (a `MixedPetConfig`/`UniPELTConfig`) on a model with `model_config`.
+
+    No model is built; equals the real count of PET parameters after `get_peft_model` (heads and `modules_to_save`
+    excluded).
+    """
+    return sum(plan.num_parameters() for plan in module_plans(config, model_config).values())

@@ -9,7 +9,7 @@ from peft.config import PeftConfig
 from peft.utils.peft_types import PeftType
 
 from ...architectures import ModelDims
-from ...registry import MIXED_PET, add_peft_type
+from ...peft_types import MIXED_PET, add_peft_type
 from ..blocks import NON_LINEARITIES
 
 LayerSizes = Union[int, dict[int, int]]

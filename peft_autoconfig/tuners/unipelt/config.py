@@ -8,7 +8,7 @@ from typing import Optional
 from peft.utils.peft_types import PeftType
 
 from ...architectures import ModelDims
-from ...registry import UNIPELT, add_peft_type
+from ...peft_types import UNIPELT, add_peft_type
 from ..mixed.config import LayerSizes, MixedPetConfig
 
 

@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 BLOCK_KINDS: tuple[str, ...] = ("lora", "serial", "parallel", "prefix")
 """Kinds of gated blocks; a LoRA block is named `lora/<path inside the layer>` in tables."""
 
-_CONTAINER_OF_KIND = {"lora": "pet_lora", "serial": "pet_serial", "parallel": "pet_parallel", "prefix": "pet_prefix"}
-
 
 @dataclass(frozen=True)
 class GateValue:
@@ -85,8 +83,7 @@ def find_gates(tuner: nn.Module, adapter_name: Optional[str] = None) -> list[Gat
             continue
         layer, path = located
         for kind in BLOCK_KINDS:
-            container: nn.ModuleDict = getattr(module, _CONTAINER_OF_KIND[kind])
-            for adapter, block in container.items():
+            for adapter, block in module.blocks(kind).items():
                 if adapter_name is not None and adapter != adapter_name:
                     continue
                 if block.gate is None:

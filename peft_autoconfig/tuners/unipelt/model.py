@@ -5,11 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
+from ...peft_types import UNIPELT
+from ..layer import PetLayer
 from ..mixed.model import MixedPetModel
 from .gates import GateRecorder, GateValue, format_gate_table, last_gate_values, set_gates, to_mixed_config
 
 if TYPE_CHECKING:
     from ..mixed.config import MixedPetConfig
+
+
+class UniPELTLayer(PetLayer):
+    """UniPELT's tuner layer: block containers `unipelt_lora`, `unipelt_serial`, ..."""
+
+    prefix = f"{UNIPELT.lower()}_"
 
 
 class UniPELTModel(MixedPetModel):
@@ -18,7 +26,8 @@ class UniPELTModel(MixedPetModel):
     From a `PeftModel`, reach these methods as `peft_model.base_model.gate_values()` etc.
     """
 
-    prefix: str = "pet_"
+    prefix: str = UniPELTLayer.prefix
+    tuner_layer_cls: type[PetLayer] = UniPELTLayer
 
     def _adapter(self, adapter_name: Optional[str]) -> str:
         if adapter_name is None:
