@@ -13,6 +13,7 @@ from peft.utils.peft_types import PeftType
 import peft_autoconfig
 from peft_autoconfig import MixedPetConfig, UnsupportedModelError, count_trainable_parameters
 from peft_autoconfig.tuners.layer import PetLayer
+from peft_autoconfig.tuners.naming import parameter_block_type
 
 FAMILIES = ["bert", "roberta", "llama", "gpt2"]
 ENCODERS = {"bert", "roberta"}
@@ -40,12 +41,12 @@ def randomize_pet(model: torch.nn.Module, seed: int = 1) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if ".pet_" in name:
+            if parameter_block_type(name) is not None:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
 
 
 def pet_parameter_count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for n, p in model.named_parameters() if ".pet_" in n)
+    return sum(p.numel() for n, p in model.named_parameters() if parameter_block_type(n) is not None)
 
 
 # -- registration -------------------------------------------------------------------------------------------------
@@ -71,8 +72,8 @@ def test_only_pet_parameters_train_and_one_step_changes_only_them(family):
     model = get_peft_model(tiny_model(family), all_blocks(family))
     model.train()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    head = {n for n in trainable if ".pet_" not in n}
-    assert trainable and all(".pet_" in n or "modules_to_save" in n for n in trainable)
+    head = {n for n in trainable if parameter_block_type(n) is None}
+    assert trainable and all(parameter_block_type(n) is not None or "modules_to_save" in n for n in trainable)
     if family in ENCODERS:
         assert head, "the classifier head is trained and saved for SEQ_CLS"
     else:
@@ -89,8 +90,7 @@ def test_only_pet_parameters_train_and_one_step_changes_only_them(family):
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed <= trainable
     # every block kind received a gradient step (zero-initialised up/B projections move first)
-    for kind in ("pet_lora", "pet_serial", "pet_parallel", "pet_prefix"):
-        assert any(kind in n for n in changed), kind
+    assert {parameter_block_type(n) for n in changed} >= {"lora", "serial_adapter", "parallel_adapter", "prefix"}
 
 
 # -- initialisation -----------------------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_multiple_adapters_and_disable_adapter(family):
         assert disabled_body is not None
     else:
         assert torch.equal(disabled, base_logits)
-    assert not any("default" in n for n, _ in model.named_parameters() if ".pet_" in n)
+    assert not any("default" in n for n, _ in model.named_parameters() if parameter_block_type(n) is not None)
 
 
 @pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
@@ -275,7 +275,7 @@ def test_analytic_parameter_count_equals_real_count(family):
         expected = count_trainable_parameters(peft_config, config)
         model = get_peft_model(tiny_model(family), peft_config)
         assert pet_parameter_count(model) == expected, peft_config
-        trainable_pet = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and ".pet_" in n)
+        trainable_pet = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and parameter_block_type(n) is not None)
         assert trainable_pet == expected
 
 
@@ -362,7 +362,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(family):
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
         model(input_ids=x, labels=labels).loss.backward()
-        gradients.append({n: p.grad for n, p in model.named_parameters() if ".pet_" in n})
+        gradients.append({n: p.grad for n, p in model.named_parameters() if parameter_block_type(n) is not None})
     assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 0
     for name, grad in gradients[0].items():
         assert grad is not None and torch.allclose(grad, gradients[1][name], atol=1e-6), name
