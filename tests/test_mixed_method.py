@@ -241,7 +241,7 @@ def test_merge_refuses_unmergeable_blocks_and_unload_restores_the_base():
 
 
 # -- analytic cost ------------------------------------------------------------------------------------------------
-def random_config(rng: random.Random, family: str, num_layers: int) -> MixedPetConfig:
+def random_config(rng: random.Random, family: str, num_layers: int, placement: str = "houlsby") -> MixedPetConfig:
     def size(choices):
         if rng.random() < 0.3:
             return {i: rng.choice(choices) for i in range(num_layers) if rng.random() < 0.7}
@@ -261,17 +261,20 @@ def random_config(rng: random.Random, family: str, num_layers: int) -> MixedPetC
         target_modules=rng.sample(targets, rng.randint(1, len(targets))),
         layers_to_transform=sorted(rng.sample(range(num_layers), rng.randint(1, num_layers))) if rng.random() < 0.5 else None,
         task_type=task_type(family),
+        serial_adapter_placement=placement,
     )
     kwargs["lora_rank"] = kwargs["lora_rank"] or 2  # at least one block
     return MixedPetConfig(**kwargs)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_analytic_parameter_count_equals_real_count(family):
+@pytest.mark.parametrize(
+    ("family", "placement"), [(f, "houlsby") for f in FAMILIES] + [(f, "pfeiffer") for f in sorted(ENCODERS)]
+)
+def test_analytic_parameter_count_equals_real_count(family, placement):
     rng = random.Random(hash(family) % 1000)
     config = tiny_configs()[family]
     for _ in range(12):
-        peft_config = random_config(rng, family, config.num_hidden_layers)
+        peft_config = random_config(rng, family, config.num_hidden_layers, placement)
         expected = count_trainable_parameters(peft_config, config)
         model = get_peft_model(tiny_model(family), peft_config)
         assert pet_parameter_count(model) == expected, peft_config

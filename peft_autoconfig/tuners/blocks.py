@@ -87,13 +87,13 @@ class LoraDelta(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, out_features: int, rank: int, alpha: float, dropout: float = 0.0, gated: bool = False
+        self, in_features: int, out_features: int, rank: int, scaling: float, dropout: float = 0.0, gated: bool = False
     ) -> None:
         super().__init__()
         if rank <= 0:
             raise ValueError(f"LoRA `rank` must be positive, got {rank}.")
         self.rank = rank
-        self.scaling = alpha / rank
+        self.scaling = scaling
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.A = nn.Linear(in_features, rank, bias=False)
         self.B = nn.Linear(rank, out_features, bias=False)

@@ -1,4 +1,5 @@
-"""`PetLayer`: the tuner layer that wraps one projection and owns its blocks, keyed by adapter name.
+"""`PetLayer`: the tuner layer that wraps one leaf (a projection or an output LayerNorm) and owns its blocks, keyed by
+adapter name.
 
 The layer logic serves both methods (mixed and UniPELT); gates are a flag on each block. Each method subclasses it
 only to name its block containers under its own state-dict prefix (`mixed_pet_lora`, `unipelt_lora`, ...), as peft
@@ -62,7 +63,8 @@ BLOCK_KINDS: tuple[str, ...] = ("lora", "serial", "parallel", "prefix")
 
 
 class PetLayer(nn.Module, BaseTunerLayer):
-    """Wraps an `nn.Linear` (or GPT-2 `Conv1D`) and adds the blocks of each active adapter.
+    """Wraps an `nn.Linear` (or GPT-2 `Conv1D`) and adds the blocks of each active adapter; wrapping a post-LN
+    encoder's feed-forward output `nn.LayerNorm`, it holds only Pfeiffer-placed serial adapters.
 
     Abstract: a method's subclass sets `prefix` (its tuner's state-dict prefix); `adapter_layer_names` follows from it.
     """
@@ -79,12 +81,14 @@ class PetLayer(nn.Module, BaseTunerLayer):
         super().__init__()
         if not self.prefix:
             raise TypeError("`PetLayer` is abstract: use a method's layer (`MixedPetLayer`, `UniPELTLayer`).")
-        if not isinstance(base_layer, (nn.Linear, Conv1D)):
+        if not isinstance(base_layer, (nn.Linear, Conv1D, nn.LayerNorm)):
             raise TypeError(
-                f"peft_autoconfig blocks can wrap `nn.Linear` or `Conv1D` modules, got {type(base_layer).__name__}."
+                "peft_autoconfig blocks can wrap `nn.Linear`, `Conv1D` or (Pfeiffer serial adapter) `nn.LayerNorm` "
+                f"modules, got {type(base_layer).__name__}."
             )
         self.base_layer = base_layer
         self.fan_in_fan_out = isinstance(base_layer, Conv1D)
+        self.wraps_norm = isinstance(base_layer, nn.LayerNorm)
         for container in self.adapter_layer_names:
             setattr(self, container, nn.ModuleDict())
         self.parallel_scaling: dict[str, float] = {}
@@ -104,7 +108,7 @@ class PetLayer(nn.Module, BaseTunerLayer):
         adapter_name: str,
         plan: BlockPlan,
         *,
-        lora_alpha: float = 8.0,
+        lora_scaling: float = 1.0,
         lora_dropout: float = 0.0,
         parallel_scaling: float = 4.0,
         non_linearity: str = "relu",
@@ -113,7 +117,7 @@ class PetLayer(nn.Module, BaseTunerLayer):
         """Create the blocks of `adapter_name` described by `plan`; new blocks leave the output unchanged."""
         if plan.lora_rank:
             self.blocks("lora")[adapter_name] = LoraDelta(
-                plan.in_features, plan.out_features, plan.lora_rank, lora_alpha, lora_dropout, gated=plan.gate_lora
+                plan.in_features, plan.out_features, plan.lora_rank, lora_scaling, lora_dropout, gated=plan.gate_lora
             )
         if plan.serial_size:
             self.blocks("serial")[adapter_name] = Bottleneck(
@@ -139,27 +143,43 @@ class PetLayer(nn.Module, BaseTunerLayer):
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
-        active = [name for name in self.active_adapters]
+        active = list(self.active_adapters)
+        if self.wraps_norm:
+            return self._pfeiffer_serial(x, result, active)
+        lora_blocks, prefix_blocks = self.blocks("lora"), self.blocks("prefix")
+        serial_blocks, parallel_blocks = self.blocks("serial"), self.blocks("parallel")
         for name in active:
-            if name in self.blocks("prefix"):
-                self.blocks("prefix")[name].observe_attention_input(x)
-            if name in self.blocks("lora") and name not in self.merged_adapters:
-                lora = self.blocks("lora")[name]
+            if name in prefix_blocks:
+                prefix_blocks[name].observe_attention_input(x)
+            if name in lora_blocks and name not in self.merged_adapters:
+                lora = lora_blocks[name]
                 result = result + lora(self._cast_input_dtype(x, lora.A.weight.dtype)).to(result.dtype)
         for name in active:
-            if name in self.blocks("serial"):
-                serial = self.blocks("serial")[name]
+            if name in serial_blocks:
+                serial = serial_blocks[name]
                 result = result + serial(result.to(serial.down.weight.dtype)).to(result.dtype)
-            if name in self.blocks("parallel"):
+            if name in parallel_blocks:
                 if ffn_input is None:
                     raise RuntimeError(
                         "The parallel adapter did not receive the feed-forward input: the feed-forward output "
                         "projection was called outside its parent module."
                     )
-                parallel = self.blocks("parallel")[name]
+                parallel = parallel_blocks[name]
                 delta = parallel(ffn_input.to(parallel.down.weight.dtype)) * self.parallel_scaling[name]
                 result = result + delta.to(result.dtype)
         return result
+
+    def _pfeiffer_serial(self, x: torch.Tensor, normed: torch.Tensor, active: list[str]) -> torch.Tensor:
+        """Serial adapters on the output LayerNorm: `x` is `h + residual`, `normed` is `LN(x)`; the adapters read
+        `normed` and the layer returns `LN(x + sum of adapter outputs)` (AdapterHub's Pfeiffer/`SeqBnConfig`)."""
+        serial_blocks = self.blocks("serial")
+        delta: Optional[torch.Tensor] = None
+        for name in active:
+            if name in serial_blocks:
+                serial = serial_blocks[name]
+                out = serial(normed.to(serial.down.weight.dtype)).to(x.dtype)
+                delta = out if delta is None else delta + out
+        return normed if delta is None else self.base_layer(x + delta)
 
     # -- merging ----------------------------------------------------------------------------------------------
     def unmergeable_blocks(self, adapter_name: str) -> list[str]:

@@ -76,7 +76,7 @@ class MixedPetModel(BaseTuner):
         layer, path = self._pet_spec.split_key(current_key)
         plan = self._pet_plans[(layer, path)]
         options = dict(
-            lora_alpha=float(peft_config.lora_alpha),
+            lora_scaling=peft_config.lora_scaling(plan.lora_rank) if plan.lora_rank else 1.0,
             lora_dropout=float(peft_config.lora_dropout),
             parallel_scaling=float(peft_config.parallel_adapter_scaling),
             non_linearity=peft_config.adapter_non_linearity,

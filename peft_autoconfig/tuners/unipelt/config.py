@@ -27,7 +27,7 @@ class UniPELTConfig(MixedPetConfig):
             leave `serial_adapter_size` at 0 then. `None` uses `serial_adapter_size` as given.
         gate_serial_adapter (`bool`): Gate the serial adapter.
         gate_parallel_adapter (`bool`): Gate the parallel adapter (absent by default).
-        gate_lora (`bool`): Gate LoRA; the gate replaces the `lora_alpha / rank` scaling, so it cannot be merged.
+        gate_lora (`bool`): Gate LoRA; the gate replaces the LoRA scaling, so it cannot be merged.
         gate_prefix (`bool`): Gate the prefix keys and values.
     """
 
