@@ -21,6 +21,11 @@ MIXED_PET = "MIXED_PET"
 UNIPELT = "UNIPELT"
 
 
+def state_dict_prefix(name: str) -> str:
+    """The state-dict prefix of method `name` (`MIXED_PET` -> `mixed_pet_`), peft's default `<name>_`."""
+    return f"{name.lower()}_"
+
+
 def add_peft_type(name: str) -> PeftType:
     """Add `name` (upper case) as a member of peft's `PeftType` enum and return the member (existing or new)."""
     if name != name.upper():

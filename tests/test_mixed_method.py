@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 
 import pytest
 import torch
@@ -263,7 +264,9 @@ def random_config(rng: random.Random, family: str, num_layers: int, placement: s
         task_type=task_type(family),
         serial_adapter_placement=placement,
     )
-    kwargs["lora_rank"] = kwargs["lora_rank"] or 2  # at least one block
+    sizes = [kwargs[k] for k in ("serial_adapter_size", "parallel_adapter_size", "lora_rank", "prefix_length")]
+    if not any(v > 0 if isinstance(v, int) else any(n > 0 for n in v.values()) for v in sizes):
+        kwargs["lora_rank"] = 2  # at least one block
     return MixedPetConfig(**kwargs)
 
 
@@ -271,7 +274,7 @@ def random_config(rng: random.Random, family: str, num_layers: int, placement: s
     ("family", "placement"), [(f, "houlsby") for f in FAMILIES] + [(f, "pfeiffer") for f in sorted(ENCODERS)]
 )
 def test_analytic_parameter_count_equals_real_count(family, placement):
-    rng = random.Random(hash(family) % 1000)
+    rng = random.Random(zlib.crc32(family.encode()))  # str hashes change per process
     config = tiny_configs()[family]
     for _ in range(12):
         peft_config = random_config(rng, family, config.num_hidden_layers, placement)

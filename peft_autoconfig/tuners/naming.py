@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 
-from ..peft_types import MIXED_PET, UNIPELT
+from ..peft_types import MIXED_PET, UNIPELT, state_dict_prefix
 
 BLOCK_TYPES: tuple[str, ...] = ("lora", "serial_adapter", "parallel_adapter", "prefix", "gate")
 """Block types of PET parameters, in a fixed order."""
 
 _TYPE_OF_KIND = {"lora": "lora", "serial": "serial_adapter", "parallel": "parallel_adapter", "prefix": "prefix"}
-_PREFIXES = (f"{MIXED_PET.lower()}_", f"{UNIPELT.lower()}_")
+_PREFIXES = (state_dict_prefix(MIXED_PET), state_dict_prefix(UNIPELT))
 _CONTAINER = re.compile(rf"^(?:{'|'.join(map(re.escape, _PREFIXES))})({'|'.join(_TYPE_OF_KIND)})$")
 
 

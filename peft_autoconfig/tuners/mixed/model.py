@@ -11,7 +11,7 @@ from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
 from ...architectures import UnsupportedModelError, spec_for
-from ...peft_types import MIXED_PET
+from ...peft_types import MIXED_PET, state_dict_prefix
 from ..attention import base_implementation_name, prefix_implementation_name, register_prefix_attention
 from ..layer import BLOCK_KINDS, FeedForwardInputCapture, PetLayer
 from ..plan import BlockPlan, module_plans
@@ -24,7 +24,7 @@ _LEGACY_CONTAINER = re.compile(rf"\.{LEGACY_PREFIX}({'|'.join(BLOCK_KINDS)})(?=\
 class MixedPetLayer(PetLayer):
     """The mixed method's tuner layer: block containers `mixed_pet_lora`, `mixed_pet_serial`, ..."""
 
-    prefix = f"{MIXED_PET.lower()}_"
+    prefix = state_dict_prefix(MIXED_PET)
 
 
 class MixedPetModel(BaseTuner):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
-from ...peft_types import UNIPELT
+from ...peft_types import UNIPELT, state_dict_prefix
 from ..layer import PetLayer
 from ..mixed.model import MixedPetModel
 from .gates import GateRecorder, GateValue, format_gate_table, last_gate_values, set_gates, to_mixed_config
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 class UniPELTLayer(PetLayer):
     """UniPELT's tuner layer: block containers `unipelt_lora`, `unipelt_serial`, ..."""
 
-    prefix = f"{UNIPELT.lower()}_"
+    prefix = state_dict_prefix(UNIPELT)
 
 
 class UniPELTModel(MixedPetModel):
