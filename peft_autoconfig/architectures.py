@@ -4,10 +4,14 @@ Every PET block is attached to a *leaf* module of a transformer layer (a `Linear
 container, so that peft's injection (which resolves module paths one by one) never meets a wrapped parent:
 
 - LoRA wraps the chosen projections (`target_modules`).
-- The serial and the parallel adapter live on the feed-forward *output* projection (`ffn_output`). The serial adapter
-  transforms that projection's output; the parallel adapter reads the feed-forward *input*, which the projection's
-  parent module receives as positional argument `ffn_input_arg` (BERT's `BertOutput(hidden, input_tensor)`: 1; an
-  `mlp(x)`: 0), and adds its output to the projection's output.
+- The parallel adapter lives on the feed-forward *output* projection (`ffn_output`): it reads the feed-forward
+  *input*, which the projection's parent module receives as positional argument `ffn_input_arg` (BERT's
+  `BertOutput(hidden, input_tensor)`: 1; an `mlp(x)`: 0), and adds its output to the projection's output.
+- The serial adapter has two placements. "houlsby": on `ffn_output`, transforming that projection's output (before
+  the residual sum and, in post-LN encoders, the LayerNorm). "pfeiffer" (post-LN encoders only): on the LayerNorm
+  that closes the feed-forward block (`ffn_output_norm`, which receives `h + x`): the adapter reads `LN(h + x)` and
+  the block returns `LN(h + x + adapter(LN(h + x)))`, AdapterHub's `SeqBnConfig`. Pre-LN decoders have no such
+  LayerNorm (`ffn_output_norm` is None) and only take "houlsby".
 - Prefix key/values live on a projection inside the attention module (`prefix_holder`); an attention-interface
   wrapper (`tuners/attention.py`) prepends them to the keys and values the model's own attention receives.
 
@@ -57,6 +61,8 @@ class ArchitectureSpec:
     default_lora_targets: tuple[str, ...]
     linear_shapes: tuple[tuple[str, str, str], ...]
     """(relative path, in_features expression, out_features expression) of every adaptable projection."""
+    ffn_output_norm: str | None = None
+    """The post-LN LayerNorm closing the feed-forward block (Pfeiffer serial adapter); None in pre-LN families."""
 
     @property
     def prefix_holder_path(self) -> str:
@@ -80,6 +86,26 @@ class ArchitectureSpec:
             "i": dims.intermediate_size,
         }
         return {path: (eval_dim(fan_in, env), eval_dim(fan_out, env)) for path, fan_in, fan_out in self.linear_shapes}
+
+    def block_sites(self, dims: ModelDims) -> dict[str, tuple[int, int]]:
+        """Every leaf inside a layer that may receive blocks, with (in, out) features: the projections and, where
+        the family has one, the feed-forward output LayerNorm."""
+        sites = self.shapes(dims)
+        if self.ffn_output_norm is not None:
+            sites[self.ffn_output_norm] = (dims.hidden_size, dims.hidden_size)
+        return sites
+
+    def serial_adapter_site(self, placement: str) -> str:
+        """The leaf that holds the serial adapter in `placement` ("houlsby" or "pfeiffer")."""
+        if placement == "houlsby":
+            return self.ffn_output
+        if self.ffn_output_norm is None:
+            raise ValueError(
+                f"`serial_adapter_placement`='pfeiffer' reads the LayerNorm after the feed-forward residual sum, which a "
+                f"{self.family} (pre-LN) does not have. Allowed values for this family: ['houlsby'] (after the "
+                f"feed-forward output projection `{self.ffn_output}`)."
+            )
+        return self.ffn_output_norm
 
     def resolve_lora_targets(self, target_modules: list[str] | set[str] | tuple[str, ...] | None) -> list[str]:
         """Map user target names ("value", "q_proj", "mlp.c_proj") to paths inside a layer.
@@ -131,6 +157,7 @@ ARCHITECTURES: tuple[ArchitectureSpec, ...] = (
         ffn_input_arg=1,
         default_lora_targets=("query", "value"),
         linear_shapes=_BERT_SHAPES,
+        ffn_output_norm="output.LayerNorm",
     ),
     ArchitectureSpec(
         family="Llama-style decoder",

@@ -27,7 +27,7 @@ from typing import Any, Literal, Mapping
 from pymoo.core.variable import Binary, Choice, Variable
 
 from .architectures import dims_for, spec_for
-from .cost import count_trainable_parameters
+from .tuners.plan import count_trainable_parameters
 from .tuners.mixed import MixedPetConfig
 
 MODULE_FIELDS: dict[str, str] = {

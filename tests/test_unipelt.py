@@ -13,6 +13,7 @@ from peft.utils.peft_types import PeftType
 from peft_autoconfig import MixedPetConfig, UniPELTConfig, count_trainable_parameters
 from peft_autoconfig.tuners.blocks import Gate
 from peft_autoconfig.tuners.layer import PetLayer
+from peft_autoconfig.tuners.naming import parameter_block_type
 from peft_autoconfig.tuners.unipelt import GateValue, format_gate_table, summarize_gates, to_mixed_config
 
 FAMILIES = ["bert", "llama"]
@@ -41,7 +42,7 @@ def randomize_pet(model: torch.nn.Module, seed: int = 1) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if ".pet_" in name:
+            if parameter_block_type(name) is not None:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
 
 
@@ -102,7 +103,7 @@ def test_save_and_load_reproduce_config_and_logits_exactly(family, tmp_path):
 def test_only_pet_and_gate_parameters_are_trainable(family):
     model = get_peft_model(tiny_model(family), unipelt(family))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert all(".pet_" in n or "modules_to_save" in n for n in trainable)
+    assert all(parameter_block_type(n) is not None or "modules_to_save" in n for n in trainable)
     gate_params = {n for n, _ in model.named_parameters() if ".gate.linear." in n}
     # 3 layers x (2 LoRA + serial + prefix) + 1 parallel, weight and bias each
     assert len(gate_params) == 2 * (3 * 4 + 1)
@@ -123,7 +124,7 @@ def test_multiple_adapters_and_disable_adapter(family):
     with torch.no_grad():
         first = body_states(model, x)
         model.set_adapter("second")
-        assert all(".second." in n for n, p in model.named_parameters() if p.requires_grad and ".pet_" in n)
+        assert all(".second." in n for n, p in model.named_parameters() if p.requires_grad and parameter_block_type(n) is not None)
         second = body_states(model, x)
         assert not torch.allclose(first, second)
         assert {row.block for row in tuner.gate_values("second")} >= {"prefix", "parallel"}
@@ -133,7 +134,7 @@ def test_multiple_adapters_and_disable_adapter(family):
             assert torch.equal(body_states(model, x), base_states)
         model.delete_adapter("default")
         assert torch.equal(body_states(model, x), second)
-    assert not any(".default" in n for n, _ in model.named_parameters() if ".pet_" in n)
+    assert not any(".default" in n for n, _ in model.named_parameters() if parameter_block_type(n) is not None)
     with pytest.raises(ValueError, match="Unknown adapter 'default'"):
         tuner.gate_values("default")
 
@@ -159,7 +160,7 @@ def test_a_mixed_adapter_cannot_join_a_unipelt_model():
 def test_analytic_parameter_count_equals_real_count(family, overrides):
     config = unipelt(family, **overrides)
     model = get_peft_model(tiny_model(family), config)
-    real = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and ".pet_" in n)
+    real = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and parameter_block_type(n) is not None)
     assert real == count_trainable_parameters(config, tiny_configs()[family])
     # the gates account exactly for the difference to the same config without gates (hidden size 32: 33 each)
     no_gates = unipelt(family, **{**overrides, **{f: False for f in GATE_FLAGS}})
@@ -168,7 +169,7 @@ def test_analytic_parameter_count_equals_real_count(family, overrides):
     assert real - ungated == len(gates_of(model)) * 33
     assert len(gates_of(model)) == sum(
         1 for m in model.modules() if isinstance(m, PetLayer) for kind in KINDS
-        if "default" in getattr(m, f"pet_{kind}") and config.gated(kind)
+        if "default" in m.blocks(kind) and config.gated(kind)
     )
 
 
@@ -205,7 +206,7 @@ def test_a_gate_forced_to_zero_removes_its_block_exactly(family, kind):
     without.load_state_dict(model.state_dict())
     for layer in without.modules():
         if isinstance(layer, PetLayer):
-            blocks = getattr(layer, f"pet_{kind}")
+            blocks = layer.blocks(kind)
             if "default" in blocks:
                 del blocks["default"]
     with torch.no_grad():
@@ -268,7 +269,7 @@ def test_gate_table_reports_every_gate_and_prints_one_line_per_layer():
     assert sizes == {"lora": 8, "serial": 32 // 16, "parallel": 4, "prefix": 10}
     assert all(r.count == 3 and 0 < r.mean < 1 for r in table)
     # the row value is the batch mean of the gate: check one by hand
-    serial0 = next(m for n, m in model.named_modules() if n.endswith("layer.0.output.dense")).pet_serial["default"]
+    serial0 = next(m for n, m in model.named_modules() if n.endswith("layer.0.output.dense")).blocks("serial")["default"]
     row = next(r for r in table if (r.layer, r.block) == (0, "serial"))
     assert row.mean == pytest.approx(float(serial0.gate.last_value.mean()))
     text = tuner.format_gate_values()
@@ -352,7 +353,7 @@ def test_trained_model_converts_to_a_buildable_mixed_config(family):
     assert mixed.serial_adapter_size == {0: 2, 1: 2, 2: 2}
     assert mixed.lora_rank == {1: 8, 2: 8}
     pruned = get_peft_model(tiny_model(family), mixed)
-    real = sum(p.numel() for n, p in pruned.named_parameters() if ".pet_" in n)
+    real = sum(p.numel() for n, p in pruned.named_parameters() if parameter_block_type(n) is not None)
     assert real == count_trainable_parameters(mixed, tiny_configs()[family])
     assert real < count_trainable_parameters(unipelt(family), tiny_configs()[family])
     tuner.set_gate("all", 0.0)
@@ -369,7 +370,7 @@ def test_gated_lora_refuses_to_merge_and_ungated_lora_merges():
     with pytest.raises(ValueError, match=r"Cannot merge adapter 'default'.*gates"):
         model.merge_and_unload()
     for layer in model.modules():
-        if isinstance(layer, PetLayer) and "default" in layer.pet_lora:
+        if isinstance(layer, PetLayer) and "default" in layer.blocks("lora"):
             with pytest.raises(ValueError, match="gated LoRA cannot be folded"):
                 layer.merge()
             break

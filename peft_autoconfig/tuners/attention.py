@@ -80,10 +80,11 @@ def _active_prefixes(module: nn.Module) -> list[Any]:
     if not isinstance(holder, PetLayer) or holder.disable_adapters:
         return []
     prefixes = []
+    blocks = holder.blocks("prefix")
     for name in holder.active_adapters:
-        prefix = holder.pet_prefix[name] if name in holder.pet_prefix else None
-        if prefix is None:
+        if name not in blocks:
             continue
+        prefix = blocks[name]
         if prefix.gate is not None and prefix.gate.force == 0:
             prefix.pending_gate = None
             continue  # a gate pinned shut removes the prefix exactly

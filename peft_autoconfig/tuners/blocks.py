@@ -1,7 +1,7 @@
 """The four PET blocks and the gate, each an `nn.Module` with an analytic parameter count.
 
-The `num_parameters` static methods are the single source of truth for cost: `peft_autoconfig.cost` sums them
-without building a model, and tests check the sum against the real count after `get_peft_model`.
+The `num_parameters` static methods are the single source of truth for cost: `plan.count_trainable_parameters` sums
+them without building a model, and tests check the sum against the real count after `get_peft_model`.
 """
 
 from __future__ import annotations
@@ -100,13 +100,13 @@ class LoraDelta(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, out_features: int, rank: int, alpha: float, dropout: float = 0.0, gated: bool = False
+        self, in_features: int, out_features: int, rank: int, scaling: float, dropout: float = 0.0, gated: bool = False
     ) -> None:
         super().__init__()
         if rank <= 0:
             raise ValueError(f"LoRA `rank` must be positive, got {rank}.")
         self.rank = rank
-        self.scaling = alpha / rank
+        self.scaling = scaling
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.A = nn.Linear(in_features, rank, bias=False)
         self.B = nn.Linear(rank, out_features, bias=False)

@@ -1,6 +1,9 @@
-"""`PetLayer`: the tuner layer that wraps one projection and owns its blocks, keyed by adapter name.
+"""`PetLayer`: the tuner layer that wraps one leaf (a projection or an output LayerNorm) and owns its blocks, keyed by
+adapter name.
 
-One class serves both methods (mixed and UniPELT); gates are a flag on each block. A projection may carry
+The layer logic serves both methods (mixed and UniPELT); gates are a flag on each block. Each method subclasses it
+only to name its block containers under its own state-dict prefix (`mixed_pet_lora`, `unipelt_lora`, ...), as peft
+expects one prefix per tuner. A projection may carry
 several roles at once: LoRA (any target), serial/parallel adapter (feed-forward output projection) and prefix
 holder (a projection inside attention, whose prefix the attention wrapper in `attention.py` reads).
 """
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
@@ -55,24 +58,39 @@ class FeedForwardInputCapture:
                 module._forward_pre_hooks_with_kwargs.pop(key, None)
 
 
-class PetLayer(nn.Module, BaseTunerLayer):
-    """Wraps an `nn.Linear` (or GPT-2 `Conv1D`) and adds the blocks of each active adapter."""
+BLOCK_KINDS: tuple[str, ...] = ("lora", "serial", "parallel", "prefix")
+"""The block containers of a `PetLayer`, each an `nn.ModuleDict` keyed by adapter name, named `prefix + kind`."""
 
-    adapter_layer_names: tuple[str, ...] = ("pet_lora", "pet_serial", "pet_parallel", "pet_prefix")
+
+class PetLayer(nn.Module, BaseTunerLayer):
+    """Wraps an `nn.Linear` (or GPT-2 `Conv1D`) and adds the blocks of each active adapter; wrapping a post-LN
+    encoder's feed-forward output `nn.LayerNorm`, it holds only Pfeiffer-placed serial adapters.
+
+    Abstract: a method's subclass sets `prefix` (its tuner's state-dict prefix); `adapter_layer_names` follows from it.
+    """
+
+    prefix: ClassVar[str] = ""
+    adapter_layer_names: tuple[str, ...] = ()
     other_param_names: tuple[str, ...] = ("parallel_scaling",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.adapter_layer_names = tuple(cls.prefix + kind for kind in BLOCK_KINDS)
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, plan: BlockPlan, **block_options: Any) -> None:
         super().__init__()
-        if not isinstance(base_layer, (nn.Linear, Conv1D)):
+        if not self.prefix:
+            raise TypeError("`PetLayer` is abstract: use a method's layer (`MixedPetLayer`, `UniPELTLayer`).")
+        if not isinstance(base_layer, (nn.Linear, Conv1D, nn.LayerNorm)):
             raise TypeError(
-                f"peft_autoconfig blocks can wrap `nn.Linear` or `Conv1D` modules, got {type(base_layer).__name__}."
+                "peft_autoconfig blocks can wrap `nn.Linear`, `Conv1D` or (Pfeiffer serial adapter) `nn.LayerNorm` "
+                f"modules, got {type(base_layer).__name__}."
             )
         self.base_layer = base_layer
         self.fan_in_fan_out = isinstance(base_layer, Conv1D)
-        self.pet_lora = nn.ModuleDict()
-        self.pet_serial = nn.ModuleDict()
-        self.pet_parallel = nn.ModuleDict()
-        self.pet_prefix = nn.ModuleDict()
+        self.wraps_norm = isinstance(base_layer, nn.LayerNorm)
+        for container in self.adapter_layer_names:
+            setattr(self, container, nn.ModuleDict())
         self.parallel_scaling: dict[str, float] = {}
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
@@ -80,13 +98,17 @@ class PetLayer(nn.Module, BaseTunerLayer):
         self._ffn_input: Optional[torch.Tensor] = None
         self.update_layer(adapter_name, plan, **block_options)
 
+    def blocks(self, kind: str) -> nn.ModuleDict:
+        """The container of block `kind` (one of `BLOCK_KINDS`): adapter name -> block."""
+        return self._modules[self.prefix + kind]
+
     # -- creation ---------------------------------------------------------------------------------------------
     def update_layer(
         self,
         adapter_name: str,
         plan: BlockPlan,
         *,
-        lora_alpha: float = 8.0,
+        lora_scaling: float = 1.0,
         lora_dropout: float = 0.0,
         parallel_scaling: float = 4.0,
         non_linearity: str = "relu",
@@ -94,20 +116,20 @@ class PetLayer(nn.Module, BaseTunerLayer):
     ) -> None:
         """Create the blocks of `adapter_name` described by `plan`; new blocks leave the output unchanged."""
         if plan.lora_rank:
-            self.pet_lora[adapter_name] = LoraDelta(
-                plan.in_features, plan.out_features, plan.lora_rank, lora_alpha, lora_dropout, gated=plan.gate_lora
+            self.blocks("lora")[adapter_name] = LoraDelta(
+                plan.in_features, plan.out_features, plan.lora_rank, lora_scaling, lora_dropout, gated=plan.gate_lora
             )
         if plan.serial_size:
-            self.pet_serial[adapter_name] = Bottleneck(
+            self.blocks("serial")[adapter_name] = Bottleneck(
                 plan.out_features, plan.serial_size, non_linearity, gated=plan.gate_serial
             )
         if plan.parallel_size:
-            self.pet_parallel[adapter_name] = Bottleneck(
+            self.blocks("parallel")[adapter_name] = Bottleneck(
                 plan.out_features, plan.parallel_size, non_linearity, gated=plan.gate_parallel
             )
             self.parallel_scaling[adapter_name] = parallel_scaling
         if plan.prefix_length:
-            self.pet_prefix[adapter_name] = PrefixKV(
+            self.blocks("prefix")[adapter_name] = PrefixKV(
                 plan.prefix_length, plan.num_kv_heads, plan.head_dim, plan.hidden_size, gated=plan.gate_prefix
             )
         self._move_adapter_to_device_of_base_layer(adapter_name)
@@ -121,44 +143,60 @@ class PetLayer(nn.Module, BaseTunerLayer):
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
-        active = [name for name in self.active_adapters]
+        active = list(self.active_adapters)
+        if self.wraps_norm:
+            return self._pfeiffer_serial(x, result, active)
+        lora_blocks, prefix_blocks = self.blocks("lora"), self.blocks("prefix")
+        serial_blocks, parallel_blocks = self.blocks("serial"), self.blocks("parallel")
         for name in active:
-            if name in self.pet_prefix:
-                self.pet_prefix[name].observe_attention_input(x)
-            if name in self.pet_lora and name not in self.merged_adapters:
-                lora = self.pet_lora[name]
+            if name in prefix_blocks:
+                prefix_blocks[name].observe_attention_input(x)
+            if name in lora_blocks and name not in self.merged_adapters:
+                lora = lora_blocks[name]
                 result = result + lora(self._cast_input_dtype(x, lora.A.weight.dtype)).to(result.dtype)
         for name in active:
-            if name in self.pet_serial:
-                serial = self.pet_serial[name]
+            if name in serial_blocks:
+                serial = serial_blocks[name]
                 result = result + serial(result.to(serial.down.weight.dtype)).to(result.dtype)
-            if name in self.pet_parallel:
+            if name in parallel_blocks:
                 if ffn_input is None:
                     raise RuntimeError(
                         "The parallel adapter did not receive the feed-forward input: the feed-forward output "
                         "projection was called outside its parent module."
                     )
-                parallel = self.pet_parallel[name]
+                parallel = parallel_blocks[name]
                 delta = parallel(ffn_input.to(parallel.down.weight.dtype)) * self.parallel_scaling[name]
                 result = result + delta.to(result.dtype)
         return result
+
+    def _pfeiffer_serial(self, x: torch.Tensor, normed: torch.Tensor, active: list[str]) -> torch.Tensor:
+        """Serial adapters on the output LayerNorm: `x` is `h + residual`, `normed` is `LN(x)`; the adapters read
+        `normed` and the layer returns `LN(x + sum of adapter outputs)` (AdapterHub's Pfeiffer/`SeqBnConfig`)."""
+        serial_blocks = self.blocks("serial")
+        delta: Optional[torch.Tensor] = None
+        for name in active:
+            if name in serial_blocks:
+                serial = serial_blocks[name]
+                out = serial(normed.to(serial.down.weight.dtype)).to(x.dtype)
+                delta = out if delta is None else delta + out
+        return normed if delta is None else self.base_layer(x + delta)
 
     # -- merging ----------------------------------------------------------------------------------------------
     def unmergeable_blocks(self, adapter_name: str) -> list[str]:
         """Names of the blocks of `adapter_name` in this layer that cannot be folded into the base weight."""
         blocks = []
-        if adapter_name in self.pet_serial:
+        if adapter_name in self.blocks("serial"):
             blocks.append("serial adapter")
-        if adapter_name in self.pet_parallel:
+        if adapter_name in self.blocks("parallel"):
             blocks.append("parallel adapter")
-        if adapter_name in self.pet_prefix:
+        if adapter_name in self.blocks("prefix"):
             blocks.append("prefix")
-        if adapter_name in self.pet_lora and not self.pet_lora[adapter_name].mergeable:
+        if adapter_name in self.blocks("lora") and not self.blocks("lora")[adapter_name].mergeable:
             blocks.append("gated LoRA")
         return blocks
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
-        delta = self.pet_lora[adapter_name].delta_weight()
+        delta = self.blocks("lora")[adapter_name].delta_weight()
         return delta.T if self.fan_in_fan_out else delta
 
     def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
@@ -170,7 +208,7 @@ class PetLayer(nn.Module, BaseTunerLayer):
                     f"Cannot merge adapter {name!r}: its {', '.join(refused)} cannot be folded into the base weights "
                     "(only ungated LoRA can). Use `unload()` to remove the adapter, or keep the PEFT model."
                 )
-            if name not in self.pet_lora:
+            if name not in self.blocks("lora"):
                 continue
             weight = self.get_base_layer().weight
             delta = self.get_delta_weight(name).to(weight.dtype)

@@ -1,8 +1,8 @@
-"""Which blocks go on which module: one function for the tuner (injection) and for the analytic cost.
+"""Which blocks go on which module, and what they cost: one plan for the tuner (injection) and the analytic count.
 
 `module_plans` lists, for a config and a model config, every module that receives blocks together with a
-`BlockPlan`. The tuner builds exactly these blocks and `peft_autoconfig.cost` sums their `num_parameters`, so the
-two can never disagree.
+`BlockPlan`. The tuner builds exactly these blocks and `count_trainable_parameters` sums their `num_parameters`, so
+the two can never disagree.
 """
 
 from __future__ import annotations
@@ -64,16 +64,19 @@ def plan_for(
     config: MixedPetConfig, spec: ArchitectureSpec, dims: ModelDims, layer: int, path: str
 ) -> BlockPlan | None:
     """The blocks that `config` puts on the module at `path` inside `layer`, or None."""
-    shapes = spec.shapes(dims)
-    if path not in shapes:
+    sites = spec.block_sites(dims)
+    if path not in sites:
         return None
-    fan_in, fan_out = shapes[path]
+    fan_in, fan_out = sites[path]
     lora_targets = spec.resolve_lora_targets(config.target_modules)
+    serial_size = config.block_size("serial_adapter_size", layer, dims)
+    # the site is only resolved (and a placement the family lacks only refused) where a serial adapter exists
+    serial_here = serial_size > 0 and path == spec.serial_adapter_site(config.serial_adapter_placement)
     plan = BlockPlan(
         in_features=fan_in,
         out_features=fan_out,
         lora_rank=config.block_size("lora_rank", layer, dims) if path in lora_targets else 0,
-        serial_size=config.block_size("serial_adapter_size", layer, dims) if path == spec.ffn_output else 0,
+        serial_size=serial_size if serial_here else 0,
         parallel_size=config.block_size("parallel_adapter_size", layer, dims) if path == spec.ffn_output else 0,
         prefix_length=config.block_size("prefix_length", layer, dims) if path == spec.prefix_holder_path else 0,
         hidden_size=dims.hidden_size,
@@ -94,8 +97,17 @@ def module_plans(config: MixedPetConfig, model_config: Any) -> dict[tuple[int, s
     check_layers_exist(config, dims)
     plans: dict[tuple[int, str], BlockPlan] = {}
     for layer in range(dims.num_layers):
-        for path in spec.shapes(dims):
+        for path in spec.block_sites(dims):
             plan = plan_for(config, spec, dims, layer, path)
             if plan is not None:
                 plans[(layer, path)] = plan
     return plans
+
+
+def count_trainable_parameters(config: MixedPetConfig, model_config: Any) -> int:
+    """Trainable PET parameters of `config` (a `MixedPetConfig`/`UniPELTConfig`) on a model with `model_config`.
+
+    No model is built; equals the real count of PET parameters after `get_peft_model` (heads and `modules_to_save`
+    excluded).
+    """
+    return sum(plan.num_parameters() for plan in module_plans(config, model_config).values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
@@ -9,13 +10,15 @@ from peft.config import PeftConfig
 from peft.utils.peft_types import PeftType
 
 from ...architectures import ModelDims
-from ...registry import MIXED_PET, add_peft_type
+from ...peft_types import MIXED_PET, add_peft_type
 from ..blocks import NON_LINEARITIES
 
 LayerSizes = Union[int, dict[int, int]]
 
 SIZE_FIELDS: tuple[str, ...] = ("serial_adapter_size", "parallel_adapter_size", "lora_rank", "prefix_length")
 """The per-layer size fields; a size of 0 means the block is absent in that layer."""
+
+SERIAL_ADAPTER_PLACEMENTS: tuple[str, ...] = ("houlsby", "pfeiffer")
 
 
 def normalize_layer_sizes(name: str, value: object) -> LayerSizes:
@@ -64,6 +67,12 @@ class MixedPetConfig(PeftConfig):
     Args:
         serial_adapter_size (`int` or `dict[int, int]`):
             Bottleneck dimension of the serial adapter applied to the feed-forward output (0 = absent).
+        serial_adapter_placement (`Literal["houlsby", "pfeiffer"]`):
+            Where the serial adapter sits. "houlsby" (default; wave 1's placement): on the feed-forward output
+            projection's output, before the residual sum and LayerNorm. "pfeiffer" (AutoPEFT's and UniPELT's choice
+            for BERT-style encoders, AdapterHub's `SeqBnConfig`): it reads `LN(h + x)`, the layer's output LayerNorm
+            result, and the layer returns `LN(h + x + adapter(LN(h + x)))` with the same LayerNorm; only for post-LN
+            encoders (pre-LN decoders are refused with an error). Same parameter count in both.
         parallel_adapter_size (`int` or `dict[int, int]`):
             Bottleneck dimension of the parallel adapter beside the feed-forward block (0 = absent).
         parallel_adapter_scaling (`float`):
@@ -72,8 +81,12 @@ class MixedPetConfig(PeftConfig):
             Non-linearity inside both bottleneck adapters.
         lora_rank (`int` or `dict[int, int]`):
             LoRA rank on every module of `target_modules` (0 = absent).
-        lora_alpha (`float`):
-            LoRA scaling numerator; the update is scaled by `lora_alpha / rank`.
+        lora_alpha (`float`, *optional*):
+            LoRA scaling numerator. `None` (default) scales the update by 1.0 at every rank (alpha = rank), so that
+            searching the rank does not also change the update's scale (and the learning rate that suits it). A number
+            scales by `lora_alpha / rank`, or `lora_alpha / sqrt(rank)` with `use_rslora`.
+        use_rslora (`bool`):
+            Rank-stabilised LoRA (Kalajdzievski, 2023): scale by `lora_alpha / sqrt(rank)`; needs `lora_alpha`.
         lora_dropout (`float`):
             Dropout on the LoRA input, in [0, 1).
         target_modules (`list[str]`, *optional*):
@@ -90,6 +103,15 @@ class MixedPetConfig(PeftConfig):
     serial_adapter_size: LayerSizes = field(
         default=0, metadata={"help": "Serial adapter bottleneck size: an int or {layer: size}; 0 = absent."}
     )
+    serial_adapter_placement: Literal["houlsby", "pfeiffer"] = field(
+        default="houlsby",
+        metadata={
+            "help": "Serial adapter placement, one of 'houlsby' (after the feed-forward output projection, before the "
+            "residual sum and LayerNorm; default, as saved adapters without this field) or 'pfeiffer' (reads the "
+            "output LayerNorm's result LN(h + x); the layer returns LN(h + x + adapter(LN(h + x))); post-LN encoders "
+            "such as BERT/RoBERTa only)."
+        },
+    )
     parallel_adapter_size: LayerSizes = field(
         default=0, metadata={"help": "Parallel adapter bottleneck size: an int or {layer: size}; 0 = absent."}
     )
@@ -98,7 +120,18 @@ class MixedPetConfig(PeftConfig):
         default="relu", metadata={"help": "Adapter non-linearity, one of 'relu', 'gelu', 'tanh', 'silu'."}
     )
     lora_rank: LayerSizes = field(default=0, metadata={"help": "LoRA rank: an int or {layer: rank}; 0 = absent."})
-    lora_alpha: float = field(default=8.0, metadata={"help": "LoRA alpha; the update is scaled by alpha / rank."})
+    lora_alpha: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": "LoRA alpha. None (default): scaling 1.0 at every rank (alpha = rank), so the searched rank does "
+            "not change the update's scale. A number: the update is scaled by alpha / rank (alpha / sqrt(rank) with "
+            "use_rslora)."
+        },
+    )
+    use_rslora: bool = field(
+        default=False,
+        metadata={"help": "Rank-stabilised LoRA: scale by lora_alpha / sqrt(rank) instead of lora_alpha / rank."},
+    )
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
     target_modules: Optional[list[str]] = field(
         default=None,
@@ -123,10 +156,19 @@ class MixedPetConfig(PeftConfig):
             raise ValueError(
                 f"`adapter_non_linearity` must be one of {sorted(NON_LINEARITIES)}, got {self.adapter_non_linearity!r}."
             )
+        if self.serial_adapter_placement not in SERIAL_ADAPTER_PLACEMENTS:
+            raise ValueError(
+                f"`serial_adapter_placement` must be one of {list(SERIAL_ADAPTER_PLACEMENTS)}, "
+                f"got {self.serial_adapter_placement!r}."
+            )
         if not 0.0 <= float(self.lora_dropout) < 1.0:
             raise ValueError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout}.")
-        if float(self.lora_alpha) <= 0:
-            raise ValueError(f"`lora_alpha` must be positive, got {self.lora_alpha}.")
+        if self.lora_alpha is not None and float(self.lora_alpha) <= 0:
+            raise ValueError(f"`lora_alpha` must be positive or None (scaling 1.0), got {self.lora_alpha}.")
+        if not isinstance(self.use_rslora, bool):
+            raise TypeError(f"`use_rslora` must be a bool, got {self.use_rslora!r}.")
+        if self.use_rslora and self.lora_alpha is None:
+            raise ValueError("`use_rslora` scales by `lora_alpha` / sqrt(rank): set `lora_alpha` too, got None.")
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
         if self.target_modules is not None:
@@ -179,6 +221,12 @@ class MixedPetConfig(PeftConfig):
             if isinstance(value, dict):
                 indices.extend(value)
         return max(indices, default=-1)
+
+    def lora_scaling(self, rank: int) -> float:
+        """The factor on a LoRA update of rank `rank` (see `lora_alpha` and `use_rslora`)."""
+        if self.lora_alpha is None:
+            return 1.0
+        return float(self.lora_alpha) / (math.sqrt(rank) if self.use_rslora else rank)
 
     def gated(self, block: str) -> bool:
         """Whether `block` ("serial", "parallel", "lora", "prefix") has a gate. None in the mixed method."""

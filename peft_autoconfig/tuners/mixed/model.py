@@ -1,25 +1,37 @@
-"""`MixedPetModel`: injects `PetLayer`s where `module_plans` says; everything else is peft's `BaseTuner`."""
+"""`MixedPetModel`: injects `MixedPetLayer`s where `module_plans` says; everything else is peft's `BaseTuner`."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import torch
 from peft.config import PeftConfig
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
 from ...architectures import UnsupportedModelError, spec_for
+from ...peft_types import MIXED_PET, state_dict_prefix
 from ..attention import base_implementation_name, prefix_implementation_name, register_prefix_attention
-from ..layer import FeedForwardInputCapture, PetLayer
+from ..layer import BLOCK_KINDS, FeedForwardInputCapture, PetLayer
 from ..plan import BlockPlan, module_plans
+
+LEGACY_PREFIX = "pet_"
+"""The state-dict prefix that both methods shared before each got its own (adapters saved by wave 1)."""
+_LEGACY_CONTAINER = re.compile(rf"\.{LEGACY_PREFIX}({'|'.join(BLOCK_KINDS)})(?=\.)")
+
+
+class MixedPetLayer(PetLayer):
+    """The mixed method's tuner layer: block containers `mixed_pet_lora`, `mixed_pet_serial`, ..."""
+
+    prefix = state_dict_prefix(MIXED_PET)
 
 
 class MixedPetModel(BaseTuner):
     """Tuner of the mixed composite method; created by `peft.get_peft_model` for a `MixedPetConfig`."""
 
-    prefix: str = "pet_"
-    tuner_layer_cls = PetLayer
+    prefix: str = MixedPetLayer.prefix
+    tuner_layer_cls: type[PetLayer] = MixedPetLayer
     target_module_mapping: dict[str, list[str]] = {}
 
     # -- planning -----------------------------------------------------------------------------------------------
@@ -64,16 +76,16 @@ class MixedPetModel(BaseTuner):
         layer, path = self._pet_spec.split_key(current_key)
         plan = self._pet_plans[(layer, path)]
         options = dict(
-            lora_alpha=float(peft_config.lora_alpha),
+            lora_scaling=peft_config.lora_scaling(plan.lora_rank) if plan.lora_rank else 1.0,
             lora_dropout=float(peft_config.lora_dropout),
             parallel_scaling=float(peft_config.parallel_adapter_scaling),
             non_linearity=peft_config.adapter_non_linearity,
         )
-        if isinstance(target, PetLayer):
+        if isinstance(target, self.tuner_layer_cls):
             target.update_layer(adapter_name, plan, inference_mode=peft_config.inference_mode, **options)
             new_module = target
         else:
-            new_module = PetLayer(target, adapter_name, plan, **options)
+            new_module = self.tuner_layer_cls(target, adapter_name, plan, **options)
             if adapter_name not in self.active_adapters:
                 new_module.requires_grad_(False)
             self._replace_module(parent, target_name, new_module, target)
@@ -102,9 +114,17 @@ class MixedPetModel(BaseTuner):
     # -- state dict -----------------------------------------------------------------------------------------------
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
-        """`...pet_lora.<adapter>.A.weight` -> `...pet_lora.A.weight` (blocks are nested modules)."""
-        containers = "|".join(PetLayer.adapter_layer_names)
+        """`...mixed_pet_lora.<adapter>.A.weight` -> `...mixed_pet_lora.A.weight` (blocks are nested modules)."""
+        containers = "|".join(cls.tuner_layer_cls.adapter_layer_names)
         return re.sub(rf"\.({containers})\.{re.escape(adapter_name)}(?=\.|$)", r".\1", key)
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(
+        cls, model: nn.Module, config: PeftConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Load adapters saved before the per-method prefixes: `...pet_lora.A.weight` -> `...mixed_pet_lora...`."""
+        renamed = {_LEGACY_CONTAINER.sub(rf".{cls.prefix}\1", key): value for key, value in state_dict.items()}
+        return super()._remap_adapter_state_dict_for_load(model, config, adapter_name, renamed)
 
     # -- inspection -----------------------------------------------------------------------------------------------
     def pet_layers(self) -> dict[str, PetLayer]:

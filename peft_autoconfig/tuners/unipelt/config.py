@@ -8,7 +8,7 @@ from typing import Optional
 from peft.utils.peft_types import PeftType
 
 from ...architectures import ModelDims
-from ...registry import UNIPELT, add_peft_type
+from ...peft_types import UNIPELT, add_peft_type
 from ..mixed.config import LayerSizes, MixedPetConfig
 from .pins import validate_gate_pins
 
@@ -28,7 +28,7 @@ class UniPELTConfig(MixedPetConfig):
             leave `serial_adapter_size` at 0 then. `None` uses `serial_adapter_size` as given.
         gate_serial_adapter (`bool`): Gate the serial adapter.
         gate_parallel_adapter (`bool`): Gate the parallel adapter (absent by default).
-        gate_lora (`bool`): Gate LoRA; the gate replaces the `lora_alpha / rank` scaling, so it cannot be merged.
+        gate_lora (`bool`): Gate LoRA; the gate replaces the LoRA scaling, so it cannot be merged.
         gate_prefix (`bool`): Gate the prefix keys and values.
         gate_pins (`dict[str, float]`):
             Gates pinned to a constant, keyed `"<layer>.<block>"` (`"1.serial"`, `"0.lora/attention.self.value"`),

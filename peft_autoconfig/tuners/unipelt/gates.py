@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 BLOCK_KINDS: tuple[str, ...] = ("lora", "serial", "parallel", "prefix")
 """Kinds of gated blocks; a LoRA block is named `lora/<path inside the layer>` in tables."""
 
-_CONTAINER_OF_KIND = {"lora": "pet_lora", "serial": "pet_serial", "parallel": "pet_parallel", "prefix": "pet_prefix"}
-
 
 @dataclass(frozen=True)
 class GateValue:
@@ -85,8 +83,7 @@ def find_gates(tuner: nn.Module, adapter_name: Optional[str] = None) -> list[Gat
             continue
         layer, path = located
         for kind in BLOCK_KINDS:
-            container: nn.ModuleDict = getattr(module, _CONTAINER_OF_KIND[kind])
-            for adapter, block in container.items():
+            for adapter, block in module.blocks(kind).items():
                 if adapter_name is not None and adapter != adapter_name:
                     continue
                 if block.gate is None:
@@ -283,9 +280,11 @@ def to_mixed_config(
         prefix_length=keep_or_ungated("prefix", "prefix_length", sizes["prefix"]),
         lora_rank=lora_rank if "lora" in gated_kinds else _ungated_sizes(config, "lora_rank"),
         target_modules=(targets or config.target_modules) if "lora" in gated_kinds else config.target_modules,
+        serial_adapter_placement=config.serial_adapter_placement,
         parallel_adapter_scaling=config.parallel_adapter_scaling,
         adapter_non_linearity=config.adapter_non_linearity,
         lora_alpha=config.lora_alpha,
+        use_rslora=config.use_rslora,
         lora_dropout=config.lora_dropout,
         layers_to_transform=config.layers_to_transform,
         modules_to_save=config.modules_to_save,

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from torch import nn
 
+from ...peft_types import UNIPELT, state_dict_prefix
+from ..layer import PetLayer
 from ..mixed.model import MixedPetModel
 from .context import GateContextCapture
 from .gates import GateRecorder, GateValue, format_gate_table, last_gate_values, to_mixed_config
@@ -16,13 +18,20 @@ if TYPE_CHECKING:
     from ..mixed.config import MixedPetConfig
 
 
+class UniPELTLayer(PetLayer):
+    """UniPELT's tuner layer: block containers `unipelt_lora`, `unipelt_serial`, ..."""
+
+    prefix = state_dict_prefix(UNIPELT)
+
+
 class UniPELTModel(MixedPetModel):
     """Tuner of gated UniPELT; injection is the mixed tuner's, the gates live inside the blocks.
 
     From a `PeftModel`, reach these methods as `peft_model.base_model.gate_values()` etc.
     """
 
-    prefix: str = "pet_"
+    prefix: str = UniPELTLayer.prefix
+    tuner_layer_cls: type[PetLayer] = UniPELTLayer
 
     def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs: Any) -> None:
         """Inject as the mixed tuner does, then hand the attention mask to the gates and apply saved pins."""

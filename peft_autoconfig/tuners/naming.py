@@ -1,0 +1,35 @@
+"""Which PET block a model parameter belongs to, from its qualified name: the one source of truth for per-block
+settings (learning rates, weight decay, reports).
+
+Block parameters live in a `PetLayer` container named `<method prefix><kind>` (`mixed_pet_lora`, `unipelt_serial`,
+...), then the adapter name, then the block's own modules; UniPELT's gates are a `gate` submodule of the block they
+scale.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..peft_types import MIXED_PET, UNIPELT, state_dict_prefix
+
+BLOCK_TYPES: tuple[str, ...] = ("lora", "serial_adapter", "parallel_adapter", "prefix", "gate")
+"""Block types of PET parameters, in a fixed order."""
+
+_TYPE_OF_KIND = {"lora": "lora", "serial": "serial_adapter", "parallel": "parallel_adapter", "prefix": "prefix"}
+_PREFIXES = (state_dict_prefix(MIXED_PET), state_dict_prefix(UNIPELT))
+_CONTAINER = re.compile(rf"^(?:{'|'.join(map(re.escape, _PREFIXES))})({'|'.join(_TYPE_OF_KIND)})$")
+
+
+def parameter_block_type(name: str) -> str | None:
+    """The block type (one of `BLOCK_TYPES`) of the parameter called `name` in `model.named_parameters()` of a
+    PeftModel holding either method (or in a saved adapter's state dict); None for a parameter outside the PET blocks
+    (base weights, the classification head, `modules_to_save`).
+
+    A gate's parameters give "gate" whatever block it scales.
+    """
+    parts = name.split(".")
+    for index, part in enumerate(parts):
+        match = _CONTAINER.match(part)
+        if match is not None:
+            return "gate" if "gate" in parts[index + 1 :] else _TYPE_OF_KIND[match.group(1)]
+    return None
