@@ -5,7 +5,7 @@ Importing this package registers `MIXED_PET` and `UNIPELT` with peft, so `get_pe
 """
 
 from .architectures import SUPPORTED_MODEL_TYPES, UnsupportedModelError
-from .cost import count_trainable_parameters
+from .cost import count_trainable_parameters, count_training_parameters
 from .hub import AutoSearchedConfig
 from .registry import ensure_registered
 from .tuners.mixed import MixedPetConfig, MixedPetModel
@@ -24,4 +24,5 @@ __all__ = [
     "UniPELTModel",
     "UnsupportedModelError",
     "count_trainable_parameters",
+    "count_training_parameters",
 ]

@@ -17,6 +17,13 @@ def count_trainable_parameters(config: Any, model_config: Any) -> int:
     return sum(plan.num_parameters() for plan in module_plans(config, model_config).values())
 
 
+def count_training_parameters(config: Any, model_config: Any) -> int:
+    """PET parameters trained before folding: `count_trainable_parameters` except that a prefix with
+    `prefix_projection_size > 0` counts its MLP instead of its flat keys/values (the real `requires_grad` count
+    right after `get_peft_model`, head excluded). The saved adapter has `count_trainable_parameters`."""
+    return sum(plan.num_training_parameters() for plan in module_plans(config, model_config).values())
+
+
 def base_parameter_count(model_config: Any) -> int:
     """Approximate parameter count of the transformer layers (attention + FFN projections, weights and biases).
 

@@ -34,6 +34,8 @@ class BlockPlan:
     gate_serial: bool = False
     gate_parallel: bool = False
     gate_prefix: bool = False
+    prefix_projection_size: int = 0
+    prefix_init_std: float = 0.02
 
     @property
     def empty(self) -> bool:
@@ -48,6 +50,17 @@ class BlockPlan:
                 self.prefix_length, self.num_kv_heads, self.head_dim, self.hidden_size, self.gate_prefix
             )
         )
+
+    def num_training_parameters(self) -> int:
+        """Parameters trained before folding (differs from `num_parameters` only for an MLP-reparameterised prefix)."""
+        prefix_flat = PrefixKV.num_parameters(
+            self.prefix_length, self.num_kv_heads, self.head_dim, self.hidden_size, self.gate_prefix
+        )
+        prefix_training = PrefixKV.num_training_parameters(
+            self.prefix_length, self.num_kv_heads, self.head_dim, self.hidden_size, self.gate_prefix,
+            self.prefix_projection_size,
+        )
+        return self.num_parameters() - prefix_flat + prefix_training
 
 
 def check_layers_exist(config: MixedPetConfig, dims: ModelDims) -> None:
@@ -83,6 +96,8 @@ def plan_for(
         gate_serial=config.gated("serial"),
         gate_parallel=config.gated("parallel"),
         gate_prefix=config.gated("prefix"),
+        prefix_projection_size=config.prefix_projection_size,
+        prefix_init_std=config.prefix_init_std,
     )
     return None if plan.empty else plan
 

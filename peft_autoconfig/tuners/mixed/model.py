@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Optional
 
 from peft.config import PeftConfig
 from peft.tuners.tuners_utils import BaseTuner
@@ -11,6 +11,7 @@ from torch import nn
 
 from ...architectures import UnsupportedModelError, spec_for
 from ..attention import base_implementation_name, prefix_implementation_name, register_prefix_attention
+from ..blocks import PrefixKV
 from ..layer import FeedForwardInputCapture, PetLayer
 from ..plan import BlockPlan, module_plans
 
@@ -105,6 +106,21 @@ class MixedPetModel(BaseTuner):
         """`...pet_lora.<adapter>.A.weight` -> `...pet_lora.A.weight` (blocks are nested modules)."""
         containers = "|".join(PetLayer.adapter_layer_names)
         return re.sub(rf"\.({containers})\.{re.escape(adapter_name)}(?=\.|$)", r".\1", key)
+
+    # -- prefix reparameterisation ----------------------------------------------------------------------------------
+    def fold_prefix_projection(self, adapter_name: Optional[str] = None) -> int:
+        """Replace every prefix MLP (of `adapter_name`, or of all adapters) by the flat keys/values it gives now.
+
+        Outputs stay the same; the prefix then trains flat. Saving folds on its own (the state dict always holds flat
+        keys/values), so call this only to drop the MLP from memory, e.g. after training. Returns the number folded.
+        """
+        if adapter_name is not None and adapter_name not in self.peft_config:
+            raise ValueError(f"Unknown adapter {adapter_name!r}; adapters: {sorted(self.peft_config)}.")
+        return sum(
+            module.fold_projection()
+            for name, module in self.model.named_modules()
+            if isinstance(module, PrefixKV) and adapter_name in (None, name.rsplit(".", 1)[-1])
+        )
 
     # -- inspection -----------------------------------------------------------------------------------------------
     def pet_layers(self) -> dict[str, PetLayer]:

@@ -29,9 +29,15 @@ class UniPELTConfig(MixedPetConfig):
         gate_parallel_adapter (`bool`): Gate the parallel adapter (absent by default).
         gate_lora (`bool`): Gate LoRA; the gate replaces the `lora_alpha / rank` scaling, so it cannot be merged.
         gate_prefix (`bool`): Gate the prefix keys and values.
+        prefix_projection_size (`int`):
+            Hidden size of the MLP that produces the prefix while training (paper: 512); folded into flat keys/values
+            on save. 0 trains the prefix flat.
     """
 
     prefix_length: LayerSizes = field(default=10, metadata={"help": "Prefix length per layer (paper: 10)."})
+    prefix_projection_size: int = field(
+        default=512, metadata={"help": "Prefix MLP hidden size while training (paper: 512; folded on save); 0 = flat."}
+    )
     lora_rank: LayerSizes = field(default=8, metadata={"help": "LoRA rank per layer (paper: 8)."})
     adapter_reduction_factor: Optional[int] = field(
         default=16, metadata={"help": "Serial adapter size = hidden_size // factor; None uses serial_adapter_size."}
