@@ -202,6 +202,19 @@ def test_training_count_equals_real_count_before_folding_and_saved_count_after(f
         assert trained_parameter_count(model) == count_trainable_parameters(config, model_config), config
 
 
+def test_the_training_runner_reports_the_saved_size_of_an_mlp_prefix():
+    from peft_autoconfig.training.runner import count_parameters
+
+    config = mlp_config("bert", serial_adapter_size=3)
+    model = get_peft_model(tiny_model("bert"), config)
+    head = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "classifier" in n)
+    saved = count_trainable_parameters(config, tiny_configs()["bert"])
+    assert trained_parameter_count(model) > saved
+    assert count_parameters(model) == (saved, saved + head)
+    model.base_model.fold_prefix_projection()
+    assert count_parameters(model) == (saved, saved + head)
+
+
 def test_training_count_of_the_prefix_mlp_analytically():
     # length 4, hidden 32, MLP 16, 2 kv heads x head_dim 8 for keys and values: one layer, GQA llama
     config = MixedPetConfig(prefix_length=4, prefix_projection_size=16, layers_to_transform=[0])

@@ -210,6 +210,14 @@ class PrefixKV(nn.Module):
         mlp = PrefixProjection.num_parameters(length, hidden_size, projection_size, 2 * num_kv_heads * head_dim)
         return mlp + (Gate.num_parameters(hidden_size) if gated else 0)
 
+    def training_surplus(self) -> int:
+        """How many more parameters this block trains than it saves: the MLP's minus the flat keys/values (0 when
+        flat or frozen). Callers that count `requires_grad` parameters subtract it to report the saved size."""
+        if self.projection is None:
+            return 0
+        trained = sum(getattr(p, "ds_numel", p.numel()) for p in self.projection.parameters() if p.requires_grad)
+        return trained - 2 * math.prod(self.shape) if trained else 0
+
     def flat_keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The prefix keys and values, `(num_kv_heads, length, head_dim)` each, from either mode."""
         if self.projection is None:
