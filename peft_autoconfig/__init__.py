@@ -8,7 +8,7 @@ from .architectures import SUPPORTED_MODEL_TYPES, UnsupportedModelError
 from .hub import AutoSearchedConfig
 from .tuners import mixed, unipelt
 from .tuners.mixed import MixedPetConfig, MixedPetModel
-from .tuners.plan import count_trainable_parameters
+from .tuners.plan import count_trainable_parameters, count_training_parameters
 from .tuners.unipelt import UniPELTConfig, UniPELTModel
 
 __version__ = "0.1.0"
@@ -29,5 +29,6 @@ __all__ = [
     "UniPELTModel",
     "UnsupportedModelError",
     "count_trainable_parameters",
+    "count_training_parameters",
     "ensure_registered",
 ]

@@ -28,8 +28,12 @@ def test_overhead_smoke_measures_every_method(capsys):
     # same LoRA, same trainable parameters (head included) as peft's
     assert by_name["ours LoRA r=8 q,v"]["trainable"] == by_name[overhead.PEFT_LORA]["trainable"]
     assert all(row["time_s"] > 0 and row["memory_bytes"] > 0 for row in rows)
-    # full fine-tuning holds gradients + AdamW state for every weight: more step memory than any PET method
-    assert all(row["memory_bytes"] < by_name[overhead.FULL]["memory_bytes"] for row in rows if row["method"] != overhead.FULL)
+    # full fine-tuning holds gradients + AdamW state for every weight: more step memory than any PET method that trains
+    # fewer weights (UniPELT's 512-wide prefix MLP, folded on save, trains more than this toy model has)
+    full = by_name[overhead.FULL]
+    smaller = [row for row in rows if row["method"] != overhead.FULL and row["trainable"] < full["trainable"]]
+    assert len(smaller) >= len(rows) - 2
+    assert all(row["memory_bytes"] < full["memory_bytes"] for row in smaller)
     out = capsys.readouterr().out
     assert "| ours UniPELT (defaults) |" in out and "target" in out
 

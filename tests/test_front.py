@@ -214,7 +214,7 @@ def test_front_json_and_config_loading_have_one_owner():
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name in ("describe_config", "config_from_dict", "load_json"):
                 owners.setdefault(node.name, []).append(relative)
-    assert owners == {"front.json": ["front/document.py"], "from_peft_type": ["front/configs.py"],
+    assert owners == {"front.json": ["front/files.py"], "from_peft_type": ["front/configs.py"],
                       "describe_config": ["front/configs.py"]}
 
 

@@ -10,7 +10,7 @@ from conftest import tiny_configs, tiny_model
 from peft import PeftConfig, PeftModel, get_peft_model
 from peft.utils.peft_types import PeftType
 
-from peft_autoconfig import MixedPetConfig, UniPELTConfig, count_trainable_parameters
+from peft_autoconfig import MixedPetConfig, UniPELTConfig, count_trainable_parameters, count_training_parameters
 from peft_autoconfig.tuners.blocks import Gate
 from peft_autoconfig.tuners.layer import PetLayer
 from peft_autoconfig.tuners.naming import parameter_block_type
@@ -160,6 +160,9 @@ def test_a_mixed_adapter_cannot_join_a_unipelt_model():
 def test_analytic_parameter_count_equals_real_count(family, overrides):
     config = unipelt(family, **overrides)
     model = get_peft_model(tiny_model(family), config)
+    training = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and parameter_block_type(n) is not None)
+    assert training == count_training_parameters(config, tiny_configs()[family])  # prefix MLP (512) while training
+    model.base_model.fold_prefix_projection()
     real = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and parameter_block_type(n) is not None)
     assert real == count_trainable_parameters(config, tiny_configs()[family])
     # the gates account exactly for the difference to the same config without gates (hidden size 32: 33 each)
@@ -634,6 +637,7 @@ def test_bert_base_parameter_count_matches_the_papers_order():
     base_count = sum(p.numel() for p in base.parameters())
     assert base_count == 109_482_240
     model = get_peft_model(base, config)
+    model.base_model.fold_prefix_projection()  # the 512-wide prefix MLP is trained, then saved folded (flat)
     assert sum(p.numel() for n, p in model.named_parameters() if p.requires_grad) == analytic
     percent = 100 * analytic / base_count
     assert 1.0 <= percent <= 1.3, percent

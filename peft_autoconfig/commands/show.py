@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..front.document import FRONT_FILE, FrontPoint
+from ..front import FRONT_FILE, FrontPoint
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

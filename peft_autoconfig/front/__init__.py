@@ -3,22 +3,8 @@ version, loading a point's PEFT config and describing it. Search export, `show`,
 go through here (see docs/search.md for the format)."""
 
 from .configs import config_to_dict, describe_config, known_peft_types, load_point_config
-from .document import (
-    CONFIG_FILE,
-    FORMAT_VERSION,
-    FRONT_DIR,
-    FRONT_FILE,
-    PLOT_FILE,
-    SUPPORTED_VERSIONS,
-    Front,
-    FrontError,
-    FrontPoint,
-    Objective,
-    Report,
-    Selection,
-    check_relative_path,
-    read_json,
-)
+from .document import Front, FrontPoint, Objective, Report, Selection, check_relative_path
+from .files import CONFIG_FILE, FORMAT_VERSION, FRONT_DIR, FRONT_FILE, PLOT_FILE, SUPPORTED_VERSIONS, FrontError, read_json
 from .stats import binomial_standard_error, mean_and_sd, metric_standard_error
 
 __all__ = [

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .document import CONFIG_FILE, FrontError, FrontPoint, read_json
+from .files import CONFIG_FILE, FrontError, read_json
 
 
 def known_peft_types() -> dict[str, type]:
@@ -59,7 +59,7 @@ def load_point_config(source: Any, *, root: str | Path | None = None, where: str
 
     Raises `FrontError` (a `ValueError`) naming `where` and the field, or `FileNotFoundError` for a missing folder.
     """
-    if isinstance(source, FrontPoint):
+    if hasattr(source, "config_path") and hasattr(source, "config"):  # a FrontPoint (imported by document.py)
         where = where or f"point {source.name!r}"
         if root is not None and source.config_path is not None and (Path(root) / source.config_path).is_dir():
             return load_point_config(Path(root) / source.config_path, where=f"{where}/{CONFIG_FILE}")

@@ -20,20 +20,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from .configs import load_point_config
+from .files import CONFIG_FILE, FORMAT_VERSION, FRONT_DIR, FRONT_FILE, PLOT_FILE, SUPPORTED_VERSIONS, FrontError, read_json
 from .stats import mean_and_sd, metric_standard_error
 
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
-FRONT_FILE = "front.json"
-FRONT_DIR = "front"
-PLOT_FILE = "pareto.png"
-CONFIG_FILE = "adapter_config.json"
 KINDS = ("search", "baseline")
 DIRECTIONS = ("max", "min")
-
-
-class FrontError(ValueError):
-    """A front.json (or a point's config) that is malformed, of an unsupported version, or names no usable point."""
 
 
 # -- field checks: each error names where the document came from and the field -----------------------------------
@@ -298,8 +290,6 @@ class Front:
 
         Folders of points no longer on the front (a resumed search) are removed; front.json is replaced atomically.
         """
-        from .configs import load_point_config
-
         out_dir = Path(out_dir)
         front_dir = out_dir / FRONT_DIR
         front_dir.mkdir(parents=True, exist_ok=True)
@@ -322,15 +312,6 @@ class Front:
         return document
 
 
-def read_json(path: str | Path, where: str) -> Any:
-    """Parse a JSON file; a syntax error names `where` and the line."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise FrontError(f"{where}: not valid JSON ({error.msg} at line {error.lineno}).") from None
-    except UnicodeDecodeError:
-        raise FrontError(f"{where}: not a UTF-8 text file.") from None
 
 
 def _upgrade_v1(data: dict, where: str) -> dict:

@@ -228,8 +228,11 @@ def apply_peft(model: Any, peft_config: Any) -> Any:
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable parameters without the head, with the head)."""
-    with_head = without_head = 0
+    """(trainable parameters without the head, with the head), as saved: a prefix trained through an MLP counts its
+    folded keys/values (`count_trainable_parameters`), not the MLP (`count_training_parameters`)."""
+    from ..tuners.blocks import PrefixKV
+
+    with_head = without_head = -sum(m.training_surplus() for m in model.modules() if isinstance(m, PrefixKV))
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue

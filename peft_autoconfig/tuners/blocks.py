@@ -135,31 +135,133 @@ class LoraDelta(nn.Module):
         return out * self.scaling
 
 
+class PrefixProjection(nn.Module):
+    """MLP reparameterisation of one layer's prefix (Li & Liang 2021; UniPELT; AutoPEFT's prefix bottleneck).
+
+    `up(tanh(down(embedding)))` gives `(length, 2 * num_kv_heads * head_dim)`: keys then values. It exists only
+    while training; its owning `PrefixKV` saves the folded keys/values instead of these weights, so this module's
+    own `_save_to_state_dict` writes nothing. `up` is rescaled at creation so the first prefix has std `init_std`.
+    """
+
+    def __init__(self, length: int, hidden_size: int, projection_size: int, out_features: int, init_std: float) -> None:
+        super().__init__()
+        self.embedding = nn.Parameter(torch.randn(length, hidden_size))
+        down, up = nn.Linear(hidden_size, projection_size), nn.Linear(projection_size, out_features)
+        self.down_weight, self.down_bias = nn.Parameter(down.weight.data), nn.Parameter(down.bias.data)
+        self.up_weight, self.up_bias = nn.Parameter(up.weight.data), nn.Parameter(up.bias.data)
+        with torch.no_grad():
+            scale = init_std / self().std().clamp_min(torch.finfo(torch.float32).tiny)
+            self.up_weight.mul_(scale)
+            self.up_bias.mul_(scale)
+
+    @staticmethod
+    def num_parameters(length: int, hidden_size: int, projection_size: int, out_features: int) -> int:
+        return length * hidden_size + (hidden_size + 1) * projection_size + (projection_size + 1) * out_features
+
+    def forward(self) -> torch.Tensor:
+        hidden = torch.tanh(nn.functional.linear(self.embedding, self.down_weight, self.down_bias))
+        return nn.functional.linear(hidden, self.up_weight, self.up_bias)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        """Nothing: the owning `PrefixKV` saves the folded keys/values in place of these training-only weights."""
+
+
 class PrefixKV(nn.Module):
-    """Trainable per-layer prefix keys and values, stored flat: `(num_kv_heads, length, head_dim)` each.
+    """Trainable per-layer prefix keys and values, `(num_kv_heads, length, head_dim)` each.
 
     They are prepended to the attention's keys and values after the model's own projections (and after rotary
     embeddings), so they count per key/value head, which makes grouped-query attention cheaper. With `gated`, a gate
     reading the attention input scales both prefix keys and values (UniPELT).
+
+    With `projection_size > 0` the keys/values are produced by a per-layer `PrefixProjection` MLP while training.
+    The state dict always holds the flat `key`/`value` (folded on save), so a saved adapter has the flat size and
+    loading one folds this block in place (`fold_projection`). Both modes start with entries of std `init_std`.
     """
 
     def __init__(
-        self, length: int, num_kv_heads: int, head_dim: int, hidden_size: int, gated: bool = False, init_std: float = 0.5
+        self,
+        length: int,
+        num_kv_heads: int,
+        head_dim: int,
+        hidden_size: int,
+        gated: bool = False,
+        init_std: float = 0.02,
+        projection_size: int = 0,
     ) -> None:
         super().__init__()
         if length <= 0:
             raise ValueError(f"Prefix `length` must be positive, got {length}.")
+        if projection_size < 0:
+            raise ValueError(f"Prefix `projection_size` must be >= 0 (0 = flat), got {projection_size}.")
+        if not init_std > 0:
+            raise ValueError(f"Prefix `init_std` must be positive, got {init_std}.")
         self.length = length
-        self.key = nn.Parameter(torch.randn(num_kv_heads, length, head_dim) * init_std)
-        self.value = nn.Parameter(torch.randn(num_kv_heads, length, head_dim) * init_std)
+        self.shape = (num_kv_heads, length, head_dim)
+        self.projection: PrefixProjection | None = None
+        if projection_size:
+            self.projection = PrefixProjection(length, hidden_size, projection_size, 2 * num_kv_heads * head_dim, init_std)
+        else:
+            self.key = nn.Parameter(torch.randn(self.shape) * init_std)
+            self.value = nn.Parameter(torch.randn(self.shape) * init_std)
         self.gate = _maybe_gate(hidden_size, gated)
         self.pending_gate: torch.Tensor | None = None
 
     @staticmethod
     def num_parameters(length: int, num_kv_heads: int, head_dim: int, hidden_size: int, gated: bool = False) -> int:
+        """Saved (flat) size: what the adapter file holds and the search's parameter objective counts."""
         if length <= 0:
             return 0
         return 2 * length * num_kv_heads * head_dim + (Gate.num_parameters(hidden_size) if gated else 0)
+
+    @staticmethod
+    def num_training_parameters(
+        length: int, num_kv_heads: int, head_dim: int, hidden_size: int, gated: bool = False, projection_size: int = 0
+    ) -> int:
+        """Parameters trained before folding: the MLP's instead of the flat keys/values when `projection_size > 0`."""
+        if length <= 0 or projection_size <= 0:
+            return PrefixKV.num_parameters(length, num_kv_heads, head_dim, hidden_size, gated)
+        mlp = PrefixProjection.num_parameters(length, hidden_size, projection_size, 2 * num_kv_heads * head_dim)
+        return mlp + (Gate.num_parameters(hidden_size) if gated else 0)
+
+    def training_surplus(self) -> int:
+        """How many more parameters this block trains than it saves: the MLP's minus the flat keys/values (0 when
+        flat or frozen). Callers that count `requires_grad` parameters subtract it to report the saved size."""
+        if self.projection is None:
+            return 0
+        trained = sum(getattr(p, "ds_numel", p.numel()) for p in self.projection.parameters() if p.requires_grad)
+        return trained - 2 * math.prod(self.shape) if trained else 0
+
+    def flat_keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prefix keys and values, `(num_kv_heads, length, head_dim)` each, from either mode."""
+        if self.projection is None:
+            return self.key, self.value
+        kv_heads, length, head_dim = self.shape
+        out = self.projection().reshape(length, 2, kv_heads, head_dim).permute(1, 2, 0, 3)
+        return out[0], out[1]
+
+    @torch.no_grad()
+    def fold_projection(self) -> bool:
+        """Replace the MLP by the flat keys/values it gives now (same outputs); False if already flat."""
+        if self.projection is None:
+            return False
+        key, value = self.flat_keys_values()
+        trainable = any(p.requires_grad for p in self.projection.parameters())
+        self.projection = None
+        self.key = nn.Parameter(key.clone(memory_format=torch.contiguous_format), requires_grad=trainable)
+        self.value = nn.Parameter(value.clone(memory_format=torch.contiguous_format), requires_grad=trainable)
+        return True
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.projection is not None:
+            key, value = (t.detach().clone(memory_format=torch.contiguous_format) for t in self.flat_keys_values())
+            destination[prefix + "key"], destination[prefix + "value"] = key, value
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """A saved prefix is flat: loading one folds the MLP first (its child is then no longer visited)."""
+        if self.projection is not None and prefix + "key" in state_dict:
+            self.fold_projection()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def observe_attention_input(self, hidden_states: torch.Tensor) -> None:
         """Compute the gate from the attention input; `keys_values` uses it in the same forward pass."""
@@ -175,8 +277,9 @@ class PrefixKV(nn.Module):
         every query, so it is returned as a bias `log(gate)` `(batch, 1, query, 1)` to add to the scores of this
         prefix: each position attends to the prefix with weight multiplied by its own gate.
         """
-        key = self.key.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
-        value = self.value.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
+        key, value = self.flat_keys_values()
+        key = key.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
+        value = value.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
         if self.gate is None:
             return key, value, None
         gate = self.pending_gate

@@ -130,7 +130,8 @@ class PetLayer(nn.Module, BaseTunerLayer):
             self.parallel_scaling[adapter_name] = parallel_scaling
         if plan.prefix_length:
             self.blocks("prefix")[adapter_name] = PrefixKV(
-                plan.prefix_length, plan.num_kv_heads, plan.head_dim, plan.hidden_size, gated=plan.gate_prefix
+                plan.prefix_length, plan.num_kv_heads, plan.head_dim, plan.hidden_size, gated=plan.gate_prefix,
+                init_std=plan.prefix_init_std, projection_size=plan.prefix_projection_size,
             )
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters, inference_mode=inference_mode)

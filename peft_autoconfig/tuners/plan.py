@@ -34,6 +34,8 @@ class BlockPlan:
     gate_serial: bool = False
     gate_parallel: bool = False
     gate_prefix: bool = False
+    prefix_projection_size: int = 0
+    prefix_init_std: float = 0.02
 
     @property
     def empty(self) -> bool:
@@ -48,6 +50,17 @@ class BlockPlan:
                 self.prefix_length, self.num_kv_heads, self.head_dim, self.hidden_size, self.gate_prefix
             )
         )
+
+    def num_training_parameters(self) -> int:
+        """Parameters trained before folding (differs from `num_parameters` only for an MLP-reparameterised prefix)."""
+        prefix_flat = PrefixKV.num_parameters(
+            self.prefix_length, self.num_kv_heads, self.head_dim, self.hidden_size, self.gate_prefix
+        )
+        prefix_training = PrefixKV.num_training_parameters(
+            self.prefix_length, self.num_kv_heads, self.head_dim, self.hidden_size, self.gate_prefix,
+            self.prefix_projection_size,
+        )
+        return self.num_parameters() - prefix_flat + prefix_training
 
 
 def check_layers_exist(config: MixedPetConfig, dims: ModelDims) -> None:
@@ -86,6 +99,8 @@ def plan_for(
         gate_serial=config.gated("serial"),
         gate_parallel=config.gated("parallel"),
         gate_prefix=config.gated("prefix"),
+        prefix_projection_size=config.prefix_projection_size,
+        prefix_init_std=config.prefix_init_std,
     )
     return None if plan.empty else plan
 
@@ -111,3 +126,10 @@ def count_trainable_parameters(config: MixedPetConfig, model_config: Any) -> int
     excluded).
     """
     return sum(plan.num_parameters() for plan in module_plans(config, model_config).values())
+
+
+def count_training_parameters(config: Any, model_config: Any) -> int:
+    """PET parameters trained before folding: `count_trainable_parameters` except that a prefix with
+    `prefix_projection_size > 0` counts its MLP instead of its flat keys/values (the real `requires_grad` count
+    right after `get_peft_model`, head excluded). The saved adapter has `count_trainable_parameters`."""
+    return sum(plan.num_training_parameters() for plan in module_plans(config, model_config).values())

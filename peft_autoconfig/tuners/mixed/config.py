@@ -94,6 +94,15 @@ class MixedPetConfig(PeftConfig):
             and value projections.
         prefix_length (`int` or `dict[int, int]`):
             Number of trainable key/value prefix vectors per attention layer (0 = absent).
+        prefix_projection_size (`int`):
+            0 trains the prefix keys/values directly (flat). A positive value is the hidden size of a per-layer MLP
+            `Linear(hidden, size) -> tanh -> Linear(size, 2 * kv_heads * head_dim)` over a learned `(length, hidden)`
+            input that produces them while training (Li & Liang; UniPELT uses 512). It is folded into flat keys/values
+            when saved, so the saved adapter and `count_trainable_parameters` keep the flat size;
+            `count_training_parameters` gives the size trained.
+        prefix_init_std (`float`):
+            Standard deviation of the initial prefix keys/values, in both modes (the MLP's output layer is rescaled
+            to it). Must be positive.
         layers_to_transform (`list[int]`, *optional*):
             Layer indices that may receive blocks. Default: all layers.
         modules_to_save (`list[str]`, *optional*):
@@ -140,6 +149,13 @@ class MixedPetConfig(PeftConfig):
     prefix_length: LayerSizes = field(
         default=0, metadata={"help": "Prefix length per attention layer: an int or {layer: length}; 0 = absent."}
     )
+    prefix_projection_size: int = field(
+        default=0,
+        metadata={"help": "Hidden size of the prefix MLP used while training (folded on save); 0 = flat prefix."},
+    )
+    prefix_init_std: float = field(
+        default=0.02, metadata={"help": "Std of the initial prefix keys/values (> 0), flat or MLP."}
+    )
     layers_to_transform: Optional[list[int]] = field(
         default=None, metadata={"help": "Layer indices that may receive blocks; default all layers."}
     )
@@ -169,6 +185,7 @@ class MixedPetConfig(PeftConfig):
             raise TypeError(f"`use_rslora` must be a bool, got {self.use_rslora!r}.")
         if self.use_rslora and self.lora_alpha is None:
             raise ValueError("`use_rslora` scales by `lora_alpha` / sqrt(rank): set `lora_alpha` too, got None.")
+        self._check_prefix_options()
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
         if self.target_modules is not None:
@@ -192,6 +209,19 @@ class MixedPetConfig(PeftConfig):
 
     def _peft_type(self) -> PeftType:
         return add_peft_type(MIXED_PET)
+
+    def _check_prefix_options(self) -> None:
+        size = self.prefix_projection_size
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"`prefix_projection_size` must be an int (0 = flat prefix, > 0 = MLP size), got {size!r}.")
+        if size < 0:
+            raise ValueError(f"`prefix_projection_size` must be >= 0 (0 = flat prefix, > 0 = MLP size), got {size}.")
+        std = self.prefix_init_std
+        if isinstance(std, bool) or not isinstance(std, (int, float)):
+            raise TypeError(f"`prefix_init_std` must be a positive float, got {std!r}.")
+        if not 0 < std < float("inf"):
+            raise ValueError(f"`prefix_init_std` must be a positive finite float, got {std}.")
+        self.prefix_init_std = float(std)
 
     # -- derived facts --------------------------------------------------------------------------------------------
     def has_any_block(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from peft.config import PeftConfig
@@ -13,6 +13,7 @@ from torch import nn
 from ...architectures import UnsupportedModelError, spec_for
 from ...peft_types import MIXED_PET, state_dict_prefix
 from ..attention import base_implementation_name, prefix_implementation_name, register_prefix_attention
+from ..blocks import PrefixKV
 from ..layer import BLOCK_KINDS, FeedForwardInputCapture, PetLayer
 from ..plan import BlockPlan, module_plans
 
@@ -125,6 +126,21 @@ class MixedPetModel(BaseTuner):
         """Load adapters saved before the per-method prefixes: `...pet_lora.A.weight` -> `...mixed_pet_lora...`."""
         renamed = {_LEGACY_CONTAINER.sub(rf".{cls.prefix}\1", key): value for key, value in state_dict.items()}
         return super()._remap_adapter_state_dict_for_load(model, config, adapter_name, renamed)
+
+    # -- prefix reparameterisation ----------------------------------------------------------------------------------
+    def fold_prefix_projection(self, adapter_name: Optional[str] = None) -> int:
+        """Replace every prefix MLP (of `adapter_name`, or of all adapters) by the flat keys/values it gives now.
+
+        Outputs stay the same; the prefix then trains flat. Saving folds on its own (the state dict always holds flat
+        keys/values), so call this only to drop the MLP from memory, e.g. after training. Returns the number folded.
+        """
+        if adapter_name is not None and adapter_name not in self.peft_config:
+            raise ValueError(f"Unknown adapter {adapter_name!r}; adapters: {sorted(self.peft_config)}.")
+        return sum(
+            module.fold_projection()
+            for name, module in self.model.named_modules()
+            if isinstance(module, PrefixKV) and adapter_name in (None, name.rsplit(".", 1)[-1])
+        )
 
     # -- inspection -----------------------------------------------------------------------------------------------
     def pet_layers(self) -> dict[str, PetLayer]:

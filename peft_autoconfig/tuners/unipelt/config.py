@@ -34,9 +34,15 @@ class UniPELTConfig(MixedPetConfig):
             Gates pinned to a constant, keyed `"<layer>.<block>"` (`"1.serial"`, `"0.lora/attention.self.value"`),
             each a number in [0, 1]. Filled by `UniPELTModel.set_gate`, so pins are saved with the adapter and applied
             again when it is loaded; a key without a gate in the model is an error when the adapter is built.
+        prefix_projection_size (`int`):
+            Hidden size of the MLP that produces the prefix while training (paper: 512); folded into flat keys/values
+            on save. 0 trains the prefix flat.
     """
 
     prefix_length: LayerSizes = field(default=10, metadata={"help": "Prefix length per layer (paper: 10)."})
+    prefix_projection_size: int = field(
+        default=512, metadata={"help": "Prefix MLP hidden size while training (paper: 512; folded on save); 0 = flat."}
+    )
     lora_rank: LayerSizes = field(default=8, metadata={"help": "LoRA rank per layer (paper: 8)."})
     adapter_reduction_factor: Optional[int] = field(
         default=16, metadata={"help": "Serial adapter size = hidden_size // factor; None uses serial_adapter_size."}
