@@ -4,15 +4,13 @@ The one code path for `peft-autoconfig train` and for the search's evaluator. It
 process by the search, so tokenizers, tokenised splits and metric modules are cached (see `data.py`,
 `metrics.py`), the caller's PEFT config is never mutated, and `show_progress=False` keeps it silent. Process-group
 and DeepSpeed set-up live in `distributed.py`, log silencing in `logging_utils.py`, the per-block optimiser in
-`optim.py`.
+`optim.py`, loading the model and applying PEFT in `model.py`.
 """
 
 from __future__ import annotations
 
-import copy
 import gc
 import json
-import logging
 import math
 import os
 import shutil
@@ -23,22 +21,21 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .callbacks import DivergenceCallback, LossProgressCallback, TrainingDiverged
-from .data import load_tokenizer, model_not_found, seeded_subset, tokenized_splits
+from .data import load_tokenizer, seeded_subset, tokenized_splits
 from .distributed import distributed_training_kwargs, prepare_distributed_environment
 from .logging_utils import library_verbosity
 from .memory import PeakMemory
 from .metrics import build_compute_metrics
+from .model import apply_peft, count_parameters, load_model
 from .optim import (
     DEFAULT_WARMUP_RATIO,
     DEFAULT_WEIGHT_DECAY,
-    is_head_parameter,
     pet_optimizer,
     resolve_learning_rates,
     validate_learning_rates,
 )
 from .tasks import TaskConfig, load_splits, load_task, resolve_num_labels
 
-logger = logging.getLogger(__name__)
 
 EVAL_SUBSET_SEED = 0
 """The evaluation subset is fixed across runs and seeds, so trials are scored on the same examples."""
@@ -159,54 +156,6 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def load_model(model_name_or_path: str, num_labels: int, tokenizer: Any, label_names: Optional[list[str]]) -> Any:
-    """A sequence-classification model with a fresh head of `num_labels` (replacing a head of another size)."""
-    from transformers import AutoModelForSequenceClassification
-
-    kwargs: dict[str, Any] = {"num_labels": num_labels, "ignore_mismatched_sizes": True}
-    if label_names and len(label_names) == num_labels:
-        kwargs["id2label"] = dict(enumerate(label_names))
-        kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
-    if num_labels == 1:
-        kwargs["problem_type"] = "regression"
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(model_name_or_path, **kwargs)
-    except OSError as error:
-        raise model_not_found(model_name_or_path, error) from error
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model
-
-
-def apply_peft(model: Any, peft_config: Any) -> Any:
-    """`get_peft_model` on a copy of the config (peft fills fields in place; the search reuses its configs).
-
-    A config without `task_type` gets "SEQ_CLS", so peft trains and saves the classification head.
-    """
-    from peft import get_peft_model
-
-    config = copy.deepcopy(peft_config)
-    if getattr(config, "task_type", None) is None:
-        logger.warning("peft config has no task_type; using SEQ_CLS so the classification head is trained and saved.")
-        config.task_type = "SEQ_CLS"
-    return get_peft_model(model, config)
-
-
-def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable parameters without the head, with the head)."""
-    with_head = without_head = 0
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        count = parameter.numel()
-        if hasattr(parameter, "ds_numel"):  # ZeRO-3 partitioned parameter
-            count = parameter.ds_numel
-        with_head += count
-        if not is_head_parameter(name):
-            without_head += count
-    return without_head, with_head
 
 
 def training_arguments(config: RunConfig, work_dir: str) -> Any:
