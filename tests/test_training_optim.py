@@ -15,6 +15,7 @@ from peft_autoconfig.training.optim import (
     DEFAULT_LEARNING_RATES,
     LEARNING_RATE_KEYS,
     pet_optimizer,
+    pet_optimizer_cls_and_kwargs,
     pet_parameter_groups,
     resolve_learning_rates,
     validate_learning_rates,
@@ -194,3 +195,22 @@ def test_runner_records_rates_and_eval_examples(tiny_bert_dir, synthetic_task_di
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["run"]["learning_rates"] == {**DEFAULT_LEARNING_RATES, "prefix": 0.02}
     assert (saved["run"]["warmup_ratio"], saved["eval_examples"]) == (0.5, 24)
+
+
+def test_model_init_trainer_builds_the_groups_from_optimizer_cls_and_kwargs(make_tiny_model, tmp_path):
+    """With `model_init` Trainer refuses `optimizers`; `pet_optimizer_cls_and_kwargs` builds the groups on its model."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    data = Dataset.from_dict({"input_ids": [[5, 6, 7]] * 4, "labels": [0, 1] * 2})
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to="none",
+                             save_strategy="no", use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model_init=lambda: mixed_model(make_tiny_model), args=args, train_dataset=data,
+                      optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs({"prefix": 0.02}, weight_decay=0.01))
+    trainer.train()
+    rates = {group["name"]: group["initial_lr"] for group in trainer.optimizer.param_groups}
+    assert rates == {"lora": 1e-3, "serial_adapter": 1e-3, "serial_adapter.no_decay": 1e-3,  # LoRA has no bias
+                     "parallel_adapter": 1e-3, "parallel_adapter.no_decay": 1e-3, "prefix": 0.02, "head": 1e-3,
+                     "head.no_decay": 1e-3}
+    with pytest.raises(ValueError, match=r"`learning_rates.gate` must be > 0"):
+        pet_optimizer_cls_and_kwargs({"gate": 0})

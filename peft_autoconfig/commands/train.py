@@ -44,8 +44,10 @@ def register(subparsers: Any) -> None:
     optimisation.add_argument("--learning-rate", type=float,
                               help="one learning rate for every block (the older single-rate protocol); "
                                    "--learning-rates entries still override it")
-    optimisation.add_argument("--warmup-ratio", type=float, help="fraction of the steps warming up linearly (default: see docs/training.md)")
-    optimisation.add_argument("--weight-decay", type=float, help="AdamW weight decay on weight matrices (default: see docs/training.md)")
+    optimisation.add_argument("--warmup-ratio", type=float,
+                              help="fraction of the steps warming up linearly (default: see docs/training.md)")
+    optimisation.add_argument("--weight-decay", type=float,
+                              help="AdamW weight decay on weight matrices (default: see docs/training.md)")
     fidelity.add_argument("--batch-size", type=int, default=16, help="per device / process")
     fidelity.add_argument("--max-length", type=int, default=128)
     fidelity.add_argument("--eval-split", default="validation")

@@ -3,7 +3,7 @@
 
 from .callbacks import TrainingDiverged
 from .data import ModelNotFoundError
-from .optim import DEFAULT_LEARNING_RATES, pet_optimizer, pet_parameter_groups
+from .optim import DEFAULT_LEARNING_RATES, pet_optimizer, pet_optimizer_cls_and_kwargs, pet_parameter_groups
 from .rotten_tomatoes import DatasetUnavailableError
 from .runner import RunConfig, RunResult, run
 from .tasks import BUILTIN_TASKS, TaskConfig, UnknownTaskError, load_task
@@ -20,6 +20,7 @@ __all__ = [
     "UnknownTaskError",
     "load_task",
     "pet_optimizer",
+    "pet_optimizer_cls_and_kwargs",
     "pet_parameter_groups",
     "run",
 ]

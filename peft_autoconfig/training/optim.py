@@ -1,9 +1,9 @@
 """Per-block optimisation: an AdamW parameter group per PET block type, each with its own learning rate.
 
 One shared learning rate is unfair to mixed configs (a prefix wants ~10x a LoRA's rate; full fine-tuning ~20x
-less), so the runner, `peft-autoconfig train` and users' own `Trainer` (through `pet_optimizer`) all train with
-the rates of `DEFAULT_LEARNING_RATES`, overridable per block. The Trainer still builds the warm-up + linear-decay
-scheduler from `TrainingArguments` over these groups.
+less), so the runner, `peft-autoconfig train` and users' own `Trainer` (through `pet_optimizer_cls_and_kwargs` or
+`pet_optimizer`) all train with the rates of `DEFAULT_LEARNING_RATES`, overridable per block. The Trainer still
+builds the warm-up + linear-decay scheduler from `TrainingArguments` over these groups.
 
 Weight-decay policy (`DEFAULT_WEIGHT_DECAY` = 0.0, as usual for PET): with a positive `weight_decay`, only weight
 matrices/tensors (>= 2 dimensions) are decayed; biases, LayerNorm weights and UniPELT gates never are, and they go
@@ -51,7 +51,9 @@ def validate_learning_rates(rates: Mapping[str, float], field: str = "learning_r
     checked: dict[str, float] = {}
     for block, rate in rates.items():
         if block not in LEARNING_RATE_KEYS:
-            raise ValueError(f"`{field}` names an unknown block type {block!r}; allowed: {', '.join(LEARNING_RATE_KEYS)}.")
+            raise ValueError(
+                f"`{field}` names an unknown block type {block!r}; allowed: {', '.join(LEARNING_RATE_KEYS)}."
+            )
         if isinstance(rate, bool) or not isinstance(rate, (int, float)):
             raise TypeError(f"`{field}.{block}` must be a number, got {rate!r}.")
         if not rate > 0:
@@ -141,5 +143,28 @@ def pet_optimizer(
 ) -> torch.optim.AdamW:
     """AdamW over `pet_parameter_groups(model, learning_rates, weight_decay)`, for a user's own Trainer:
     `Trainer(model=model, args=args, optimizers=(pet_optimizer(model), None), ...)` (the Trainer adds its
-    warm-up/decay scheduler from `args`)."""
+    warm-up/decay scheduler from `args`). Not with DeepSpeed, which replaces such an optimizer by Trainer's
+    default one, nor with `model_init`: use `pet_optimizer_cls_and_kwargs` there."""
     return torch.optim.AdamW(pet_parameter_groups(model, learning_rates, weight_decay))
+
+
+class PetOptimizerFactory:
+    """What `pet_optimizer_cls_and_kwargs` gives Trainer: transformers 5 calls `PetOptimizerFactory()(model, **kwargs)`
+    from `Trainer.create_optimizer`, i.e. once the model exists (so it works with `model_init`) and on every path
+    that builds the optimizer, DeepSpeed's included (DeepSpeed drops an optimizer passed through `optimizers`)."""
+
+    def __call__(self, model: torch.nn.Module, learning_rates: Optional[Mapping[str, float]] = None,
+                 weight_decay: float = DEFAULT_WEIGHT_DECAY) -> torch.optim.AdamW:
+        return pet_optimizer(model, learning_rates, weight_decay)
+
+
+def pet_optimizer_cls_and_kwargs(
+    learning_rates: Optional[Mapping[str, float]] = None, weight_decay: float = DEFAULT_WEIGHT_DECAY
+) -> tuple[type, dict[str, Any]]:
+    """`Trainer(optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs(...))`: the per-block AdamW of `pet_optimizer`,
+    built by the Trainer itself. Prefer it to `optimizers=(pet_optimizer(model), None)` with DeepSpeed or
+    `model_init`. The rates are checked now, before any training."""
+    if weight_decay < 0:
+        raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
+    rates = validate_learning_rates(learning_rates or {})
+    return PetOptimizerFactory, {"learning_rates": rates, "weight_decay": weight_decay}

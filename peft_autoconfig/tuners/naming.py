@@ -1,8 +1,9 @@
 """Which PET block a parameter belongs to, from its name: one table for optimisers, counts and reports.
 
 Covers our tuners (containers `pet_lora`, `pet_serial`, `pet_parallel`, `pet_prefix`; UniPELT gates are the `gate`
-sub-module of a block) and peft's own LoRA (`lora_A`/`lora_B`/...) and prefix tuning (`prompt_encoder`), so
-baselines trained with plain peft share the per-block protocol.
+sub-module of a block) and peft's own LoRA (`lora_A`/`lora_B`/...) and prefix tuning (`prompt_encoder`; peft's
+prompt tuning and P-tuning use the same name and count as prefix too), so baselines trained with plain peft share
+the per-block protocol.
 """
 
 from __future__ import annotations
