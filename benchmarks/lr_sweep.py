@@ -19,7 +19,7 @@ from pathlib import Path
 BLOCK_CONFIGS = {
     # one hand-sized block per type, the sizes of the named baselines
     "lora": {"lora_rank": 8, "target_modules": ["query", "value"]},
-    "serial_adapter": {"serial_adapter_size": 24},
+    "serial_adapter": {"serial_adapter_size": 24, "serial_adapter_placement": "pfeiffer"},
     "parallel_adapter": {"parallel_adapter_size": 24},
     "prefix": {"prefix_length": 10},
 }

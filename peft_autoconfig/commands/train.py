@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 
 def register(subparsers: Any) -> None:
@@ -37,7 +37,18 @@ def register(subparsers: Any) -> None:
     fidelity.add_argument("--eval-subset", type=int, help="evaluate on a fixed subset of this many examples")
     fidelity.add_argument("--epochs", type=float, default=1.0, help="epochs (ignored when --max-steps is set)")
     fidelity.add_argument("--max-steps", type=int, default=-1, help="optimiser steps (-1: use --epochs)")
-    fidelity.add_argument("--learning-rate", type=float, default=1e-3)
+    optimisation = parser.add_argument_group("optimisation (AdamW, one parameter group per block type)")
+    optimisation.add_argument("--learning-rates", action="append", metavar="BLOCK=RATE[,BLOCK=RATE...]",
+                              help="peak learning rate per block type (repeatable): lora, serial_adapter, "
+                                   "parallel_adapter, prefix, gate, head, full; unnamed blocks keep their default "
+                                   "(see docs/training.md), e.g. lora=1e-3,prefix=1e-2")
+    optimisation.add_argument("--learning-rate", type=float,
+                              help="one learning rate for every block (the older single-rate protocol); "
+                                   "--learning-rates entries still override it")
+    optimisation.add_argument("--warmup-ratio", type=float,
+                              help="fraction of the steps warming up linearly (default: see docs/training.md)")
+    optimisation.add_argument("--weight-decay", type=float,
+                              help="AdamW weight decay on weight matrices (default: see docs/training.md)")
     fidelity.add_argument("--batch-size", type=int, default=16, help="per device / process")
     fidelity.add_argument("--max-length", type=int, default=128)
     fidelity.add_argument("--eval-split", default="validation")
@@ -76,6 +87,24 @@ def load_peft_config(source: str) -> Any:
         ) from error
 
 
+def parse_learning_rates(values: Optional[list[str]]) -> Optional[dict[str, float]]:
+    """`--learning-rates lora=1e-3,prefix=1e-2` (repeatable) as a validated table; None when the flag is absent."""
+    from ..training.optim import LEARNING_RATE_KEYS, validate_learning_rates
+
+    if not values:
+        return None
+    rates: dict[str, float] = {}
+    for item in ",".join(values).split(","):
+        block, separator, rate = (part.strip() for part in item.partition("="))
+        if not separator:
+            raise ValueError(f"`--learning-rates` entry {item!r} is not BLOCK=RATE; blocks: {', '.join(LEARNING_RATE_KEYS)}.")
+        try:
+            rates[block] = float(rate)
+        except ValueError:
+            raise ValueError(f"`--learning-rates {block}` must be a number, got {rate!r}.") from None
+    return validate_learning_rates(rates, field="--learning-rates")
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -98,6 +127,9 @@ def main(args: argparse.Namespace) -> int:
     from ..training.runner import RunConfig, run
     from ..training.tasks import load_task
 
+    learning_rates = parse_learning_rates(args.learning_rates)  # before any data or model is loaded
+    optimisation = {key: value for key, value in (("warmup_ratio", args.warmup_ratio), ("weight_decay", args.weight_decay))
+                    if value is not None}
     task = load_task(
         args.task, text_columns=args.text_columns, label_column=args.label_column, num_labels=args.num_labels,
         metric=args.metric,
@@ -106,9 +138,10 @@ def main(args: argparse.Namespace) -> int:
     config = RunConfig(
         model_name_or_path=args.model, task=task, peft_config=peft_config, output_dir=args.output_dir, seed=args.seed,
         train_subset=args.train_subset, eval_subset=args.eval_subset, num_epochs=args.epochs,
-        max_steps=args.max_steps, learning_rate=args.learning_rate, batch_size=args.batch_size,
+        max_steps=args.max_steps, learning_rate=args.learning_rate, learning_rates=learning_rates,
+        batch_size=args.batch_size,
         max_length=args.max_length, eval_split=args.eval_split, report_to=args.report_to, deepspeed=args.deepspeed,
-        show_progress=not args.quiet and not args.json,
+        show_progress=not args.quiet and not args.json, **optimisation,
     )
     try:
         result = run(config)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 from .tasks import TaskConfig, load_splits
 
@@ -45,19 +44,6 @@ def load_tokenizer(model_name_or_path: str) -> Any:
             tokenizer.pad_token = tokenizer.eos_token
         _TOKENIZERS[model_name_or_path] = tokenizer
     return _TOKENIZERS[model_name_or_path]
-
-
-@contextlib.contextmanager
-def datasets_progress(enabled: bool) -> Iterator[None]:
-    """Switch `datasets`' progress bars on or off for a block, then restore the previous setting."""
-    from datasets.utils import logging as ds_logging
-
-    before = ds_logging.is_progress_bar_enabled()
-    (ds_logging.enable_progress_bar if enabled else ds_logging.disable_progress_bar)()
-    try:
-        yield
-    finally:
-        (ds_logging.enable_progress_bar if before else ds_logging.disable_progress_bar)()
 
 
 def tokenized_splits(task: TaskConfig, tokenizer: Any, max_length: int) -> Any:

@@ -1,8 +1,8 @@
-"""Task metrics through the `evaluate` API, offline for the GLUE set.
+"""Task metrics: a name-to-function table over scikit-learn/scipy, offline, with `evaluate` for any other name.
 
-Names we ship (`peft_autoconfig.metrics.LOCAL_METRICS`) load from local module files; any other name goes
-to `evaluate.load(name)` (a Hub metric, needs a network the first time). Loaded modules are cached in-process:
-the search calls the runner many times.
+`METRICS` holds the GLUE set (accuracy, f1, matthews_correlation, pearsonr, spearmanr); each function takes
+`(predictions, references, **kwargs)` and returns `{name: value}` like the `evaluate` modules of the same name.
+Any other name goes to `evaluate.load(name)` (a Hub metric: needs a network the first time), cached in-process.
 """
 
 from __future__ import annotations
@@ -11,27 +11,73 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..metrics import LOCAL_METRICS, local_metric_path
-
-_LOADED: dict[str, Any] = {}
+MetricFunction = Callable[..., dict[str, float]]
 
 
-def load_metric(name: str) -> Any:
-    """An `evaluate.EvaluationModule` for `name`: our local copy when we ship one, else `evaluate.load(name)`."""
-    if name in _LOADED:
-        return _LOADED[name]
-    import evaluate
+def accuracy(predictions: Sequence, references: Sequence, normalize: bool = True, sample_weight: Any = None) -> dict:
+    from sklearn.metrics import accuracy_score
 
-    path = local_metric_path(name)
-    try:
-        module = evaluate.load(str(path) if path is not None else name)
-    except (FileNotFoundError, ConnectionError, OSError) as error:
-        raise ValueError(
-            f"metric `{name}` could not be loaded: it is not one of the offline metrics {list(LOCAL_METRICS)} "
-            f"and `evaluate.load({name!r})` failed ({error})."
-        ) from error
-    _LOADED[name] = module
-    return module
+    return {"accuracy": float(accuracy_score(references, predictions, normalize=normalize, sample_weight=sample_weight))}
+
+
+def f1(predictions: Sequence, references: Sequence, labels: Any = None, pos_label: int = 1, average: str = "binary",
+       sample_weight: Any = None) -> dict:
+    """F1; `average="macro"` for more than two classes (`metric_kwargs` sets it), None gives per-class scores."""
+    from sklearn.metrics import f1_score
+
+    score = f1_score(references, predictions, labels=labels, pos_label=pos_label, average=average,
+                     sample_weight=sample_weight)
+    return {"f1": float(score) if np.ndim(score) == 0 else np.asarray(score).tolist()}
+
+
+def matthews_correlation(predictions: Sequence, references: Sequence, sample_weight: Any = None) -> dict:
+    from sklearn.metrics import matthews_corrcoef
+
+    return {"matthews_correlation": float(matthews_corrcoef(references, predictions, sample_weight=sample_weight))}
+
+
+def pearsonr(predictions: Sequence, references: Sequence, return_pvalue: bool = False) -> dict:
+    from scipy import stats
+
+    statistic, pvalue = stats.pearsonr(references, predictions)
+    return {"pearsonr": float(statistic), **({"p-value": float(pvalue)} if return_pvalue else {})}
+
+
+def spearmanr(predictions: Sequence, references: Sequence, return_pvalue: bool = False) -> dict:
+    from scipy import stats
+
+    result = stats.spearmanr(references, predictions)
+    return {"spearmanr": float(result.statistic), **({"spearmanr_pvalue": float(result.pvalue)} if return_pvalue else {})}
+
+
+METRICS: dict[str, MetricFunction] = {
+    "accuracy": accuracy,
+    "f1": f1,
+    "matthews_correlation": matthews_correlation,
+    "pearsonr": pearsonr,
+    "spearmanr": spearmanr,
+}
+"""The offline metrics, by the names `evaluate` gives them; output keys and values match `evaluate`'s modules."""
+
+_LOADED: dict[str, MetricFunction] = {}
+
+
+def load_metric(name: str) -> MetricFunction:
+    """The metric function for `name`: from `METRICS`, else an `evaluate.load(name)` module's `compute`."""
+    if name in METRICS:
+        return METRICS[name]
+    if name not in _LOADED:
+        import evaluate
+
+        try:
+            module = evaluate.load(name)
+        except (FileNotFoundError, ConnectionError, OSError) as error:
+            raise ValueError(
+                f"metric `{name}` could not be loaded: it is not one of the offline metrics {list(METRICS)} "
+                f"and `evaluate.load({name!r})` failed ({error})."
+            ) from error
+        _LOADED[name] = module.compute
+    return _LOADED[name]
 
 
 def metric_kwargs(name: str, num_labels: int) -> dict[str, Any]:
@@ -43,7 +89,7 @@ def metric_kwargs(name: str, num_labels: int) -> dict[str, Any]:
 
 def build_compute_metrics(metric_names: Sequence[str], num_labels: int) -> Callable[[Any], dict[str, float]]:
     """A `Trainer` `compute_metrics` function: argmax over logits (or the score itself for regression)."""
-    modules = [(name, load_metric(name)) for name in metric_names]
+    functions = [(name, load_metric(name)) for name in metric_names]
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
         logits = eval_prediction.predictions
@@ -53,8 +99,8 @@ def build_compute_metrics(metric_names: Sequence[str], num_labels: int) -> Calla
         references = np.asarray(eval_prediction.label_ids)
         predictions = logits.reshape(-1) if num_labels == 1 else logits.argmax(axis=-1)
         results: dict[str, float] = {}
-        for name, module in modules:
-            scores = module.compute(
+        for name, function in functions:
+            scores = function(
                 predictions=predictions.tolist(), references=references.tolist(), **metric_kwargs(name, num_labels)
             )
             for key, value in scores.items():

@@ -2,45 +2,47 @@
 
 The one code path for `peft-autoconfig train` and for the search's evaluator. It is called many times in one
 process by the search, so tokenizers, tokenised splits and metric modules are cached (see `data.py`,
-`metrics.py`), the caller's PEFT config is never mutated, and `show_progress=False` keeps it silent.
+`metrics.py`), the caller's PEFT config is never mutated, and `show_progress=False` keeps it silent. Process-group
+and DeepSpeed set-up live in `distributed.py`, log silencing in `logging_utils.py`, the per-block optimiser in
+`optim.py`, loading the model and applying PEFT in `model.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import gc
 import json
-import logging
 import math
 import os
 import shutil
-import socket
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 from .callbacks import DivergenceCallback, LossProgressCallback, TrainingDiverged
-from .data import load_tokenizer, model_not_found, seeded_subset, tokenized_splits
+from .data import load_tokenizer, seeded_subset, tokenized_splits
+from .distributed import distributed_training_kwargs, prepare_distributed_environment
+from .logging_utils import library_verbosity
 from .memory import PeakMemory
 from .metrics import build_compute_metrics
+from .model import apply_peft, count_parameters, load_model
+from .optim import (
+    DEFAULT_WARMUP_RATIO,
+    DEFAULT_WEIGHT_DECAY,
+    pet_optimizer_cls_and_kwargs,
+    resolve_learning_rates,
+    validate_learning_rates,
+)
 from .tasks import TaskConfig, load_splits, load_task, resolve_num_labels
 
-logger = logging.getLogger(__name__)
-
-HEAD_MODULE_NAMES: frozenset[str] = frozenset({"classifier", "score"})
-"""Names of sequence-classification heads (BERT/RoBERTa `classifier`; GPT-2/Llama `score`), as in peft's
-`PeftModelForSequenceClassification`: their parameters count as head, not as PET parameters."""
 
 EVAL_SUBSET_SEED = 0
 """The evaluation subset is fixed across runs and seeds, so trials are scored on the same examples."""
 
 METRICS_FILE = "metrics.json"
 
-__all__ = ["RunConfig", "RunResult", "TrainingDiverged", "run", "prepare_distributed_environment"]
+__all__ = ["RunConfig", "RunResult", "TrainingDiverged", "run"]
 
 
 @dataclass
@@ -58,7 +60,13 @@ class RunConfig:
         eval_subset (`int`, *optional*): evaluate on this many examples (a fixed subset, the same for every seed).
         num_epochs (`float`): epochs over the (subset of the) train split; ignored when `max_steps > 0`.
         max_steps (`int`): optimiser steps; -1 = as many as `num_epochs` takes.
-        learning_rate (`float`): peak AdamW learning rate (linear decay, no warm-up).
+        learning_rate (`float`, *optional*): one peak AdamW learning rate for every block (the single-rate
+            protocol of earlier versions); None = the per-block `DEFAULT_LEARNING_RATES` of `optim.py`.
+        learning_rates (`dict[str, float]`, *optional*): peak rates per block type ("lora", "serial_adapter",
+            "parallel_adapter", "prefix", "gate", "head", "full"), applied over `learning_rate` (when set) or
+            over the defaults; see `RunConfig.resolved_learning_rates`.
+        warmup_ratio (`float`): fraction of the steps with a linear warm-up, then linear decay to 0; in [0, 1).
+        weight_decay (`float`): AdamW weight decay on weight matrices (never biases, LayerNorm or gates).
         batch_size (`int`): per device (with N processes the global batch is N * batch_size).
         max_length (`int`): truncation length in tokens (padding is per batch).
         eval_split (`str`): the split scored at the end ("validation" or "test").
@@ -77,7 +85,10 @@ class RunConfig:
     eval_subset: Optional[int] = None
     num_epochs: float = 1.0
     max_steps: int = -1
-    learning_rate: float = 1e-3
+    learning_rate: Optional[float] = None
+    learning_rates: Optional[dict[str, float]] = None
+    warmup_ratio: float = DEFAULT_WARMUP_RATIO
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
     batch_size: int = 16
     max_length: int = 128
     eval_split: str = "validation"
@@ -99,13 +110,24 @@ class RunConfig:
             raise ValueError(f"`max_steps` must be -1 (use num_epochs) or positive, got {self.max_steps}.")
         if self.max_steps == -1 and not self.num_epochs > 0:
             raise ValueError(f"`num_epochs` must be > 0 when `max_steps` is -1, got {self.num_epochs}.")
-        if not self.learning_rate > 0:
+        if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+        if self.learning_rates is not None:
+            self.learning_rates = validate_learning_rates(self.learning_rates)
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}.")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay}.")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise FileNotFoundError(
                 f"`deepspeed` config {self.deepspeed} not found; the shipped ones are recipes/deepspeed/zero2.json "
                 "and recipes/deepspeed/zero3.json."
             )
+
+    def resolved_learning_rates(self) -> dict[str, float]:
+        """The rate of every block type: the defaults, all replaced by `learning_rate` when it is set, then the
+        entries of `learning_rates`."""
+        return resolve_learning_rates(self.learning_rates, self.learning_rate)
 
 
 @dataclass
@@ -116,7 +138,8 @@ class RunResult:
     `peft_autoconfig.count_trainable_parameters`); `trainable_parameters_with_head` adds the head.
     `peak_memory_bytes` is the process's peak RSS on CPU, `torch.cuda.max_memory_allocated` on GPU.
     `wall_time_s` covers loading, training and evaluation (not saving). `loss_history` is the per-step
-    training loss (averaged over processes).
+    training loss (averaged over processes). `eval_examples` is the number of examples scored, so callers can
+    give the metric a standard error.
     """
 
     metrics: dict[str, float]
@@ -127,159 +150,29 @@ class RunResult:
     wall_time_s: float
     peak_memory_bytes: int
     output_dir: Optional[str]
-    status: str = "ok"
     trainable_parameters_with_head: int = 0
+    eval_examples: int = 0
     loss_history: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def prepare_distributed_environment(deepspeed: Optional[str]) -> None:
-    """The environment DeepSpeed needs when no launcher set it up (DESIGN.md section 4).
-
-    Without CUDA, DeepSpeed uses its CPU accelerator (`DS_ACCELERATOR=cpu`, gloo). Without a launcher
-    (no `RANK` from torchrun, deepspeed or accelerate launch) it would try MPI, so we declare a one-process
-    world on a free local port. Launched runs are left as the launcher set them.
-    """
-    if deepspeed is None:
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    if "RANK" not in os.environ and "LOCAL_RANK" not in os.environ:
-        os.environ.update(
-            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
-            MASTER_ADDR=os.environ.get("MASTER_ADDR", "127.0.0.1"),
-            MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())),
-        )
-
-
-@contextlib.contextmanager
-def library_verbosity(show_progress: bool) -> Iterator[None]:
-    """Silence transformers/datasets logs and progress bars, and deprecation notices, when progress is off.
-
-    Everything is restored afterwards, so a caller's own settings survive a quiet run.
-    """
-    import datasets
-    import transformers
-
-    from .data import datasets_progress
-
-    if show_progress:
-        with datasets_progress(True):
-            yield
-        return
-    before_tf, before_ds = transformers.logging.get_verbosity(), datasets.logging.get_verbosity()
-    tf_bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.logging.set_verbosity_error()
-    datasets.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        with datasets_progress(False), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            yield
-    finally:
-        transformers.logging.set_verbosity(before_tf)
-        datasets.logging.set_verbosity(before_ds)
-        if tf_bars:
-            transformers.utils.logging.enable_progress_bar()
-
-
-def load_model(model_name_or_path: str, num_labels: int, tokenizer: Any, label_names: Optional[list[str]]) -> Any:
-    """A sequence-classification model with a fresh head of `num_labels` (replacing a head of another size)."""
-    from transformers import AutoModelForSequenceClassification
-
-    kwargs: dict[str, Any] = {"num_labels": num_labels, "ignore_mismatched_sizes": True}
-    if label_names and len(label_names) == num_labels:
-        kwargs["id2label"] = dict(enumerate(label_names))
-        kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
-    if num_labels == 1:
-        kwargs["problem_type"] = "regression"
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(model_name_or_path, **kwargs)
-    except OSError as error:
-        raise model_not_found(model_name_or_path, error) from error
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model
-
-
-def apply_peft(model: Any, peft_config: Any) -> Any:
-    """`get_peft_model` on a copy of the config (peft fills fields in place; the search reuses its configs).
-
-    A config without `task_type` gets "SEQ_CLS", so peft trains and saves the classification head.
-    """
-    from peft import get_peft_model
-
-    config = copy.deepcopy(peft_config)
-    if getattr(config, "task_type", None) is None:
-        logger.warning("peft config has no task_type; using SEQ_CLS so the classification head is trained and saved.")
-        config.task_type = "SEQ_CLS"
-    return get_peft_model(model, config)
-
-
-def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable parameters without the head, with the head), as saved: a prefix trained through an MLP counts its
-    folded keys/values (`count_trainable_parameters`), not the MLP (`count_training_parameters`)."""
-    from ..tuners.blocks import PrefixKV
-
-    with_head = without_head = -sum(m.training_surplus() for m in model.modules() if isinstance(m, PrefixKV))
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        count = parameter.numel()
-        if hasattr(parameter, "ds_numel"):  # ZeRO-3 partitioned parameter
-            count = parameter.ds_numel
-        with_head += count
-        if not HEAD_MODULE_NAMES.intersection(name.split(".")):
-            without_head += count
-    return without_head, with_head
-
-
-def configure_cpu_deepspeed_state() -> None:
-    """Set up accelerate's process state for DeepSpeed on CPU before `TrainingArguments` does it wrongly.
-
-    On CPU accelerate finds no backend for DeepSpeed and records one process (`num_processes=1`) even when
-    several are launched, so "auto" batch sizes fail DeepSpeed's check and batches are not sharded. Creating
-    the state ourselves with gloo (then `use_configured_state`) gives DeepSpeed the true world.
-    """
-    from accelerate.state import AcceleratorState, PartialState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-    try:
-        PartialState(backend="gloo")
-    finally:
-        del os.environ["ACCELERATE_USE_DEEPSPEED"]
-
-
 def training_arguments(config: RunConfig, work_dir: str) -> Any:
-    import torch
+    """The Trainer's arguments; the learning rates and weight decay live in the optimiser's groups (`optim.py`),
+    the schedule (warm-up, linear decay) here."""
     from transformers import TrainingArguments
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or config.deepspeed is not None
-    # accelerate only sets up multi-process CPU training (gloo) when told `cpu`; else each process trains alone
-    cpu_distributed = distributed and not torch.cuda.is_available()
-    cpu_deepspeed = cpu_distributed and config.deepspeed is not None
-    if cpu_deepspeed:
-        configure_cpu_deepspeed_state()
     return TrainingArguments(
         output_dir=work_dir,
         seed=config.seed,
         data_seed=config.seed,
         num_train_epochs=config.num_epochs,
         max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
+        learning_rate=max(config.resolved_learning_rates().values()),  # unused: each group has its own rate
         lr_scheduler_type="linear",
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a fraction of the steps
+        weight_decay=config.weight_decay,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size * 2,
         eval_strategy="no",
@@ -288,16 +181,9 @@ def training_arguments(config: RunConfig, work_dir: str) -> Any:
         logging_steps=1,
         logging_nan_inf_filter=False,
         report_to=config.report_to,
-        deepspeed=config.deepspeed,
         disable_tqdm=not config.show_progress,
-        # per-process mean losses: without this, 2 processes report twice the loss (DESIGN.md section 4)
-        average_tokens_across_devices=False,
         dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,  # every PET parameter takes part in the forward pass
-        dataloader_pin_memory=torch.cuda.is_available(),
-        use_cpu=cpu_distributed and config.deepspeed is None,
-        ddp_backend="gloo" if cpu_distributed else None,
-        accelerator_config={"use_configured_state": True} if cpu_deepspeed else None,
+        **distributed_training_kwargs(config.deepspeed),
     )
 
 
@@ -358,6 +244,8 @@ def _train_and_evaluate(config: RunConfig, task: TaskConfig, work_dir: str, star
         processing_class=tokenizer,
         compute_metrics=build_compute_metrics(task.metric_names, num_labels),
         callbacks=[DivergenceCallback()],
+        # built by Trainer.create_optimizer, the one path DeepSpeed also takes (it drops `optimizers=`)
+        optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs(config.resolved_learning_rates(), config.weight_decay),
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -367,7 +255,9 @@ def _train_and_evaluate(config: RunConfig, task: TaskConfig, work_dir: str, star
     train_output = trainer.train()
     train_loss = float(train_output.training_loss)
     if not math.isfinite(train_loss):
-        raise TrainingDiverged(f"training loss is {train_loss}; lower the learning rate ({config.learning_rate}).")
+        raise TrainingDiverged(
+            f"training loss is {train_loss}; lower the learning rates ({config.resolved_learning_rates()})."
+        )
     raw_metrics = trainer.evaluate()
     metrics = {
         key[len("eval_"):]: float(value)
@@ -391,6 +281,7 @@ def _train_and_evaluate(config: RunConfig, task: TaskConfig, work_dir: str, star
         peak_memory_bytes=0,
         output_dir=config.output_dir,
         trainable_parameters_with_head=trainable_with_head,
+        eval_examples=len(eval_dataset),
         loss_history=loss_history,
     )
     return result, trainer
@@ -408,9 +299,12 @@ def write_metrics(config: RunConfig, task: TaskConfig, result: RunResult, memory
         "model": config.model_name_or_path,
         "task": task.name,
         "peft_type": str(getattr(getattr(peft_config, "peft_type", None), "value", None) or "FULL_FINETUNING"),
-        "run": {key: getattr(config, key) for key in (
-            "seed", "train_subset", "eval_subset", "num_epochs", "max_steps", "learning_rate", "batch_size",
-            "max_length", "eval_split", "deepspeed")},
+        "run": {
+            **{key: getattr(config, key) for key in (
+                "seed", "train_subset", "eval_subset", "num_epochs", "max_steps", "learning_rate", "warmup_ratio",
+                "weight_decay", "batch_size", "max_length", "eval_split", "deepspeed")},
+            "learning_rates": config.resolved_learning_rates(),
+        },
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }

@@ -3,7 +3,9 @@ settings (learning rates, weight decay, reports).
 
 Block parameters live in a `PetLayer` container named `<method prefix><kind>` (`mixed_pet_lora`, `unipelt_serial`,
 ...), then the adapter name, then the block's own modules; UniPELT's gates are a `gate` submodule of the block they
-scale.
+scale. peft's own LoRA (`lora_A`/`lora_B`/...) and prefix tuning (`prompt_encoder`; peft's prompt tuning and P-tuning
+use the same name and count as prefix too) are covered as well, so baselines trained with plain peft share the
+per-block protocol.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ BLOCK_TYPES: tuple[str, ...] = ("lora", "serial_adapter", "parallel_adapter", "p
 
 _TYPE_OF_KIND = {"lora": "lora", "serial": "serial_adapter", "parallel": "parallel_adapter", "prefix": "prefix"}
 _PREFIXES = (state_dict_prefix(MIXED_PET), state_dict_prefix(UNIPELT))
+_PEFT_BLOCKS: dict[str, str] = {
+    "lora_A": "lora",
+    "lora_B": "lora",
+    "lora_embedding_A": "lora",
+    "lora_embedding_B": "lora",
+    "lora_magnitude_vector": "lora",
+    "prompt_encoder": "prefix",
+}
+"""Module names of peft's own methods that the baselines use."""
 _CONTAINER = re.compile(rf"^(?:{'|'.join(map(re.escape, _PREFIXES))})({'|'.join(_TYPE_OF_KIND)})$")
 
 
@@ -32,4 +43,6 @@ def parameter_block_type(name: str) -> str | None:
         match = _CONTAINER.match(part)
         if match is not None:
             return "gate" if "gate" in parts[index + 1 :] else _TYPE_OF_KIND[match.group(1)]
+        if part in _PEFT_BLOCKS:
+            return _PEFT_BLOCKS[part]
     return None

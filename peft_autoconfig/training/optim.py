@@ -1,0 +1,170 @@
+"""Per-block optimisation: an AdamW parameter group per PET block type, each with its own learning rate.
+
+One shared learning rate is unfair to mixed configs (a prefix wants ~10x a LoRA's rate; full fine-tuning ~20x
+less), so the runner, `peft-autoconfig train` and users' own `Trainer` (through `pet_optimizer_cls_and_kwargs` or
+`pet_optimizer`) all train with the rates of `DEFAULT_LEARNING_RATES`, overridable per block. The Trainer still
+builds the warm-up + linear-decay scheduler from `TrainingArguments` over these groups.
+
+Weight-decay policy (`DEFAULT_WEIGHT_DECAY` = 0.0, as usual for PET): with a positive `weight_decay`, only weight
+matrices/tensors (>= 2 dimensions) are decayed; biases, LayerNorm weights and UniPELT gates never are, and they go
+into a separate group named "<block>.no_decay".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import torch
+
+from ..tuners.naming import BLOCK_TYPES, parameter_block_type
+
+HEAD_MODULE_NAMES: frozenset[str] = frozenset({"classifier", "score"})
+"""Names of sequence-classification heads (BERT/RoBERTa `classifier`; GPT-2/Llama `score`), as in peft's
+`PeftModelForSequenceClassification`: their parameters count as head, not as PET parameters."""
+
+LEARNING_RATE_KEYS: tuple[str, ...] = (*BLOCK_TYPES, "head", "full")
+"""Keys of a learning-rate table: the PET block types, the classification head, and "full" (every parameter of a
+model without PET, i.e. full fine-tuning)."""
+
+DEFAULT_LEARNING_RATES: dict[str, float] = {
+    "lora": 1e-3,
+    "serial_adapter": 1e-3,
+    "parallel_adapter": 1e-3,
+    "prefix": 1e-2,
+    "gate": 1e-3,
+    "head": 1e-3,
+    "full": 5e-5,
+}
+"""Peak AdamW learning rate per block type. The one place these defaults live (see docs/training.md)."""
+
+DEFAULT_WARMUP_RATIO = 0.06
+"""Fraction of the optimiser steps spent warming the learning rate up linearly from 0 before the linear decay."""
+
+DEFAULT_WEIGHT_DECAY = 0.0
+"""AdamW weight decay; see the module docstring for which parameters it applies to."""
+
+
+def validate_learning_rates(rates: Mapping[str, float], field: str = "learning_rates") -> dict[str, float]:
+    """`rates` as a plain dict of floats; `ValueError` naming `<field>.<block>` for an unknown block or a rate <= 0."""
+    if not isinstance(rates, Mapping):
+        raise TypeError(f"`{field}` must be a mapping of block type to learning rate, got {type(rates).__name__}.")
+    checked: dict[str, float] = {}
+    for block, rate in rates.items():
+        if block not in LEARNING_RATE_KEYS:
+            raise ValueError(
+                f"`{field}` names an unknown block type {block!r}; allowed: {', '.join(LEARNING_RATE_KEYS)}."
+            )
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+            raise TypeError(f"`{field}.{block}` must be a number, got {rate!r}.")
+        if not rate > 0:
+            raise ValueError(f"`{field}.{block}` must be > 0, got {rate!r}.")
+        checked[block] = float(rate)
+    return checked
+
+
+def resolve_learning_rates(
+    learning_rates: Optional[Mapping[str, float]] = None, learning_rate: Optional[float] = None
+) -> dict[str, float]:
+    """The full table: `DEFAULT_LEARNING_RATES`, every entry replaced by `learning_rate` when one is given (the
+    single-rate protocol of earlier versions), then the entries named in `learning_rates`."""
+    rates = dict(DEFAULT_LEARNING_RATES)
+    if learning_rate is not None:
+        rates = dict.fromkeys(rates, float(learning_rate))
+    rates.update(validate_learning_rates(learning_rates or {}))
+    return rates
+
+
+def _has_peft(model: torch.nn.Module, names: list[str]) -> bool:
+    from peft import PeftModel
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return (
+        isinstance(model, PeftModel)
+        or any(parameter_block_type(name) is not None for name in names)
+        or any(isinstance(module, BaseTunerLayer) for module in model.modules())
+    )
+
+
+def is_head_parameter(name: str) -> bool:
+    return bool(HEAD_MODULE_NAMES.intersection(name.split(".")))
+
+
+def parameter_group_name(name: str, peft: bool) -> Optional[str]:
+    """The learning-rate key of parameter `name`: its PET block, "head", "full" (no PET in the model), or None."""
+    block = parameter_block_type(name)
+    if block is not None:
+        return block
+    if not peft:
+        return "full"
+    return "head" if is_head_parameter(name) else None
+
+
+def pet_parameter_groups(
+    model: torch.nn.Module,
+    learning_rates: Optional[Mapping[str, float]] = None,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups, one per block type with trainable parameters (`"name"`, `"params"`, `"lr"`,
+    `"weight_decay"`), the rates taken from `DEFAULT_LEARNING_RATES` overridden by `learning_rates`.
+
+    A model without PET (full fine-tuning) puts every parameter in "full". Raises `ValueError` for a trainable
+    parameter of a PEFT model that is neither a known PET block nor the classification head (e.g. a peft method
+    this table does not know), naming it.
+    """
+    if weight_decay < 0:
+        raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
+    rates = {**DEFAULT_LEARNING_RATES, **validate_learning_rates(learning_rates or {})}
+    named = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    peft = _has_peft(model, [name for name, _ in model.named_parameters()])
+    grouped: dict[str, list[torch.nn.Parameter]] = {}
+    for name, parameter in named:
+        key = parameter_group_name(name, peft)
+        if key is None:
+            raise ValueError(
+                f"trainable parameter `{name}` belongs to no known block type ({', '.join(BLOCK_TYPES)}) nor to the "
+                f"classification head ({', '.join(sorted(HEAD_MODULE_NAMES))}); freeze it or train it with your own "
+                "optimizer."
+            )
+        decayed = weight_decay > 0 and key != "gate" and parameter.ndim >= 2
+        grouped.setdefault(key if decayed or weight_decay == 0 else f"{key}.no_decay", []).append(parameter)
+    groups = []
+    for key in LEARNING_RATE_KEYS:
+        for name in (key, f"{key}.no_decay"):
+            if name in grouped:
+                decay = weight_decay if name == key else 0.0
+                groups.append({"name": name, "params": grouped[name], "lr": rates[key], "weight_decay": decay})
+    return groups
+
+
+def pet_optimizer(
+    model: torch.nn.Module,
+    learning_rates: Optional[Mapping[str, float]] = None,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+) -> torch.optim.AdamW:
+    """AdamW over `pet_parameter_groups(model, learning_rates, weight_decay)`, for a user's own Trainer:
+    `Trainer(model=model, args=args, optimizers=(pet_optimizer(model), None), ...)` (the Trainer adds its
+    warm-up/decay scheduler from `args`). Not with DeepSpeed, which replaces such an optimizer by Trainer's
+    default one, nor with `model_init`: use `pet_optimizer_cls_and_kwargs` there."""
+    return torch.optim.AdamW(pet_parameter_groups(model, learning_rates, weight_decay))
+
+
+class PetOptimizerFactory:
+    """What `pet_optimizer_cls_and_kwargs` gives Trainer: transformers 5 calls `PetOptimizerFactory()(model, **kwargs)`
+    from `Trainer.create_optimizer`, i.e. once the model exists (so it works with `model_init`) and on every path
+    that builds the optimizer, DeepSpeed's included (DeepSpeed drops an optimizer passed through `optimizers`)."""
+
+    def __call__(self, model: torch.nn.Module, learning_rates: Optional[Mapping[str, float]] = None,
+                 weight_decay: float = DEFAULT_WEIGHT_DECAY) -> torch.optim.AdamW:
+        return pet_optimizer(model, learning_rates, weight_decay)
+
+
+def pet_optimizer_cls_and_kwargs(
+    learning_rates: Optional[Mapping[str, float]] = None, weight_decay: float = DEFAULT_WEIGHT_DECAY
+) -> tuple[type, dict[str, Any]]:
+    """`Trainer(optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs(...))`: the per-block AdamW of `pet_optimizer`,
+    built by the Trainer itself. Prefer it to `optimizers=(pet_optimizer(model), None)` with DeepSpeed or
+    `model_init`. The rates are checked now, before any training."""
+    if weight_decay < 0:
+        raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
+    rates = validate_learning_rates(learning_rates or {})
+    return PetOptimizerFactory, {"learning_rates": rates, "weight_decay": weight_decay}
