@@ -29,6 +29,25 @@ BASE = {"model": "m", "task": "rotten_tomatoes"}
         ({"training": {"learning_rate": -1}}, r"`training.learning_rate`: Input should be greater than 0, got -1"),
         ({"reference_point": [0]}, r"`reference_point` must list one number per objective \(2\)"),
         ({"baselines": [{"name": "a", "config": {}}, {"name": "a", "config": {}}]}, r"`baselines\[1\].name` must be a unique"),
+        # the protocol (issue 12): every mistake named before any training
+        ({"training": {"learning_rates": {"adapter": 1e-3}}},
+         r"`training.learning_rates`: unknown block type 'adapter'; allowed: \['lora', 'serial_adapter', 'parallel_adapter', 'prefix', 'gate', 'head', 'full'\]"),
+        ({"training": {"learning_rates": {"prefix": 0}}}, r"`training.learning_rates.prefix`: Input should be greater than 0, got 0"),
+        ({"training": {"learning_rates": {"lora": -1e-3}}}, r"`training.learning_rates.lora`: Input should be greater than 0"),
+        ({"training": {"warmup_ratio": 0.6}}, r"`training.warmup_ratio`: Input should be less than or equal to 0.5, got 0.6"),
+        ({"training": {"weight_decay": -0.1}}, r"`training.weight_decay`: Input should be greater than or equal to 0"),
+        ({"evaluation": {"report_split": "validation"}}, r"`evaluation.report_split` \('validation'\) must differ from `evaluation.selection_split`"),
+        ({"final": {"n_seeds": 0}}, r"`final.n_seeds`: Input should be greater than or equal to 1, got 0"),
+        ({"final": {"seeds": []}}, r"`final.seeds`: List should have at least 1 item"),
+        ({"final": {"seeds": [0], "n_seeds": 2}}, r"`final.seeds`: give `seeds` or `n_seeds`, not both"),
+        ({"final": {"train_subset": 100}, "fidelity": {"levels": [{"train_subset": 200}]}},
+         r"`final.train_subset` \(100\) is smaller than the last fidelity level's `train_subset` \(200\)"),
+        ({"final": {"train_subset": 160, "num_epochs": 1}, "fidelity": {"levels": [{"train_subset": 160, "max_steps": 50}]}},
+         r"`final.num_epochs`: 1.0 epochs of 160 examples are 10 steps, fewer than the last fidelity level's `max_steps` \(50\)"),
+        ({"final": {"num_epochs": 1}, "fidelity": {"levels": [{"num_epochs": 2}]}}, r"`final.num_epochs` \(1.0\) is smaller"),
+        ({"final": {"epochs": 1}}, r"unknown recipe field `final.epochs`; allowed fields in `final`: \['train_subset', 'num_epochs', 'seeds', 'n_seeds'\]"),
+        ({"baselines": ["lora_r16"]}, r"`baselines\[0\].preset`: unknown baseline 'lora_r16'; allowed: \['lora_r8', 'serial_adapter', 'parallel_adapter', 'prefix', 'unipelt', 'full_finetuning'\]"),
+        ({"space": {"preset": "autopeft2"}}, r"`space.preset`: Input should be 'autopeft', got 'autopeft2'"),
     ],
 )
 def test_recipe_errors_name_the_field(patch, message):
@@ -60,6 +79,34 @@ def test_cli_reports_bad_recipe_before_training(tmp_path, tiny_bert_dir, synthet
     assert main(["search", str(path), "--out", str(out), "--no-progress"]) == 2
     assert "'qkv' is not a projection" in capsys.readouterr().err
     assert not calls.exists()
+
+
+def test_named_baselines_resolve_against_the_model(tiny_bert_dir):
+    from peft_autoconfig.search.baselines import baseline_configs
+    from peft_autoconfig.search.space import SearchSpace
+
+    recipe = parse_recipe({**BASE, "baselines": ["lora_r8", "serial_adapter", "parallel_adapter", "prefix", "unipelt",
+                                                 "full_finetuning", {"name": "mine", "config": {"lora_rank": 2}}]})
+    configs = baseline_configs(recipe.baselines, SearchSpace.from_pretrained(str(tiny_bert_dir))).configs  # hidden 32
+    assert configs["lora_r8"]["lora_rank"] == 8 and configs["serial_adapter"]["serial_adapter_size"] == 2
+    assert (configs["parallel_adapter"]["parallel_adapter_size"], configs["parallel_adapter"]["parallel_adapter_scaling"]) == (16, 4.0)
+    assert configs["prefix"]["prefix_length"] == 10 and configs["unipelt"]["peft_type"] == "UNIPELT"
+    assert configs["full_finetuning"] is None and configs["mine"]["lora_rank"] == 2
+
+
+def test_fingerprint_covers_only_the_search_part():
+    base = parse_recipe({**BASE, "final": {"seeds": [0]}})
+    for change in ({"final": {"seeds": [0, 1, 2]}}, {"baselines": ["lora_r8"]}, {"reference_point": [0, 1e6]},
+                   {"evaluation": {"report_split": "holdout"}}):
+        assert parse_recipe({**BASE, **change}).fingerprint() == base.fingerprint(), change
+    for change in ({"seed": 1}, {"algorithm": {"n_trials": 13}}, {"training": {"learning_rates": {"lora": 2e-3}}},
+                   {"evaluation": {"selection_split": "dev"}}, {"fidelity": {"levels": [{"max_steps": 5}]}}):
+        assert parse_recipe({**BASE, **change}).fingerprint() != base.fingerprint(), change
+
+
+def test_wave1_evaluation_fields_map_to_the_evaluation_block():
+    recipe = parse_recipe({**BASE, "training": {"eval_subset": 400, "eval_split": "test"}})
+    assert (recipe.evaluation.eval_subset, recipe.evaluation.selection_split, recipe.evaluation.report_split) == (400, "test", "validation")
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "glue_sst2.yaml"])

@@ -108,3 +108,9 @@ def test_space_spec_errors_name_the_field():
         SearchSpace(tiny_configs()["bert"], SpaceSpec(modules=("lora",), lora_targets=(("qkv",),)))
     with pytest.raises(ValueError, match="no free variable"):
         SearchSpace(tiny_configs()["bert"], SpaceSpec(modules=("lora",), sizes={"lora": (4,)}, layer_mode="sizes"))
+
+
+def test_autopeft_preset_is_autopefts_value_set():
+    assert default_sizes("serial_adapter", 768, preset="autopeft") == (0, 1, 3, 6, 12, 24, 48, 96, 192, 384, 768)
+    space = SearchSpace(tiny_configs()["bert"], SpaceSpec(preset="autopeft"))
+    assert space.size_options["prefix"] == (0, 1, 2, 4, 8, 16, 32)  # hidden size 32 included

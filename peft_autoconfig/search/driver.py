@@ -58,8 +58,9 @@ def _config_key(config: Optional[dict[str, Any]]) -> str:
 class Search:
     """One search of `recipe` into `out_dir` (see the module docstring). `run()` does everything.
 
-    `evaluate` replaces the recipe's evaluator with an in-process function (the Python API); `model_config`
-    gives the model's config instead of reading it from `recipe.model`.
+    `evaluate` replaces the recipe's evaluator with an in-process function (the Python API, `api.search_peft`);
+    `model_config` gives the model's config instead of reading it from `recipe.model`; `retry_failed` re-runs the
+    journal's failed trials instead of reusing them.
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class Search:
         retry_failed: bool = False,
         evaluate: Evaluate | None = None,
         model_config: Any = None,
+        task_type: str = "SEQ_CLS",
     ) -> None:
         self.recipe = recipe
         self.out_dir = Path(out_dir)
@@ -86,8 +88,8 @@ class Search:
         self.model = recipe.model if model_config is not None else resolve_model(recipe.model)
         try:
             self.space = (
-                SearchSpace(model_config, recipe.space) if model_config is not None
-                else SearchSpace.from_pretrained(self.model, recipe.space, task_type="SEQ_CLS")
+                SearchSpace(model_config, recipe.space, task_type) if model_config is not None
+                else SearchSpace.from_pretrained(self.model, recipe.space, task_type)
             )
         except OSError as error:
             raise ValueError(f"recipe field `model`: cannot load the config of {recipe.model!r}: {error}") from None
@@ -102,6 +104,7 @@ class Search:
                 raise ValueError(f"recipe field `task`: {error}") from None
         self.baselines = baseline_configs(recipe.baselines, self.space)
         self.objectives = list(recipe.objectives)
+        self.max_parameters = self.space.max_cost()
         self.levels = recipe.fidelity_levels
         self.journal: Journal | None = None
         self.n_evaluated = 0
@@ -173,7 +176,7 @@ class Search:
         self._bar.update(1)
         if self._front.points:
             ref = self.recipe.reference_point or default_reference_point(
-                self.objectives, self.space.max_cost(), np.array([self._front.worst])
+                self.objectives, self.max_parameters, np.array([self._front.worst])
             )
             hv = hypervolume(np.array(self._front.points), ref)
             self._bar.set_postfix({f"best {self._metric_name}": f"{self._best:.4f}", "HV": f"{hv:.4g}"})
