@@ -8,7 +8,6 @@ when the model is known. `config: None` is full fine-tuning (no PEFT config; it 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -68,7 +67,7 @@ class Baselines:
 
 def baseline_configs(specs: list[Any], space: Any) -> Baselines:
     """Build every baseline's PEFT config now (before any training); `RecipeError` naming the bad entry."""
-    from .evaluator import config_from_dict
+    from .evaluator import config_from_dict, config_to_dict
     from .schema import RecipeError
 
     configs: dict[str, Optional[dict[str, Any]]] = {}
@@ -82,5 +81,5 @@ def baseline_configs(specs: list[Any], space: Any) -> Baselines:
             config = config_from_dict({"peft_type": "MIXED_PET", "task_type": space.task_type, **mapping})
         except (TypeError, ValueError, KeyError) as error:
             raise RecipeError(f"recipe field `baselines[{i}].{field_name}`: {error}") from None
-        configs[spec.name] = json.loads(json.dumps(config.to_dict(), default=str))
+        configs[spec.name] = config_to_dict(config)
     return Baselines(configs, space)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .baselines import baseline_configs
-from .evaluator import evaluate_trial, resolve_evaluator
+from .evaluator import config_to_dict, evaluate_trial, resolve_evaluator
 from .executors import open_executor
 from .export import export_front
 from .journal import Journal
@@ -134,7 +134,7 @@ class Search:
 
     def _point_request(self, kind: str, x: dict, level: int) -> TrialRequest:
         key = f"{self._fidelity_key(level)}|{self.space.key(x)}"
-        return self._request(kind, key, x, self.space.decode(x).to_dict(), level, self.levels[level])
+        return self._request(kind, key, x, config_to_dict(self.space.decode(x)), level, self.levels[level])
 
     def _parameters(self, request: TrialRequest) -> int | None:
         if request.x is not None:

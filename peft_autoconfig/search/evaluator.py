@@ -12,6 +12,7 @@ which receives the same request and returns at least `metric` (and, optionally, 
 from __future__ import annotations
 
 import importlib
+import json
 import time
 import traceback
 from typing import Any, Callable
@@ -25,6 +26,12 @@ def config_from_dict(data: dict[str, Any]):
     from peft import PeftConfig
 
     return PeftConfig.from_peft_type(**data)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A PEFT config as plain JSON values (enums and sets become strings and lists): picklable without this package
+    registered (a Dask worker unpickles requests before importing it) and exactly what the journal stores."""
+    return json.loads(json.dumps(config.to_dict(), default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
 
 
 def resolve_evaluator(path: str | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
