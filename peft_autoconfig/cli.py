@@ -1,4 +1,4 @@
-"""`peft-autoconfig` command line: one sub-command per module in `peft_autoconfig.commands`.
+"""`peft-autoconfig` command line: the sub-commands listed in `COMMANDS`, one module each in `peft_autoconfig.commands`.
 
 Each command module defines `register(subparsers)`, which adds its parser and sets `func` (taking the parsed
 arguments, returning an exit code). Commands import their heavy dependencies inside `func`, so `--help` is fast.
@@ -7,13 +7,14 @@ arguments, returning an exit code). Commands import their heavy dependencies ins
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import re
 import sys
 from typing import Sequence
 
-from . import commands
+from .commands import push, search, show, train
+
+COMMANDS = (push, search, show, train)
+"""Every sub-command module (alphabetical, as `--help` lists them); a new command is added here."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,10 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search, train and share parameter-efficient fine-tuning configurations.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if module_info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
+    for module in COMMANDS:
         module.register(subparsers)
     return parser
 

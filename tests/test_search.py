@@ -138,7 +138,7 @@ def test_search_problem_works_with_plain_pymoo():
 
     from peft_autoconfig.search.problem import SearchProblem
     from peft_autoconfig.search.strategies import NSGA2Strategy
-    from peft_autoconfig.space import SearchSpace
+    from peft_autoconfig.search.space import SearchSpace
 
     space = SearchSpace(tiny_configs()["bert"])
     problem = SearchProblem(space, ["metric", "trainable_parameters"],

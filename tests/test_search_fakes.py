@@ -9,7 +9,7 @@ import zlib
 
 def fake_metric(request: dict) -> float:
     """A deterministic 'accuracy' that grows with adapter capacity, with a point-dependent wiggle."""
-    config = request["config"]
+    config = request["config"] or {"serial_adapter_size": 1000}  # None: full fine-tuning, the largest capacity
 
     def total(value):
         return sum(value.values()) if isinstance(value, dict) else value
@@ -23,7 +23,7 @@ def fake_metric(request: dict) -> float:
 
 
 def fake_evaluate(request: dict) -> dict:
-    return {"metric_name": "accuracy", "metric": fake_metric(request), "peak_memory_bytes": 1}
+    return {"metric_name": "accuracy", "metric": fake_metric(request), "peak_memory_bytes": 1, "eval_examples": 200}
 
 
 def logged_slow_evaluate(request: dict) -> dict:
@@ -41,6 +41,15 @@ def failing_evaluate(request: dict) -> dict:
     return fake_evaluate(request)
 
 
+def flaky_evaluate(request: dict) -> dict:
+    """Fails the first call only (marker file $SEARCH_FLAKY_MARK), then behaves like `logged_slow_evaluate`."""
+    marker = os.environ["SEARCH_FLAKY_MARK"]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("simulated transient failure")
+    return logged_slow_evaluate(request)
+
+
 def write_recipe(directory, model_dir, task_dir, **overrides) -> "Path":
     """A small search recipe (YAML) in `directory`; `overrides` replace top-level fields."""
     from pathlib import Path
@@ -53,7 +62,8 @@ def write_recipe(directory, model_dir, task_dir, **overrides) -> "Path":
                                                      "validation": str(Path(task_dir) / "validation.csv")}},
         "seed": 0,
         "algorithm": {"name": "nsga2", "n_trials": 8, "pop_size": 4},
-        "training": {"batch_size": 8, "max_length": 16, "learning_rate": 0.01, "eval_subset": 32},
+        "training": {"batch_size": 8, "max_length": 16, "learning_rate": 0.01},
+        "evaluation": {"eval_subset": 32},
         "fidelity": {"levels": [{"train_subset": 64, "max_steps": 2}, {"train_subset": 128, "max_steps": 4}], "eta": 2},
     }
     recipe.update(overrides)

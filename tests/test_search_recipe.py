@@ -17,18 +17,37 @@ BASE = {"model": "m", "task": "rotten_tomatoes"}
     [
         ({"epochs": 3}, r"unknown recipe field `epochs`; allowed fields: \['model', 'task'"),
         ({"algorithm": {"name": "bayes"}}, r"`algorithm.name`: unknown algorithm 'bayes'; allowed: \['nsga2', 'random'\]"),
-        ({"algorithm": {"n_trials": 0}}, r"`algorithm.n_trials` must be >= 1, got 0"),
+        ({"algorithm": {"n_trials": 0}}, r"`algorithm.n_trials`: Input should be greater than or equal to 1, got 0"),
         ({"algorithm": {"pop": 4}}, r"unknown recipe field `algorithm.pop`"),
         ({"fidelity": {"levels": [{"steps": 3}]}}, r"unknown recipe field `fidelity.levels\[0\].steps`.*'max_steps'"),
-        ({"fidelity": {"levels": [{"max_steps": 0}]}}, r"`fidelity.levels\[0\].max_steps` must be -1"),
-        ({"fidelity": {"eta": 1}}, r"`fidelity.eta` must be >= 2"),
-        ({"objectives": ["metric", "latency"]}, r"`objectives\[1\]`: unknown objective 'latency'"),
-        ({"space": {"modules": ["serial_adapter", "ia3"]}}, r"`space.modules\[1\]`: unknown module 'ia3'"),
-        ({"space": {"sizes": {"prefix": [0, -2]}}}, r"`space.sizes.prefix\[1\]` must be >= 0"),
-        ({"space": {"layer_mode": "heads"}}, r"`space.layer_mode`: unknown mode 'heads'"),
-        ({"training": {"learning_rate": -1}}, r"`training.learning_rate` must be > 0"),
+        ({"fidelity": {"levels": [{"max_steps": 0}]}}, r"`fidelity.levels\[0\].max_steps`: must be -1"),
+        ({"fidelity": {"eta": 1}}, r"`fidelity.eta`: Input should be greater than or equal to 2, got 1"),
+        ({"objectives": ["metric", "latency"]}, r"`objectives\[1\]`: Input should be 'metric', 'trainable_parameters'.*got 'latency'"),
+        ({"space": {"modules": ["serial_adapter", "ia3"]}}, r"`space.modules\[1\]`: Input should be 'serial_adapter'.*'lora', got 'ia3'"),
+        ({"space": {"sizes": {"prefix": [0, -2]}}}, r"`space.sizes.prefix\[1\]`: Input should be greater than or equal to 0, got -2"),
+        ({"space": {"layer_mode": "heads"}}, r"`space.layer_mode`: Input should be 'flags' or 'sizes', got 'heads'"),
+        ({"training": {"learning_rate": -1}}, r"`training.learning_rate`: Input should be greater than 0, got -1"),
         ({"reference_point": [0]}, r"`reference_point` must list one number per objective \(2\)"),
         ({"baselines": [{"name": "a", "config": {}}, {"name": "a", "config": {}}]}, r"`baselines\[1\].name` must be a unique"),
+        # the protocol (issue 12): every mistake named before any training
+        ({"training": {"learning_rates": {"adapter": 1e-3}}},
+         r"`training.learning_rates`: unknown block type 'adapter'; allowed: \['lora', 'serial_adapter', 'parallel_adapter', 'prefix', 'gate', 'head', 'full'\]"),
+        ({"training": {"learning_rates": {"prefix": 0}}}, r"`training.learning_rates.prefix`: Input should be greater than 0, got 0"),
+        ({"training": {"learning_rates": {"lora": -1e-3}}}, r"`training.learning_rates.lora`: Input should be greater than 0"),
+        ({"training": {"warmup_ratio": 0.6}}, r"`training.warmup_ratio`: Input should be less than or equal to 0.5, got 0.6"),
+        ({"training": {"weight_decay": -0.1}}, r"`training.weight_decay`: Input should be greater than or equal to 0"),
+        ({"evaluation": {"report_split": "validation"}}, r"`evaluation.report_split` \('validation'\) must differ from `evaluation.selection_split`"),
+        ({"final": {"n_seeds": 0}}, r"`final.n_seeds`: Input should be greater than or equal to 1, got 0"),
+        ({"final": {"seeds": []}}, r"`final.seeds`: List should have at least 1 item"),
+        ({"final": {"seeds": [0], "n_seeds": 2}}, r"`final.seeds`: give `seeds` or `n_seeds`, not both"),
+        ({"final": {"train_subset": 100}, "fidelity": {"levels": [{"train_subset": 200}]}},
+         r"`final.train_subset` \(100\) is smaller than the last fidelity level's `train_subset` \(200\)"),
+        ({"final": {"train_subset": 160, "num_epochs": 1}, "fidelity": {"levels": [{"train_subset": 160, "max_steps": 50}]}},
+         r"`final.num_epochs`: 1.0 epochs of 160 examples are 10 steps, fewer than the last fidelity level's `max_steps` \(50\)"),
+        ({"final": {"num_epochs": 1}, "fidelity": {"levels": [{"num_epochs": 2}]}}, r"`final.num_epochs` \(1.0\) is smaller"),
+        ({"final": {"epochs": 1}}, r"unknown recipe field `final.epochs`; allowed fields in `final`: \['train_subset', 'num_epochs', 'seeds', 'n_seeds'\]"),
+        ({"baselines": ["lora_r16"]}, r"`baselines\[0\].preset`: unknown baseline 'lora_r16'; allowed: \['lora_r8', 'serial_adapter', 'parallel_adapter', 'prefix', 'unipelt', 'full_finetuning'\]"),
+        ({"space": {"preset": "autopeft2"}}, r"`space.preset`: Input should be 'autopeft', got 'autopeft2'"),
     ],
 )
 def test_recipe_errors_name_the_field(patch, message):
@@ -40,8 +59,8 @@ def test_defaults_and_scientific_notation(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("model: m\ntask: rotten_tomatoes\ntraining: {learning_rate: 1e-3}\n")  # YAML reads 1e-3 as a string
     recipe = load_recipe(path)
-    assert recipe.training["learning_rate"] == 0.001
-    assert (recipe.algorithm, recipe.objectives, recipe.fidelity_levels) == ("nsga2", ["metric", "trainable_parameters"], [{}])
+    assert recipe.training.learning_rate == 0.001
+    assert (recipe.algorithm.name, recipe.objectives, recipe.fidelity_levels) == ("nsga2", ["metric", "trainable_parameters"], [{}])
 
 
 def test_cli_reports_bad_recipe_before_training(tmp_path, tiny_bert_dir, synthetic_task_dir, capsys, monkeypatch):
@@ -62,9 +81,39 @@ def test_cli_reports_bad_recipe_before_training(tmp_path, tiny_bert_dir, synthet
     assert not calls.exists()
 
 
+def test_named_baselines_resolve_against_the_model(tiny_bert_dir):
+    from peft_autoconfig.search.baselines import baseline_configs
+    from peft_autoconfig.search.space import SearchSpace
+
+    recipe = parse_recipe({**BASE, "baselines": ["lora_r8", "serial_adapter", "parallel_adapter", "prefix", "unipelt",
+                                                 "full_finetuning", {"name": "mine", "config": {"lora_rank": 2}}]})
+    configs = baseline_configs(recipe.baselines, SearchSpace.from_pretrained(str(tiny_bert_dir))).configs  # hidden 32
+    assert configs["lora_r8"]["lora_rank"] == 8 and configs["serial_adapter"]["serial_adapter_size"] == 2
+    assert (configs["parallel_adapter"]["parallel_adapter_size"], configs["parallel_adapter"]["parallel_adapter_scaling"]) == (16, 4.0)
+    assert configs["prefix"]["prefix_length"] == 10 and configs["unipelt"]["peft_type"] == "UNIPELT"
+    assert configs["full_finetuning"] is None and configs["mine"]["lora_rank"] == 2
+
+
+def test_fingerprint_covers_only_the_search_part():
+    base = parse_recipe({**BASE, "final": {"seeds": [0]}})
+    for change in ({"final": {"seeds": [0, 1, 2]}}, {"baselines": ["lora_r8"]}, {"reference_point": [0, 1e6]},
+                   {"evaluation": {"report_split": "holdout"}}):
+        assert parse_recipe({**BASE, **change}).fingerprint() == base.fingerprint(), change
+    for change in ({"seed": 1}, {"algorithm": {"n_trials": 13}}, {"training": {"learning_rates": {"lora": 2e-3}}},
+                   {"evaluation": {"selection_split": "dev"}}, {"fidelity": {"levels": [{"max_steps": 5}]}}):
+        assert parse_recipe({**BASE, **change}).fingerprint() != base.fingerprint(), change
+
+
+def test_wave1_evaluation_fields_map_to_the_evaluation_block():
+    recipe = parse_recipe({**BASE, "training": {"eval_subset": 400, "eval_split": "test"}})
+    assert (recipe.evaluation.eval_subset, recipe.evaluation.selection_split, recipe.evaluation.report_split) == (400, "test", "validation")
+
+
 @pytest.mark.parametrize("name", ["demo.yaml", "glue_sst2.yaml"])
 def test_shipped_recipes_are_valid(name):
     from pathlib import Path
 
     recipe = load_recipe(Path(__file__).parent.parent / "recipes" / name)
-    assert recipe.algorithm == "nsga2" and len(recipe.fidelity_levels) >= 2 and recipe.baselines
+    assert recipe.algorithm.name == "nsga2" and len(recipe.fidelity_levels) >= 2 and recipe.baselines
+    assert recipe.algorithm.n_trials >= 4 * recipe.algorithm.pop_size  # NSGA-II gets generations that matter
+    assert recipe.final is not None and recipe.evaluation.report_split == "test"

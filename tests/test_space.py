@@ -12,7 +12,7 @@ from pymoo.core.problem import Problem
 from pymoo.core.variable import Binary, Choice
 
 from peft_autoconfig import MixedPetConfig
-from peft_autoconfig.space import InvalidPointError, SearchSpace, SpaceSpec, default_sizes
+from peft_autoconfig.search.space import InvalidPointError, SearchSpace, SpaceSpec, default_sizes
 
 
 def samples(space: SearchSpace, n: int, seed: int = 0) -> list[dict]:
@@ -100,11 +100,17 @@ def test_encode_rejects_what_the_space_cannot_express():
 
 
 def test_space_spec_errors_name_the_field():
-    with pytest.raises(ValueError, match=r"`space.modules`.*'adapter'"):
+    with pytest.raises(ValueError, match=r"modules.0\n.*Input should be 'serial_adapter'.*input_value='adapter'"):
         SpaceSpec(modules=("adapter",))
-    with pytest.raises(ValueError, match=r"`space.sizes.prefix`"):
+    with pytest.raises(ValueError, match=r"sizes.prefix.1\n.*greater than or equal to 0"):
         SpaceSpec(sizes={"prefix": (4, -1)})
     with pytest.raises(ValueError, match="target_modules"):
         SearchSpace(tiny_configs()["bert"], SpaceSpec(modules=("lora",), lora_targets=(("qkv",),)))
     with pytest.raises(ValueError, match="no free variable"):
         SearchSpace(tiny_configs()["bert"], SpaceSpec(modules=("lora",), sizes={"lora": (4,)}, layer_mode="sizes"))
+
+
+def test_autopeft_preset_is_autopefts_value_set():
+    assert default_sizes("serial_adapter", 768, preset="autopeft") == (0, 1, 3, 6, 12, 24, 48, 96, 192, 384, 768)
+    space = SearchSpace(tiny_configs()["bert"], SpaceSpec(preset="autopeft"))
+    assert space.size_options["prefix"] == (0, 1, 2, 4, 8, 16, 32)  # hidden size 32 included

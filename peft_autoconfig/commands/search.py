@@ -20,6 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--workers", type=int, default=1, help="Local Dask workers (processes); 1 = no Dask (default).")
     group.add_argument("--scheduler", default=None, help="Address of a running Dask scheduler, e.g. tcp://host:8786.")
     parser.add_argument("--no-progress", action="store_true", help="Do not show the progress bar.")
+    parser.add_argument(
+        "--retry-failed", action="store_true",
+        help="When resuming, run the journal's failed trials again (by default a failed trial stays failed).",
+    )
     parser.set_defaults(func=run)
 
 
@@ -30,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"`--workers` must be >= 1, got {args.workers}.")
     recipe = load_recipe(args.recipe)
-    result = run_search(recipe, args.out, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress)
+    result = run_search(
+        recipe, args.out, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
+        retry_failed=args.retry_failed,
+    )
     print(format_front(result.document, args.out))
     print(
         f"\n{result.n_trials} trials in the journal ({result.n_evaluated} evaluated now, "

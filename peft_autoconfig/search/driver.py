@@ -1,4 +1,4 @@
-"""The search loop: ask -> evaluate (journal, inline or Dask) -> tell; then successive-halving promotion; export.
+"""The search's phases: search (ask -> evaluate -> tell), promotion, baselines, final stage, export.
 
 Determinism and resume come from one rule: the strategy is driven with ask/tell, and every asked point is looked
 up in the journal first. A resumed search replays the same asks (same seed, same told objectives, read back
@@ -6,42 +6,39 @@ exactly from the journal), so it rebuilds the algorithm's state, skips every fin
 what was missing. Outcomes are told in the order asked, so the number of workers and the finishing order do not
 change anything (measured objectives such as `wall_time_s` excepted, as they differ between runs).
 
-Fidelity: the search evaluates at `fidelity.levels[0]`. Then, for each next level, the best `ceil(n / eta)`
-successful points of the previous level (non-dominated rank, then crowding) are re-evaluated there. The final
-front is the non-dominated set of the points measured at the last level. Baselines are measured at the last
-level too.
+Fidelity: the search evaluates at `fidelity.levels[0]` on `evaluation.selection_split`. Then, for each next
+level, the best `ceil(n / eta)` successful points of the previous level (non-dominated rank, then crowding) are
+re-evaluated there. The front is the non-dominated set of the points measured at the last level; baselines are
+measured at the last level too. With a `final:` section, every front point and every baseline is then re-trained
+at the final budget once per seed and scored on `evaluation.report_split`, selecting nothing further. Final runs
+are journaled like trials (keyed by config, budget and seed), and the journal's fingerprint covers only the search
+part of the recipe, so changing `final:` reuses every finished search trial.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..space import SearchSpace
-from .evaluator import config_from_dict, evaluate_trial, resolve_evaluator
+from .baselines import baseline_configs
+from ..front import config_to_dict
+from .evaluator import evaluate_trial, resolve_evaluator
 from .executors import open_executor
+from .export import export_front
 from .journal import Journal
-from .pareto import (
-    default_reference_point,
-    hypervolume,
-    non_dominated,
-    objective_label,
-    promotion_size,
-    select_for_promotion,
-    write_front,
-)
+from .pareto import default_reference_point, hypervolume, promotion_size, select_for_promotion
 from .problem import SearchProblem
-from .recipe import Recipe, hub_id, resolve_model
+from .recipe import Recipe, resolve_model
+from .space import SearchSpace
 from .strategies import make_strategy
+from .trial import FAILED_F, RunningFront, TrialRecord, TrialRequest, build_record
 
-FAILED_F = 1e15
-"""Objective value of a failed trial (every objective): worse than any real point, finite so crowding works."""
+Evaluate = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -51,14 +48,21 @@ class SearchResult:
     n_trials: int
     n_evaluated: int
     """Trials evaluated by this invocation (the rest came from the journal)."""
+    front: list[dict[str, Any]]
+    """The point dicts given to `write_front` (journal fields plus `selection` and `report`)."""
 
 
-def _plain(data: Any) -> Any:
-    return json.loads(json.dumps(data, default=str))
+def _config_key(config: Optional[dict[str, Any]]) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
 
 
 class Search:
-    """One search of `recipe` into `out_dir` (see the module docstring). `run()` does everything."""
+    """One search of `recipe` into `out_dir` (see the module docstring). `run()` does everything.
+
+    `evaluate` replaces the recipe's evaluator with an in-process function (the Python API, `api.search_peft`);
+    `model_config` gives the model's config instead of reading it from `recipe.model`; `retry_failed` re-runs the
+    journal's failed trials instead of reusing them.
+    """
 
     def __init__(
         self,
@@ -69,32 +73,37 @@ class Search:
         scheduler: str | None = None,
         processes: bool = True,
         progress: bool = True,
+        retry_failed: bool = False,
+        evaluate: Evaluate | None = None,
+        model_config: Any = None,
+        task_type: str = "SEQ_CLS",
     ) -> None:
         self.recipe = recipe
         self.out_dir = Path(out_dir)
         self.workers, self.scheduler, self.processes, self.progress = workers, scheduler, processes, progress
+        self.retry_failed = retry_failed
+        if evaluate is not None and (workers > 1 or scheduler is not None):
+            raise ValueError("an in-process `evaluate` function runs trials sequentially; use workers=1.")
+        self.evaluate = evaluate
         # everything that can be wrong with the recipe fails here, before any training
-        self.model = resolve_model(recipe.model)
+        self.model = recipe.model if model_config is not None else resolve_model(recipe.model)
         try:
-            self.space = SearchSpace.from_pretrained(self.model, recipe.space, task_type="SEQ_CLS")
+            self.space = (
+                SearchSpace(model_config, recipe.space, task_type) if model_config is not None
+                else SearchSpace.from_pretrained(self.model, recipe.space, task_type)
+            )
         except OSError as error:
             raise ValueError(f"recipe field `model`: cannot load the config of {recipe.model!r}: {error}") from None
-        resolve_evaluator(recipe.evaluator)
-        if recipe.evaluator is None:
+        if evaluate is None:
+            resolve_evaluator(recipe.evaluator)
+        if evaluate is None and recipe.evaluator is None:
             from ..training.tasks import load_task
 
             try:
                 load_task(recipe.task)
             except (TypeError, ValueError) as error:
                 raise ValueError(f"recipe field `task`: {error}") from None
-        self.baseline_configs = {}
-        for i, baseline in enumerate(recipe.baselines):
-            try:
-                self.baseline_configs[baseline["name"]] = config_from_dict(
-                    {"peft_type": "MIXED_PET", "task_type": "SEQ_CLS", **baseline["config"]}
-                )
-            except (TypeError, ValueError, KeyError) as error:
-                raise ValueError(f"recipe field `baselines[{i}].config`: {error}") from None
+        self.baselines = baseline_configs(recipe.baselines, self.space)
         self.objectives = list(recipe.objectives)
         self.max_parameters = self.space.max_cost()
         self.levels = recipe.fidelity_levels
@@ -103,166 +112,137 @@ class Search:
         self._next_id = 0
         self._metric_name = "metric"
         self._bar = None
+        self._front = RunningFront(len(self.objectives))
+        self._best: float | None = None
 
-    # -- records --------------------------------------------------------------------------------------------------
+    # -- requests -------------------------------------------------------------------------------------------------
+    def _request(
+        self, kind: str, key: str, x: dict | None, config: dict | None, level: int, fidelity: dict, *,
+        name: str | None = None, seed: int | None = None, split: str | None = None,
+    ) -> TrialRequest:
+        cached = self.journal.get(key)
+        trial_id = cached.trial_id if cached is not None else self._next_id
+        self._next_id = max(self._next_id, trial_id + 1)
+        return TrialRequest(
+            trial_id=trial_id, key=key, kind=kind, name=name, x=x, config=config, level=level, fidelity=dict(fidelity),
+            model=self.model, task=self.recipe.task, training=self.recipe.training.run_kwargs(),
+            eval_split=split or self.recipe.evaluation.selection_split, eval_subset=self.recipe.evaluation.eval_subset,
+            seed=self.recipe.seed if seed is None else seed, evaluator=self.recipe.evaluator,
+        )
+
     def _fidelity_key(self, level: int) -> str:
         return json.dumps(self.levels[level], sort_keys=True)
 
-    def _request(self, kind: str, key: str, x: dict | None, config: Any, level: int, name: str | None = None) -> dict:
-        cached = self.journal.get(key)
-        if cached is not None:
-            trial_id = cached["trial_id"]
-        else:
-            trial_id = self._next_id
-        self._next_id = max(self._next_id, trial_id + 1)
-        return {
-            "trial_id": trial_id,
-            "key": key,
-            "kind": kind,
-            "name": name,
-            "x": x,
-            "config": _plain(config.to_dict()),
-            "level": level,
-            "fidelity": dict(self.levels[level]),
-            "model": self.model,
-            "task": self.recipe.task,
-            "training": dict(self.recipe.training),
-            "seed": self.recipe.seed,
-            "evaluator": self.recipe.evaluator,
-        }
+    def _point_request(self, kind: str, x: dict, level: int) -> TrialRequest:
+        key = f"{self._fidelity_key(level)}|{self.space.key(x)}"
+        return self._request(kind, key, x, config_to_dict(self.space.decode(x)), level, self.levels[level])
 
-    def _record(self, request: dict, outcome: dict) -> dict:
-        ok = outcome.get("status") == "ok"
-        if request["kind"] == "baseline":
-            config = self.baseline_configs[request["name"]]
-            analytic = _analytic_count(config, self.space)
-            parameters = int(outcome.get("trainable_parameters", analytic if analytic is not None else -1))
-        else:
-            parameters = self.space.cost(request["x"])
-        metric_name = outcome.get("metric_name") or self._metric_name
-        if ok:
-            self._metric_name = metric_name
-        values = {
-            "metric": outcome.get("metric"),
-            "trainable_parameters": parameters,
-            "wall_time_s": outcome.get("run_wall_time_s", outcome.get("wall_time_s")),
-            "peak_memory_bytes": outcome.get("peak_memory_bytes"),
-        }
-        if ok and any(values[name] is None for name in self.objectives):
-            missing = [name for name in self.objectives if values[name] is None]
-            ok, outcome = False, {**outcome, "status": "failed", "error": f"the evaluation did not report {missing}"}
-        F = [(-float(values[n]) if n == "metric" else float(values[n])) if ok else FAILED_F for n in self.objectives]
-        record = {
-            key: request[key] for key in ("trial_id", "key", "kind", "name", "x", "config", "level", "fidelity", "seed")
-        }
-        record.update(
-            status="ok" if ok else "failed",
-            error=outcome.get("error"),
-            metric_name=metric_name,
-            metric=values["metric"] if ok else None,
-            trainable_parameters=parameters,
-            objectives={objective_label(n, metric_name): values[n] for n in self.objectives} if ok else None,
-            F=F,
-            wall_time_s=float(outcome.get("wall_time_s", 0.0)),
-        )
-        for extra in ("metrics", "train_loss", "run_wall_time_s", "peak_memory_bytes", "trainable_parameters_with_head"):
-            if extra in outcome:
-                record[extra] = outcome[extra]
-        if "trainable_parameters" in outcome:
-            record["measured_trainable_parameters"] = outcome["trainable_parameters"]
-        return record
+    def _parameters(self, request: TrialRequest) -> int | None:
+        if request.x is not None:
+            return self.space.cost(request.x)
+        return self.baselines.analytic_parameters(request.config)
 
     # -- evaluation -----------------------------------------------------------------------------------------------
-    def _evaluate(self, executor: Any, requests: list[dict]) -> list[dict]:
+    def _evaluate(self, executor: Any, requests: list[TrialRequest]) -> list[TrialRecord]:
         """Records of `requests` in order: from the journal when finished before, else evaluated and journaled."""
-        records: list[dict | None] = [self.journal.get(r["key"]) for r in requests]
-        todo = []
-        seen = set()
-        for i, r in enumerate(requests):
-            if records[i] is not None:
-                self._tick(records[i], cached=True)
-            elif r["key"] not in seen:  # a point asked twice in one batch is evaluated once
-                seen.add(r["key"])
-                todo.append(i)
+        todo: list[TrialRequest] = []
+        for request in requests:
+            cached = self.journal.get(request.key)
+            if cached is not None and (cached.ok or not self.retry_failed):
+                self._tick(cached)
+            elif request.key not in {r.key for r in todo}:  # a point asked twice in one batch is evaluated once
+                todo.append(request)
 
         def on_done(j: int, outcome: dict) -> None:
-            record = self._record(requests[todo[j]], outcome)
-            self.journal.add(record)
+            request = todo[j]
+            record = build_record(request, outcome, objectives=self.objectives,
+                                  analytic_parameters=self._parameters(request), metric_name=self._metric_name)
+            record = self.journal.add(record)
             self.n_evaluated += 1
-            self._tick(record, cached=False)
+            self._tick(record)
 
         if todo:
-            executor.map(evaluate_trial, [requests[i] for i in todo], on_done)
-        return [self.journal.get(r["key"]) for r in requests]
+            function = evaluate_trial if self.evaluate is None else _InProcess(self.evaluate)
+            executor.map(function, [r.to_dict() for r in todo], on_done)
+        return [self.journal.get(r.key) for r in requests]
 
-    def _tick(self, record: dict, cached: bool) -> None:
+    def _tick(self, record: TrialRecord) -> None:
+        if record.ok:
+            self._metric_name = record.metric_name
+            if record.kind in ("search", "promotion"):
+                self._front.add(record.F)
+                self._best = record.metric if self._best is None else max(self._best, record.metric)
         if self._bar is None:
             return
         self._bar.update(1)
-        ok = [r for r in self.journal if r["status"] == "ok"]
-        if ok:
-            best = max(r["metric"] for r in ok)
-            F = np.array([r["F"] for r in ok])
-            ref = self.recipe.reference_point or default_reference_point(self.objectives, self.max_parameters, F)
-            self._bar.set_postfix({f"best {self._metric_name}": f"{best:.4f}", "HV": f"{hypervolume(F, ref):.4g}"})
+        if self._front.points:
+            ref = self.recipe.reference_point or default_reference_point(
+                self.objectives, self.max_parameters, np.array([self._front.worst])
+            )
+            hv = hypervolume(np.array(self._front.points), ref)
+            self._bar.set_postfix({f"best {self._metric_name}": f"{self._best:.4f}", "HV": f"{hv:.4g}"})
 
     # -- phases ---------------------------------------------------------------------------------------------------
-    def _search_phase(self, executor: Any) -> list[dict]:
+    def _search_phase(self, executor: Any) -> list[TrialRecord]:
         problem = SearchProblem(self.space, self.objectives)
-        strategy = make_strategy(self.recipe.algorithm, self.recipe.pop_size, self.space.repair)
+        strategy = make_strategy(self.recipe.algorithm.name, self.recipe.algorithm.pop_size, self.space.repair)
         strategy.setup(problem, seed=self.recipe.seed)
-        records: list[dict] = []
-        asked = 0
-        while asked < self.recipe.n_trials:
-            points = strategy.ask()[: self.recipe.n_trials - asked]
+        records: list[TrialRecord] = []
+        n_trials = self.recipe.algorithm.n_trials
+        while len(records) < n_trials:
+            points = strategy.ask()[: n_trials - len(records)]
             if not points:
                 break
-            requests = [
-                self._request("search", self._point_key(x, 0), x, self.space.decode(x), level=0) for x in points
-            ]
-            batch = self._evaluate(executor, requests)
-            strategy.tell(points, np.array([r["F"] for r in batch], dtype=float))
+            batch = self._evaluate(executor, [self._point_request("search", x, 0) for x in points])
+            strategy.tell(points, np.array([r.F for r in batch], dtype=float))
             records.extend(batch)
-            asked += len(points)
         return records
 
-    def _point_key(self, x: dict, level: int) -> str:
-        return f"{self._fidelity_key(level)}|{self.space.key(x)}"
-
-    def _promotion_phase(self, executor: Any, records: list[dict]) -> list[dict]:
+    def _promotion_phase(self, executor: Any, records: list[TrialRecord]) -> list[TrialRecord]:
         """Successive halving over the fidelity levels; returns the records measured at the last level."""
         current = _unique_ok(records)
         for level in range(1, len(self.levels)):
             if not current:
                 break
-            chosen = select_for_promotion(np.array([r["F"] for r in current]), promotion_size(len(current), self.recipe.eta))
-            requests = [
-                self._request("promotion", self._point_key(current[i]["x"], level), current[i]["x"],
-                              self.space.decode(current[i]["x"]), level=level)
-                for i in chosen
-            ]
-            current = _unique_ok(self._evaluate(executor, requests))
+            chosen = select_for_promotion(np.array([r.F for r in current]), promotion_size(len(current), self.recipe.fidelity.eta))
+            current = _unique_ok(self._evaluate(executor, [self._point_request("promotion", current[i].x, level) for i in chosen]))
         return current
 
-    def _baseline_phase(self, executor: Any) -> list[dict]:
+    def _baseline_phase(self, executor: Any) -> list[TrialRecord]:
         level = len(self.levels) - 1
         requests = [
-            self._request("baseline", f"baseline:{name}|{self._fidelity_key(level)}", None, config, level, name=name)
-            for name, config in self.baseline_configs.items()
+            self._request("baseline", f"baseline:{name}|{_config_key(config)}|{self._fidelity_key(level)}", None, config,
+                          level, self.levels[level], name=name)
+            for name, config in self.baselines.configs.items()
         ]
-        return self._evaluate(executor, requests) if requests else []
+        return _unique_ok(self._evaluate(executor, requests)) if requests else []
+
+    def _final_phase(self, executor: Any, configs: dict[str, dict | None]) -> dict[str, list[TrialRecord]]:
+        """Each config (by name) re-trained at the final budget once per seed, scored on the report split."""
+        final = self.recipe.final
+        budget = final.budget()
+        runs: dict[str, list[TrialRequest]] = {}
+        for name, config in configs.items():
+            runs[name] = [
+                self._request("final", f"final:{_config_key(config)}|{json.dumps(budget, sort_keys=True)}|seed={seed}",
+                              None, config, -1, budget, name=name, seed=seed, split=self.recipe.evaluation.report_split)
+                for seed in final.seed_list(self.recipe.seed)
+            ]
+        if self._bar is not None:
+            self._bar.total += sum(len(r) for r in runs.values())
+        return {name: self._evaluate(executor, requests) for name, requests in runs.items()}
 
     def expected_trials(self) -> int:
-        n, total = self.recipe.n_trials, self.recipe.n_trials
+        n = total = self.recipe.algorithm.n_trials
         for _ in range(1, len(self.levels)):
-            n = promotion_size(n, self.recipe.eta)
+            n = promotion_size(n, self.recipe.fidelity.eta)
             total += n
-        return total + len(self.baseline_configs)
+        return total + len(self.baselines.configs)
 
     def run(self) -> SearchResult:
         start = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(self.out_dir / "journal.jsonl", self.recipe.fingerprint(), _plain(self.recipe.raw))
+        self.journal = Journal(self.out_dir / "journal.jsonl", self.recipe.fingerprint(), self.recipe.raw)
         if self.progress:
             from tqdm.auto import tqdm
 
@@ -270,85 +250,50 @@ class Search:
         try:
             with open_executor(self.workers, self.scheduler, self.processes) as executor:
                 searched = self._search_phase(executor)
-                final = self._promotion_phase(executor, searched) if len(self.levels) > 1 else _unique_ok(searched)
-                baselines = _unique_ok(self._baseline_phase(executor))
+                last = self._promotion_phase(executor, searched) if len(self.levels) > 1 else _unique_ok(searched)
+                baselines = self._baseline_phase(executor)
+                front = _front(last)
+                finals: dict[str, list[TrialRecord]] = {}
+                if self.recipe.final is not None:
+                    configs = {f"trial:{r.trial_id}": r.config for r in front}
+                    configs.update({b.name: b.config for b in baselines})
+                    finals = self._final_phase(executor, configs)
         finally:
             if self._bar is not None:
                 self._bar.close()
-        document = self._export(final, baselines, wall_time=time.perf_counter() - start)
-        return SearchResult(self.out_dir, document, n_trials=len(self.journal), n_evaluated=self.n_evaluated)
-
-    # -- export ---------------------------------------------------------------------------------------------------
-    def _export(self, final: list[dict], baselines: list[dict], wall_time: float) -> dict:
-        from .plot import plot_front
-
-        trials = list(self.journal)
-        ok_trials = [r for r in trials if r["status"] == "ok"]
-        F_all = np.array([r["F"] for r in ok_trials]) if ok_trials else np.zeros((0, len(self.objectives)))
-        ref = self.recipe.reference_point or default_reference_point(self.objectives, self.max_parameters, F_all)
-        F_final = np.array([r["F"] for r in final]) if final else np.zeros((0, len(self.objectives)))
-        front = [final[i] for i in non_dominated(F_final)]
-        front.sort(key=lambda r: (r["trainable_parameters"], -r["metric"], r["trial_id"]))
-        if not front:
-            warnings.warn("No successful trial at the final fidelity: the front is empty (see journal.jsonl errors).")
-        metric_name = next((r["metric_name"] for r in ok_trials), self._metric_name)
-        full_runs = [r["wall_time_s"] for r in final if r["kind"] != "baseline"]
-        total_time = sum(r["wall_time_s"] for r in trials)
-        header = {
-            "model": hub_id(self.recipe.model),
-            "model_path": self.model,
-            "task": self.recipe.task_name,
-            "metric": metric_name,
-            "objectives": [
-                {"name": objective_label(n, metric_name), "direction": "max" if n == "metric" else "min"}
-                for n in self.objectives
-            ],
-            "reference_point": [float(v) for v in ref],
-            "hypervolume": hypervolume(np.array([r["F"] for r in front]) if front else np.zeros((0, 2)), ref),
-            "search": {
-                "algorithm": self.recipe.algorithm,
-                "n_trials": len(trials),
-                "n_failed": sum(r["status"] != "ok" for r in trials),
-                "seed": self.recipe.seed,
-                "wall_time_s": wall_time,
-                "trials_time_s": total_time,
-                "cost_full_runs": total_time / float(np.mean(full_runs)) if full_runs else None,
-                "fidelity_levels": self.levels,
-                "eta": self.recipe.eta,
-                "space": self.space.describe(),
-                "recipe": _plain(self.recipe.raw),
-            },
-        }
-        configs = [config_from_dict(r["config"]) for r in front]
-        for config in configs:
-            config.base_model_name_or_path = hub_id(self.recipe.model)
-        baseline_docs = [
-            {"name": r["name"], "metric": r["metric"], "trainable_parameters": r["trainable_parameters"], "trial_id": r["trial_id"]}
-            for r in baselines
-        ]
-        document = write_front(self.out_dir, front, configs=configs, header=header, baselines=baseline_docs)
-        plot_front(
-            self.out_dir / "pareto.png", trials, document["points"], baseline_docs, metric_name=metric_name,
-            title=f"{Path(str(header['model'])).name} on {header['task']}: {len(trials)} trials, HV {header['hypervolume']:.4g}",
+        document, points = export_front(
+            self.out_dir, self.recipe, self.space, self.model, front=front, baselines=baselines, finals=finals,
+            trials=list(self.journal), last_level=last, wall_time=time.perf_counter() - start,
         )
-        return document
+        return SearchResult(self.out_dir, document, len(self.journal), self.n_evaluated, points)
 
 
-def _unique_ok(records: list[dict]) -> list[dict]:
+class _InProcess:
+    """`evaluate_trial` over a user's function (the Python API's in-process evaluator)."""
+
+    def __init__(self, function: Evaluate) -> None:
+        self.function = function
+
+    def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
+        return evaluate_trial(request, self.function)
+
+
+def _unique_ok(records: list[TrialRecord]) -> list[TrialRecord]:
     seen, out = set(), []
     for r in records:
-        if r["status"] == "ok" and r["key"] not in seen:
-            seen.add(r["key"])
+        if r.ok and r.key not in seen:
+            seen.add(r.key)
             out.append(r)
     return out
 
 
-def _analytic_count(config: Any, space: SearchSpace) -> int | None:
-    from ..tuners.mixed import MixedPetConfig
+def _front(records: list[TrialRecord]) -> list[TrialRecord]:
+    """The non-dominated records, fewest parameters first."""
+    from .pareto import non_dominated
 
-    if isinstance(config, MixedPetConfig):
-        return space.cost(config)
-    return None
+    F = np.array([r.F for r in records]) if records else np.zeros((0, 2))
+    front = [records[i] for i in non_dominated(F)]
+    return sorted(front, key=lambda r: (r.trainable_parameters, -r.metric, r.trial_id))
 
 
 def run_search(recipe: Recipe, out_dir: str | Path, **kwargs: Any) -> SearchResult:

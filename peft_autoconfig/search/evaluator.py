@@ -1,21 +1,23 @@
 """Evaluate one trial: build its PEFT config, train and evaluate it with the runner, never raise.
 
 `evaluate_trial(request)` is what the driver sends to a Dask worker (or calls inline). The request is a plain,
-picklable dict (see `driver.make_request`). A failed run (an exception, a diverged loss, out of memory) comes back
+picklable dict (`trial.TrialRequest.to_dict()`). A failed run (an exception, a diverged loss, out of memory) comes back
 as `status="failed"` with the error text, so one bad point never stops a search.
 
 The training function is `train_and_evaluate` unless the recipe names another one (`evaluator: module:function`),
-which receives the same request and returns at least `metric` (and, optionally, the other result fields).
+which receives the same request and returns at least `metric` (and, optionally, the other result fields, e.g.
+`eval_examples`, the number of examples scored, from which the metric's standard error is computed).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import time
 import traceback
 from typing import Any, Callable
 
-from ..front import load_point_config as config_from_dict  # the one config loader; name kept for driver.py
+from ..front import load_point_config as config_from_dict  # the one config loader
 
 DEFAULT_EVALUATOR = "peft_autoconfig.search.evaluator:train_and_evaluate"
 
@@ -36,15 +38,18 @@ def train_and_evaluate(request: dict[str, Any]) -> dict[str, Any]:
     from ..training.tasks import load_task
 
     task = load_task(request["task"])
-    training = dict(request.get("training") or {})
-    training.update(request.get("fidelity") or {})
+    training = dict(request.get("training") or {})  # learning_rates, warmup_ratio, weight_decay, batch_size, ...
+    training.update({k: v for k, v in (request.get("fidelity") or {}).items() if v is not None})
+    config = request.get("config")
     result = run(
         RunConfig(
             model_name_or_path=request["model"],
             task=task,
-            peft_config=config_from_dict(request["config"]),
+            peft_config=config_from_dict(config) if config is not None else None,  # None: full fine-tuning
             output_dir=None,
             seed=request["seed"],
+            eval_split=request["eval_split"],
+            eval_subset=request.get("eval_subset"),
             save_adapter=False,
             show_progress=False,
             **training,
@@ -59,14 +64,16 @@ def train_and_evaluate(request: dict[str, Any]) -> dict[str, Any]:
         "trainable_parameters_with_head": int(getattr(result, "trainable_parameters_with_head", 0) or 0),
         "run_wall_time_s": float(result.wall_time_s),
         "peak_memory_bytes": int(result.peak_memory_bytes),
+        "eval_examples": int(getattr(result, "eval_examples", 0) or 0) or None,  # older runners do not report it
     }
 
 
-def evaluate_trial(request: dict[str, Any]) -> dict[str, Any]:
-    """Run the request's evaluator and return its outcome with `status`, `error` and `wall_time_s`; never raises."""
+def evaluate_trial(request: dict[str, Any], function: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run the request's evaluator (or `function`) and return its outcome with `status`, `error` and
+    `wall_time_s`; never raises."""
     start = time.perf_counter()
     try:
-        outcome = dict(resolve_evaluator(request.get("evaluator"))(request))
+        outcome = dict((function or resolve_evaluator(request.get("evaluator")))(request))
         if "metric" not in outcome:
             raise ValueError(f"evaluator {request.get('evaluator')!r} returned no `metric`: {sorted(outcome)}")
         if outcome["metric"] != outcome["metric"]:  # NaN

@@ -19,8 +19,6 @@ OnDone = Callable[[int, Outcome], None]
 class SequentialExecutor:
     """Evaluate requests one after the other in this process."""
 
-    n_workers = 1
-
     def map(self, fn: Callable[[Request], Outcome], requests: list[Request], on_done: OnDone) -> list[Outcome]:
         outcomes = []
         for index, request in enumerate(requests):
@@ -35,10 +33,6 @@ class DaskExecutor:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-
-    @property
-    def n_workers(self) -> int:
-        return max(1, len(self.client.scheduler_info().get("workers", {})))
 
     def map(self, fn: Callable[[Request], Outcome], requests: list[Request], on_done: OnDone) -> list[Outcome]:
         from distributed import as_completed
@@ -55,11 +49,6 @@ class DaskExecutor:
             outcomes[index] = outcome
             on_done(index, outcome)
         return outcomes  # type: ignore[return-value]
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("client", None)
-        return state
 
 
 @contextlib.contextmanager

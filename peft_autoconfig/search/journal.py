@@ -4,12 +4,16 @@ Each finished trial is one JSON line, written with a single `write`, then `flush
 killed at any moment loses at most the trials still running. A torn last line (the process died mid-write) is
 skipped with a warning and cut off before the next append, so the file stays one record per line.
 
-The first line is a header with the recipe's fingerprint: resuming a folder under a different recipe is refused
-(the cached results would answer a different question).
+The first line is a header with the format version and the fingerprint of the recipe's search part: resuming a
+folder under a different search is refused (the cached results would answer a different question), and so is a
+journal of another format version (wave 1's unversioned records, a foreign file), naming the version found.
+
+Each key has one record; a later record for the same key replaces an earlier *failed* one (`--retry-failed`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -17,11 +21,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-FORMAT_VERSION = 1
+from .trial import TRIAL_FORMAT_VERSION, TrialRecord
+
+FORMAT_VERSION = TRIAL_FORMAT_VERSION
 
 
 class JournalMismatchError(ValueError):
-    """The journal in the output folder was written by a different recipe."""
+    """The journal in the output folder was written by a different recipe or in another format version."""
 
 
 class Journal:
@@ -30,7 +36,7 @@ class Journal:
     def __init__(self, path: str | Path, fingerprint: str, recipe: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.fingerprint = fingerprint
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, TrialRecord] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size > 0:
             self._load()
@@ -61,36 +67,53 @@ class Journal:
                 continue
             if record.get("type") == "header":
                 header_seen = True
+                found = record.get("format_version")
+                if found != FORMAT_VERSION:
+                    raise JournalMismatchError(
+                        f"{self.path} is a journal of format version {found}; this version of peft-autoconfig reads "
+                        f"version {FORMAT_VERSION}. Use another `--out` folder (the old one stays readable with the "
+                        "version that wrote it)."
+                    )
                 if record.get("fingerprint") != self.fingerprint:
                     raise JournalMismatchError(
                         f"{self.path} was written by a different recipe (fingerprint {record.get('fingerprint')}, "
                         f"this recipe {self.fingerprint}); use another `--out` folder or delete it to start over."
                     )
             elif record.get("type") == "trial":
-                self.records.setdefault(record["key"], record)
+                if not header_seen:
+                    break
+                try:
+                    trial = TrialRecord.from_dict({k: v for k, v in record.items() if k != "type"})
+                except (TypeError, ValueError) as error:
+                    raise JournalMismatchError(f"{self.path}:{number}: {error}") from None
+                previous = self.records.get(trial.key)
+                if previous is None or not previous.ok:
+                    self.records[trial.key] = trial
         if not header_seen:
             raise JournalMismatchError(f"{self.path} has no header line; it is not a peft-autoconfig journal.")
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> TrialRecord | None:
         return self.records.get(key)
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(sorted(self.records.values(), key=lambda r: r["trial_id"]))
+    def __iter__(self) -> Iterator[TrialRecord]:
+        return iter(sorted(self.records.values(), key=lambda r: r.trial_id))
 
     # -- writing --------------------------------------------------------------------------------------------------
-    def add(self, record: dict[str, Any]) -> None:
-        """Durably append a finished trial (`record["key"]` must be new)."""
-        if record["key"] in self.records:
-            raise ValueError(f"trial {record['key']!r} is already in the journal.")
-        record = {"type": "trial", **record, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self._append(record)
-        self.records[record["key"]] = record
+    def add(self, record: TrialRecord) -> TrialRecord:
+        """Durably append a finished trial; its key must be new, or hold a failed trial (a retry)."""
+        previous = self.records.get(record.key)
+        if previous is not None and previous.ok:
+            raise ValueError(f"trial {record.key!r} is already in the journal.")
+        record = dataclasses.replace(record, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        self._append({"type": "trial", **record.to_dict()})
+        self.records[record.key] = record
+        return record
 
     def _append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
@@ -101,13 +124,16 @@ class Journal:
 
 
 def read_journal(path: str | Path) -> list[dict[str, Any]]:
-    """All trial records of a journal file, in trial-id order (torn or unreadable lines skipped)."""
-    records = []
+    """The trials of a journal file as plain dicts (`TrialRecord.to_dict()` plus `type`), in trial-id order, one per
+    key with the journal's rule (a retried trial's last attempt). Torn or unreadable lines are skipped."""
+    records: dict[str, dict[str, Any]] = {}
     for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
         if record.get("type") == "trial":
-            records.append(record)
-    return sorted(records, key=lambda r: r["trial_id"])
+            previous = records.get(record["key"])
+            if previous is None or previous["status"] != "ok":
+                records[record["key"]] = record
+    return sorted(records.values(), key=lambda r: r["trial_id"])

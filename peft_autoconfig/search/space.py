@@ -21,14 +21,15 @@ Invalid points (no layer selected, or every size 0) are *repaired*, not rejected
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping, Optional
 
+from pydantic import Field, NonNegativeInt, field_validator, model_validator
 from pymoo.core.variable import Binary, Choice, Variable
 
-from .architectures import dims_for, spec_for
-from .tuners.plan import count_trainable_parameters
-from .tuners.mixed import MixedPetConfig
+from ..architectures import dims_for, spec_for
+from ..tuners.plan import count_trainable_parameters
+from ..tuners.mixed import MixedPetConfig
+from .schema import RecipeModel
 
 MODULE_FIELDS: dict[str, str] = {
     "serial_adapter": "serial_adapter_size",
@@ -39,7 +40,6 @@ MODULE_FIELDS: dict[str, str] = {
 """Module name in a recipe -> the `MixedPetConfig` size field it sets."""
 
 DEFAULT_MODULES: tuple[str, ...] = ("serial_adapter", "parallel_adapter", "prefix")
-LAYER_MODES: tuple[str, ...] = ("flags", "sizes")
 DEFAULT_NUM_HALVINGS = 7
 
 
@@ -47,55 +47,71 @@ class InvalidPointError(ValueError):
     """A point of the space that maps to no valid config (no layer selected or every module off)."""
 
 
-@dataclass(frozen=True)
-class SpaceSpec:
-    """What a recipe says about the space (the `space:` block). Sizes not given default from the model.
+class SpaceSpec(RecipeModel):
+    """The recipe's `space:` block. Sizes not given default from the model (see `default_sizes`).
 
     Args:
+        preset: "autopeft" = AutoPEFT's value sets (Zhou et al., 2023): adapter and prefix sizes
+            `{0} + {hidden // 2**k for k = 0..10, >= 1}` ({0, 1, 3, 6, ..., 384, 768} for hidden size 768, the
+            hidden size and 1 and 3 included); None = `[0] + hidden // 2**k` for k = 1..num_halvings.
         modules: which blocks may be searched, a subset of `MODULE_FIELDS` ("serial_adapter", "parallel_adapter",
             "prefix", "lora").
-        sizes: per module, the list of allowed sizes (0 = off). Default: `[0] + [hidden // 2**k for k in
-            1..num_halvings]` for adapters and prefix (AutoPEFT), `[0, 2, 4, 8, 16]` for LoRA.
-        num_halvings: how many halvings of the hidden size the default size lists contain.
+        sizes: per module, the list of allowed sizes (0 = off); overrides the preset. LoRA default: `[0, 2, 4, 8, 16]`.
+        num_halvings: how many halvings of the hidden size the default size lists contain (no preset).
         lora_targets: LoRA target sets to choose from; default: the architecture's query/value projections.
         layer_mode: "flags" (global sizes + one insertion flag per layer) or "sizes" (one size per module and layer).
         fixed: other `MixedPetConfig` fields held fixed (e.g. `adapter_non_linearity`, `lora_alpha`).
     """
 
-    modules: tuple[str, ...] = DEFAULT_MODULES
-    sizes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    num_halvings: int = DEFAULT_NUM_HALVINGS
-    lora_targets: tuple[tuple[str, ...], ...] | None = None
-    layer_mode: Literal["flags", "sizes"] = "flags"
-    fixed: Mapping[str, Any] = field(default_factory=dict)
+    where: ClassVar[tuple[str, ...]] = ("space",)
 
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.modules if m not in MODULE_FIELDS]
-        if unknown or not self.modules:
-            raise ValueError(f"`space.modules` must be a non-empty subset of {list(MODULE_FIELDS)}, got {list(self.modules)}.")
-        if len(set(self.modules)) != len(self.modules):
-            raise ValueError(f"`space.modules` has duplicates: {list(self.modules)}.")
+    preset: Optional[Literal["autopeft"]] = None
+    modules: tuple[Literal["serial_adapter", "parallel_adapter", "prefix", "lora"], ...] = DEFAULT_MODULES
+    sizes: dict[str, tuple[NonNegativeInt, ...]] = Field(default_factory=dict)
+    num_halvings: int = Field(DEFAULT_NUM_HALVINGS, ge=1, le=12, strict=True)
+    lora_targets: Optional[tuple[tuple[str, ...], ...]] = Field(None, min_length=1)
+    layer_mode: Literal["flags", "sizes"] = "flags"
+    fixed: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("modules")
+    @classmethod
+    def _unique(cls, modules: tuple[str, ...]) -> tuple[str, ...]:
+        if not modules or len(set(modules)) != len(modules):
+            raise ValueError(f"must list one or more distinct modules of {list(MODULE_FIELDS)}, got {list(modules)}")
+        return modules
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _target_sets(cls, sets: Optional[tuple[tuple[str, ...], ...]]) -> Optional[tuple[tuple[str, ...], ...]]:
+        if sets is not None and not all(sets):
+            raise ValueError("each target set must name at least one projection, e.g. [[query, value]]")
+        return sets
+
+    @field_validator("fixed")
+    @classmethod
+    def _not_searched(cls, fixed: dict[str, Any]) -> dict[str, Any]:
+        forbidden = set(MODULE_FIELDS.values()) | {"layers_to_transform", "target_modules", "peft_type", "task_type"}
+        clash = sorted(set(fixed) & forbidden)
+        if clash:
+            raise ValueError(f"cannot set searched or structural fields {clash}")
+        return fixed
+
+    @model_validator(mode="after")
+    def _sizes_of_searched_modules(self) -> "SpaceSpec":
         for name, options in self.sizes.items():
             if name not in self.modules:
-                raise ValueError(f"`space.sizes` names {name!r}, which is not in `space.modules` {list(self.modules)}.")
-            if not options or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in options):
-                raise ValueError(f"`space.sizes.{name}` must be a non-empty list of ints >= 0, got {list(options)}.")
-        if self.layer_mode not in LAYER_MODES:
-            raise ValueError(f"`space.layer_mode` must be one of {list(LAYER_MODES)}, got {self.layer_mode!r}.")
-        if not isinstance(self.num_halvings, int) or not 1 <= self.num_halvings <= 12:
-            raise ValueError(f"`space.num_halvings` must be an int in [1, 12], got {self.num_halvings!r}.")
-        forbidden = set(MODULE_FIELDS.values()) | {"layers_to_transform", "target_modules", "peft_type", "task_type"}
-        clash = sorted(set(self.fixed) & forbidden)
-        if clash:
-            raise ValueError(f"`space.fixed` cannot set searched or structural fields {clash}.")
+                raise ValueError(f"recipe field `space.sizes` names {name!r}, which is not in `space.modules` {list(self.modules)}")
+            if not options or max(options) == 0:
+                raise ValueError(f"recipe field `space.sizes.{name}` needs at least one positive size, got {list(options)}")
+        return self
 
 
-def default_sizes(module: str, hidden_size: int, num_halvings: int = DEFAULT_NUM_HALVINGS) -> tuple[int, ...]:
-    """AutoPEFT's size list `[0] + hidden/2^k` (k = 1..num_halvings, sizes >= 1); LoRA gets small ranks."""
+def default_sizes(module: str, hidden_size: int, num_halvings: int = DEFAULT_NUM_HALVINGS, preset: str | None = None) -> tuple[int, ...]:
+    """The size options of `module` when the recipe gives none (see `SpaceSpec`); LoRA gets small ranks."""
     if module == "lora":
         return (0, 2, 4, 8, 16)
-    sizes = sorted({hidden_size // 2**k for k in range(1, num_halvings + 1) if hidden_size // 2**k >= 1})
-    return (0, *sizes)
+    halvings = range(0, 11) if preset == "autopeft" else range(1, num_halvings + 1)
+    return (0, *sorted({hidden_size // 2**k for k in halvings if hidden_size // 2**k >= 1}))
 
 
 class SearchSpace:
@@ -110,10 +126,10 @@ class SearchSpace:
         self.num_layers = self.dims.num_layers
         self.size_options: dict[str, tuple[int, ...]] = {}
         for module in self.spec.modules:
-            options = self.spec.sizes.get(module) or default_sizes(module, self.dims.hidden_size, self.spec.num_halvings)
-            self.size_options[module] = tuple(sorted(set(int(s) for s in options)))
-            if max(self.size_options[module]) == 0:
-                raise ValueError(f"`space.sizes.{module}` has no positive size: {list(options)}.")
+            options = self.spec.sizes.get(module) or default_sizes(
+                module, self.dims.hidden_size, self.spec.num_halvings, self.spec.preset
+            )
+            self.size_options[module] = tuple(sorted(set(options)))
         self.target_options: tuple[str, ...] = ()
         if "lora" in self.spec.modules:
             sets = self.spec.lora_targets or (tuple(self.arch.default_lora_targets),)

@@ -1,12 +1,12 @@
-"""Search strategies behind one setup/ask/tell interface, and a registry of their names.
+"""The setup/ask/tell `Strategy` interface, the pymoo adapter and the registry of strategy names.
 
 The driver (`search.driver`) asks for a batch of points, evaluates them however it likes (sequentially, on Dask,
 from the journal) and tells the objectives back in the order asked. A strategy's sequence of asked points depends
 only on its seed and on the objectives it was told, never on timing or on the number of workers, which is what
 makes resuming (replaying the journal) and parallel evaluation reproducible.
 
-New strategies (surrogate-assisted, differentiable, pruning, weight sharing) subclass `Strategy` and register a
-name in `STRATEGIES`.
+A new strategy (surrogate-assisted, differentiable, pruning, weight sharing) is one module in this package: a
+`Strategy` subclass decorated with `@register_strategy`, imported by the package's `__init__`.
 """
 
 from __future__ import annotations
@@ -101,64 +101,16 @@ class PymooStrategy(Strategy):
         self._asked = None
 
 
-class NSGA2Strategy(PymooStrategy):
-    """NSGA-II on mixed variables: `MixedVariableGA` with rank-and-crowding survival."""
-
-    name = "nsga2"
-
-    def make_algorithm(self):
-        from pymoo.core.mixed import MixedVariableDuplicateElimination, MixedVariableGA, MixedVariableMating, MixedVariableSampling
-        from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
-        from pymoo.util.display.multi import MultiObjectiveOutput
-
-        repair = SpaceRepair(self.repair)
-        return MixedVariableGA(
-            pop_size=self.pop_size,
-            n_offsprings=self.pop_size,
-            sampling=MixedVariableSampling(),
-            mating=MixedVariableMating(eliminate_duplicates=MixedVariableDuplicateElimination(), repair=repair),
-            eliminate_duplicates=MixedVariableDuplicateElimination(),
-            survival=RankAndCrowding(),
-            output=MultiObjectiveOutput(),
-            repair=repair,
-        )
+STRATEGIES: dict[str, type[Strategy]] = {}
+"""Strategy name (the recipe's `algorithm.name`) -> class; filled by `register_strategy`."""
 
 
-class RandomStrategy(Strategy):
-    """Random search baseline: uniform samples of the mixed space (pymoo's `MixedVariableSampling`), no repeats."""
-
-    name = "random"
-    max_resample = 50
-
-    def _setup(self, seed: int) -> None:
-        from pymoo.core.mixed import MixedVariableSampling
-
-        self.sampling = MixedVariableSampling()
-        self.random_state = np.random.default_rng(seed)
-        self.seen: set[str] = set()
-
-    def _key(self, x: Point) -> str:
-        return repr(sorted(x.items()))
-
-    def ask(self) -> list[Point]:
-        batch: list[Point] = []
-        for _ in range(self.max_resample):
-            samples = self.sampling(self.problem, self.pop_size - len(batch), random_state=self.random_state).get("X")
-            for x in samples:
-                x = self.repair(x)
-                if self._key(x) not in self.seen:
-                    self.seen.add(self._key(x))
-                    batch.append(x)
-            if len(batch) == self.pop_size:
-                break
-        return batch
-
-    def tell(self, points: list[Point], F: np.ndarray) -> None:
-        """Random search ignores the objectives."""
-
-
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (NSGA2Strategy, RandomStrategy)}
-"""Strategy name (the recipe's `algorithm.name`) -> class."""
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make `cls` available as `algorithm.name: <cls.name>` (one module per strategy)."""
+    if cls.name in STRATEGIES and STRATEGIES[cls.name] is not cls:
+        raise ValueError(f"search strategy {cls.name!r} is already registered by {STRATEGIES[cls.name].__module__}.")
+    STRATEGIES[cls.name] = cls
+    return cls
 
 
 def make_strategy(name: str, pop_size: int, repair: RepairFn) -> Strategy:

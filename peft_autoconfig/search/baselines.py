@@ -1,0 +1,100 @@
+"""Named baselines (`baselines: [lora_r8, parallel_adapter, full_finetuning]` in a recipe): the hand-designed
+configurations a front must beat, defined once, here, as data.
+
+Each entry is a PEFT config mapping (the `to_dict()` form, `MIXED_PET` unless it names another `peft_type`) plus
+`reductions`: size fields given as a reduction factor of the model's hidden size (AdapterHub's convention), resolved
+when the model is known. `config: None` is full fine-tuning (no PEFT config; it trains at `learning_rates.full`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class NamedBaseline:
+    description: str
+    config: Optional[dict[str, Any]]
+    reductions: dict[str, int] = field(default_factory=dict)
+    """Config field -> reduction factor: the field is set to `hidden_size // factor`."""
+
+    def resolve(self, hidden_size: int) -> Optional[dict[str, Any]]:
+        """The PEFT config mapping for a model of `hidden_size` (None for full fine-tuning)."""
+        if self.config is None:
+            return None
+        return {**self.config, **{name: max(1, hidden_size // factor) for name, factor in self.reductions.items()}}
+
+
+NAMED_BASELINES: dict[str, NamedBaseline] = {
+    "lora_r8": NamedBaseline(
+        "LoRA r=8, alpha 8, on the query and value projections (the architecture's default LoRA targets)",
+        {"lora_rank": 8, "lora_alpha": 8.0},
+    ),
+    "serial_adapter": NamedBaseline(
+        "serial bottleneck adapter after the FFN, reduction factor 16 (AdapterHub seq_bn)",
+        {}, reductions={"serial_adapter_size": 16},
+    ),
+    "parallel_adapter": NamedBaseline(
+        "parallel adapter beside the FFN, AdapterHub par_bn defaults: reduction factor 2, scaling 4",
+        {"parallel_adapter_scaling": 4.0}, reductions={"parallel_adapter_size": 2},
+    ),
+    "prefix": NamedBaseline("prefix tuning, 10 tokens per layer", {"prefix_length": 10}),
+    "unipelt": NamedBaseline(
+        "UniPELT with the paper's defaults (gated serial adapter r.f. 16, prefix 10, LoRA r=8 on q,v)",
+        {"peft_type": "UNIPELT"},
+    ),
+    "full_finetuning": NamedBaseline("full fine-tuning, no PEFT config, at `learning_rates.full`", None),
+}
+"""Baseline name -> definition (the names a recipe's `baselines:` list may use)."""
+
+
+@dataclass
+class Baselines:
+    """The recipe's baselines resolved for one model: name -> PEFT config mapping (`to_dict()` form; None = full)."""
+
+    configs: dict[str, Optional[dict[str, Any]]]
+    space: Any
+
+    def analytic_parameters(self, config: Optional[dict[str, Any]]) -> Optional[int]:
+        """The parameter count of a baseline, known before training: the analytic PET count of our methods, every
+        backbone parameter for full fine-tuning (head excluded, as the runner counts); None (use the runner's count)
+        for peft's own methods."""
+        if config is None:
+            return backbone_parameter_count(self.space.model_config)
+        if config.get("peft_type") not in ("MIXED_PET", "UNIPELT"):
+            return None
+        from ..front import load_point_config as config_from_dict
+        from ..tuners.plan import count_trainable_parameters
+
+        return count_trainable_parameters(config_from_dict(config), self.space.model_config)
+
+
+def backbone_parameter_count(model_config: Any) -> int:
+    """Parameters of the model without a task head, counted on the meta device (no memory, no weights read)."""
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(model_config)
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def baseline_configs(specs: list[Any], space: Any) -> Baselines:
+    """Build every baseline's PEFT config now (before any training); `RecipeError` naming the bad entry."""
+    from ..front import config_to_dict, load_point_config as config_from_dict
+    from .schema import RecipeError
+
+    configs: dict[str, Optional[dict[str, Any]]] = {}
+    for i, spec in enumerate(specs):
+        field_name = "preset" if spec.preset is not None else "config"
+        mapping = NAMED_BASELINES[spec.preset].resolve(space.dims.hidden_size) if spec.preset else spec.config
+        if mapping is None:
+            configs[spec.name] = None
+            continue
+        try:
+            config = config_from_dict({"peft_type": "MIXED_PET", "task_type": space.task_type, **mapping})
+        except (TypeError, ValueError, KeyError) as error:
+            raise RecipeError(f"recipe field `baselines[{i}].{field_name}`: {error}") from None
+        configs[spec.name] = config_to_dict(config)
+    return Baselines(configs, space)

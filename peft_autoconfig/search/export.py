@@ -1,0 +1,123 @@
+"""The export phase: `front.json` (through `pareto.write_front`), the front's config folders and `pareto.png`.
+
+Each front point and baseline carries `selection` (the metric the search selected on: split, value, standard
+error, n) and, after a final stage, `report` (the final runs on the report split: mean, sd and standard error over
+the seeds).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..front import load_point_config as config_from_dict
+from .pareto import default_reference_point, hypervolume, objective_label, write_front
+from .recipe import Recipe, hub_id
+from .space import SearchSpace
+from .trial import TrialRecord, standard_error
+
+
+def selection(record: TrialRecord) -> dict[str, Any]:
+    return {"split": record.eval_split, "metric": record.metric_name, "value": record.metric,
+            "standard_error": record.standard_error, "n": record.n_eval}
+
+
+def report(records: list[TrialRecord], split: str, metric_name: str) -> Optional[dict[str, Any]]:
+    """Mean, sd (ddof 1) and standard error of the final runs that succeeded; None when none did.
+
+    The standard error is the binomial one of the mean accuracy on the `n` report examples (the seeds share the
+    test set); for other metrics the seeds' standard error `sd / sqrt(k)` (None with one seed).
+    """
+    ok = [r for r in records if r.ok]
+    if not ok:
+        return None
+    values = [float(r.metric) for r in ok]
+    mean = float(np.mean(values))
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    n = ok[0].n_eval
+    se = standard_error(metric_name, mean, n) if metric_name == "accuracy" else (
+        sd / math.sqrt(len(values)) if len(values) > 1 else None
+    )
+    return {"split": split, "metric": metric_name, "mean": mean, "sd": sd, "standard_error": se, "n": n,
+            "seeds": [r.seed for r in ok]}
+
+
+def export_front(
+    out_dir: Path,
+    recipe: Recipe,
+    space: SearchSpace,
+    model_path: str,
+    *,
+    front: list[TrialRecord],
+    baselines: list[TrialRecord],
+    finals: dict[str, list[TrialRecord]],
+    trials: list[TrialRecord],
+    last_level: list[TrialRecord],
+    wall_time: float,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Write the outputs; returns the `front.json` document and the point dicts given to `write_front`."""
+    from .plot import plot_front
+
+    objectives = list(recipe.objectives)
+    ok_trials = [r for r in trials if r.ok and r.kind != "final"]
+    F_all = np.array([r.F for r in ok_trials]) if ok_trials else np.zeros((0, len(objectives)))
+    ref = recipe.reference_point or default_reference_point(objectives, space.max_cost(), F_all)
+    if not front:
+        warnings.warn("No successful trial at the final fidelity: the front is empty (see journal.jsonl errors).")
+    metric_name = next((r.metric_name for r in ok_trials), "metric")
+    report_split = recipe.evaluation.report_split
+
+    def with_protocol(record: TrialRecord, final_name: str) -> dict[str, Any]:
+        final_report = report(finals[final_name], report_split, metric_name) if final_name in finals else None
+        return {**record.to_dict(), "selection": selection(record), "report": final_report}
+
+    points = [with_protocol(r, f"trial:{r.trial_id}") for r in front]
+    searched = [r for r in trials if r.kind != "final"]
+    full_runs = [r.wall_time_s for r in last_level]
+    search_time = sum(r.wall_time_s for r in searched)
+    header = {
+        "model": hub_id(recipe.model),
+        "model_path": model_path,
+        "task": recipe.task_name,
+        "metric": metric_name,
+        "objectives": [
+            {"name": objective_label(n, metric_name), "direction": "max" if n == "metric" else "min"} for n in objectives
+        ],
+        "reference_point": [float(v) for v in ref],
+        "hypervolume": hypervolume(np.array([r.F for r in front]) if front else np.zeros((0, 2)), ref),
+        "search": {
+            "algorithm": recipe.algorithm.name,
+            "n_trials": len(searched),
+            "n_failed": sum(not r.ok for r in searched),
+            "seed": recipe.seed,
+            "wall_time_s": wall_time,
+            "trials_time_s": search_time,
+            "final_time_s": sum(r.wall_time_s for r in trials if r.kind == "final"),
+            "cost_full_runs": search_time / float(np.mean(full_runs)) if full_runs else None,
+            "fidelity_levels": recipe.fidelity_levels,
+            "eta": recipe.fidelity.eta,
+            "evaluation": recipe.evaluation.model_dump(mode="json"),
+            "final": recipe.final.model_dump(mode="json") if recipe.final is not None else None,
+            "space": space.describe(),
+            "recipe": recipe.raw,
+        },
+    }
+    configs = [config_from_dict(r.config) for r in front]
+    for config in configs:
+        config.base_model_name_or_path = hub_id(recipe.model)
+    baseline_docs = [
+        {"name": r.name, "metric": r.metric, "trainable_parameters": r.trainable_parameters, "trial_id": r.trial_id,
+         "selection": selection(r), "report": with_protocol(r, r.name)["report"]}
+        for r in baselines
+    ]
+    document = write_front(out_dir, points, configs=configs, header=header, baselines=baseline_docs)
+    plot_front(
+        out_dir / "pareto.png", [r.to_dict() for r in searched], document["points"], baseline_docs,
+        metric_name=metric_name,
+        title=f"{Path(str(header['model'])).name} on {header['task']}: {len(searched)} trials, HV {header['hypervolume']:.4g}",
+    )
+    return document, points

@@ -1,0 +1,88 @@
+"""The protocol around the search: honest splits with standard errors, the final stage (journaled, resumable, and
+re-run alone when only `final:` changes), named baselines, and `--retry-failed`."""
+
+from __future__ import annotations
+
+import yaml
+import pytest
+from test_search_fakes import write_recipe
+
+from peft_autoconfig.cli import main
+from peft_autoconfig.search import JournalMismatchError, load_recipe, read_journal, run_search
+
+
+def calls(log) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_final_stage_reuses_the_search_when_only_final_changes(tmp_path, tiny_bert_dir, synthetic_task_dir, monkeypatch):
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("SEARCH_CALL_LOG", str(log))
+    monkeypatch.setenv("SEARCH_FAKE_SLEEP", "0")
+    path = write_recipe(
+        tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:logged_slow_evaluate",
+        evaluation={"selection_split": "validation", "report_split": "test", "eval_subset": 32},
+        final={"train_subset": 128, "num_epochs": 1, "seeds": [0, 1]},
+        baselines=["lora_r8", "full_finetuning"],
+    )
+    out = tmp_path / "out"
+    result = run_search(load_recipe(path), out, progress=False)
+    search_calls = [k for k in calls(log) if not k.startswith("final:")]
+    n_front = len(result.front)
+    assert len(search_calls) == 8 + 4 + 2  # search, promotion, baselines
+    assert len(calls(log)) - len(search_calls) == (n_front + 2) * 2  # every front point and baseline, per seed
+
+    finals = [t for t in read_journal(out / "journal.jsonl") if t["kind"] == "final"]
+    assert {t["eval_split"] for t in finals} == {"test"} and {t["seed"] for t in finals} == {0, 1}
+    assert {t["fidelity"]["train_subset"] for t in finals} == {128} and all(t["level"] == -1 for t in finals)
+    full = [t for t in finals if t["name"] == "full_finetuning"]
+    assert len(full) == 2 and all(t["config"] is None for t in full)
+    for point in result.front:
+        assert point["selection"]["split"] == "validation" and point["selection"]["n"] == 200
+        assert point["selection"]["standard_error"] == pytest.approx(
+            (point["metric"] * (1 - point["metric"]) / 200) ** 0.5)
+        report = point["report"]
+        assert report["split"] == "test" and report["seeds"] == [0, 1] and report["n"] == 200
+        assert set(report) == {"split", "metric", "mean", "sd", "standard_error", "n", "seeds"}
+    assert {b["name"] for b in result.document["baselines"]} == {"lora_r8", "full_finetuning"}
+
+    # more seeds: only the new seed's final runs; no search trial again, same --out
+    data = yaml.safe_load(path.read_text())
+    data["final"]["seeds"] = [0, 1, 2]
+    path.write_text(yaml.safe_dump(data))
+    before = len(calls(log))
+    again = run_search(load_recipe(path), out, progress=False)
+    new = calls(log)[before:]
+    assert len(new) == n_front + 2 and all(k.startswith("final:") and k.endswith("seed=2") for k in new)
+    assert [p["report"]["seeds"] for p in again.front] == [[0, 1, 2]] * n_front
+
+    # a change to the search part is refused, not mixed in
+    data["algorithm"]["n_trials"] = 9
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(JournalMismatchError, match="different recipe"):
+        run_search(load_recipe(path), out, progress=False)
+
+
+def test_retry_failed_reruns_failed_trials_only_when_asked(tmp_path, tiny_bert_dir, synthetic_task_dir, monkeypatch, capsys):
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("SEARCH_CALL_LOG", str(log))
+    monkeypatch.setenv("SEARCH_FAKE_SLEEP", "0")
+    monkeypatch.setenv("SEARCH_FLAKY_MARK", str(tmp_path / "failed-once"))
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:flaky_evaluate")
+    out = tmp_path / "out"
+    assert main(["search", str(path), "--out", str(out), "--no-progress"]) == 0
+    failed = [t for t in read_journal(out / "journal.jsonl") if t["status"] == "failed"]
+    assert len(failed) == 1 and "simulated transient failure" in failed[0]["error"]
+
+    before = len(calls(log))
+    assert main(["search", str(path), "--out", str(out), "--no-progress"]) == 0  # plain resume: the failure is kept
+    assert len(calls(log)) == before
+    assert [t["key"] for t in read_journal(out / "journal.jsonl") if t["status"] == "failed"] == [failed[0]["key"]]
+
+    assert main(["search", str(path), "--out", str(out), "--no-progress", "--retry-failed"]) == 0
+    assert failed[0]["key"] in calls(log)[before:]
+    trials = read_journal(out / "journal.jsonl")
+    retried = next(t for t in trials if t["key"] == failed[0]["key"])
+    assert retried["status"] == "ok" and retried["trial_id"] == failed[0]["trial_id"]
+    assert not [t for t in trials if t["status"] == "failed"]
+    capsys.readouterr()
