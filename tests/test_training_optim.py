@@ -71,7 +71,7 @@ def test_mixed_config_gets_one_group_per_block_with_default_and_overridden_rates
     head = {id(p) for p in model.base_model.model.classifier.parameters() if p.requires_grad}
     assert {id(p) for p in by_name["head"]["params"]} == head
     overridden = groups_by_name(pet_parameter_groups(model, {"prefix": 0.3, "head": 2e-4}))
-    assert (overridden["prefix"]["lr"], overridden["head"]["lr"], overridden["lora"]["lr"]) == (0.3, 2e-4, 1e-3)
+    assert (overridden["prefix"]["lr"], overridden["head"]["lr"], overridden["lora"]["lr"]) == (0.3, 2e-4, DEFAULT_LEARNING_RATES["lora"])
 
 
 def test_unipelt_gates_get_their_own_group(make_tiny_model):

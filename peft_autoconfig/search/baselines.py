@@ -18,12 +18,17 @@ class NamedBaseline:
     config: Optional[dict[str, Any]]
     reductions: dict[str, int] = field(default_factory=dict)
     """Config field -> reduction factor: the field is set to `hidden_size // factor`."""
+    pfeiffer: bool = False
+    """Place the serial adapter as AdapterHub's `seq_bn` does (Pfeiffer, on the output LayerNorm) on families that
+    have a post-LayerNorm feed-forward block; Houlsby placement elsewhere (pre-LN decoders)."""
 
-    def resolve(self, hidden_size: int) -> Optional[dict[str, Any]]:
+    def resolve(self, hidden_size: int, has_post_ln: bool = False) -> Optional[dict[str, Any]]:
         """The PEFT config mapping for a model of `hidden_size` (None for full fine-tuning)."""
         if self.config is None:
             return None
-        return {**self.config, **{name: max(1, hidden_size // factor) for name, factor in self.reductions.items()}}
+        placement = {"serial_adapter_placement": "pfeiffer"} if self.pfeiffer and has_post_ln else {}
+        sizes = {name: max(1, hidden_size // factor) for name, factor in self.reductions.items()}
+        return {**self.config, **sizes, **placement}
 
 
 NAMED_BASELINES: dict[str, NamedBaseline] = {
@@ -33,7 +38,7 @@ NAMED_BASELINES: dict[str, NamedBaseline] = {
     ),
     "serial_adapter": NamedBaseline(
         "serial bottleneck adapter after the FFN, reduction factor 16 (AdapterHub seq_bn)",
-        {}, reductions={"serial_adapter_size": 16},
+        {}, reductions={"serial_adapter_size": 16}, pfeiffer=True,
     ),
     "parallel_adapter": NamedBaseline(
         "parallel adapter beside the FFN, AdapterHub par_bn defaults: reduction factor 2, scaling 4",
@@ -42,7 +47,7 @@ NAMED_BASELINES: dict[str, NamedBaseline] = {
     "prefix": NamedBaseline("prefix tuning, 10 tokens per layer", {"prefix_length": 10}),
     "unipelt": NamedBaseline(
         "UniPELT with the paper's defaults (gated serial adapter r.f. 16, prefix 10, LoRA r=8 on q,v)",
-        {"peft_type": "UNIPELT"},
+        {"peft_type": "UNIPELT"}, pfeiffer=True,
     ),
     "full_finetuning": NamedBaseline("full fine-tuning, no PEFT config, at `learning_rates.full`", None),
 }
@@ -88,7 +93,8 @@ def baseline_configs(specs: list[Any], space: Any) -> Baselines:
     configs: dict[str, Optional[dict[str, Any]]] = {}
     for i, spec in enumerate(specs):
         field_name = "preset" if spec.preset is not None else "config"
-        mapping = NAMED_BASELINES[spec.preset].resolve(space.dims.hidden_size) if spec.preset else spec.config
+        mapping = NAMED_BASELINES[spec.preset].resolve(space.dims.hidden_size, space.arch.ffn_output_norm is not None)
+        if spec.preset else spec.config
         if mapping is None:
             configs[spec.name] = None
             continue
