@@ -93,8 +93,8 @@ def baseline_configs(specs: list[Any], space: Any) -> Baselines:
     configs: dict[str, Optional[dict[str, Any]]] = {}
     for i, spec in enumerate(specs):
         field_name = "preset" if spec.preset is not None else "config"
-        mapping = NAMED_BASELINES[spec.preset].resolve(space.dims.hidden_size, space.arch.ffn_output_norm is not None)
-        if spec.preset else spec.config
+        post_ln = space.arch.ffn_output_norm is not None
+        mapping = NAMED_BASELINES[spec.preset].resolve(space.dims.hidden_size, post_ln) if spec.preset else spec.config
         if mapping is None:
             configs[spec.name] = None
             continue
