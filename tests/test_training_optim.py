@@ -209,8 +209,10 @@ def test_model_init_trainer_builds_the_groups_from_optimizer_cls_and_kwargs(make
                       optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs({"prefix": 0.02}, weight_decay=0.01))
     trainer.train()
     rates = {group["name"]: group["initial_lr"] for group in trainer.optimizer.param_groups}
-    assert rates == {"lora": 1e-3, "serial_adapter": 1e-3, "serial_adapter.no_decay": 1e-3,  # LoRA has no bias
-                     "parallel_adapter": 1e-3, "parallel_adapter.no_decay": 1e-3, "prefix": 0.02, "head": 1e-3,
-                     "head.no_decay": 1e-3}
+    rate = DEFAULT_LEARNING_RATES
+    assert rates == {"lora": rate["lora"], "serial_adapter": rate["serial_adapter"],  # LoRA has no bias
+                     "serial_adapter.no_decay": rate["serial_adapter"], "parallel_adapter": rate["parallel_adapter"],
+                     "parallel_adapter.no_decay": rate["parallel_adapter"], "prefix": 0.02, "head": rate["head"],
+                     "head.no_decay": rate["head"]}
     with pytest.raises(ValueError, match=r"`learning_rates.gate` must be > 0"):
         pet_optimizer_cls_and_kwargs({"gate": 0})
