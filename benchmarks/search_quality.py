@@ -1,275 +1,226 @@
-"""Search quality on a real task: NSGA-II vs random search (same budget, several seeds) vs hand-designed configs.
+"""Search quality under the project's protocol: the searched front against hand-designed baselines at the user's
+real budget, NSGA-II against random search, the low fidelity's ranking and the search's cost.
 
-    python benchmarks/search_quality.py --out runs/bench_search            # MiniLM on Rotten Tomatoes
-    python benchmarks/search_quality.py --smoke --out /tmp/bench           # tiny model + synthetic task (tests)
+    python benchmarks/search_quality.py --recipe recipes/rotten_tomatoes.yaml --out runs/bench --workers 2
+    python benchmarks/search_quality.py --recipe recipes/rotten_tomatoes.yaml --out runs/bench \\
+        --algorithms nsga2 random --seeds 0 1 2 --workers 2          # + the algorithm comparison
 
-For each algorithm and seed a full `peft-autoconfig search` runs (low-fidelity trials, then successive-halving
-promotion so the front is measured at the final fidelity, on validation). Every front point and every baseline
-(LoRA r=8 q/v, serial adapter reduction 16, parallel adapter reduction 16, prefix length 10, UniPELT defaults)
-is then trained at the final fidelity with the same seed and scored on the held-out *test* split.
+Every number comes from `peft-autoconfig search` runs of the recipe (one per algorithm and seed, resumable: each has
+its own folder under OUT). The first run (first algorithm, first seed) keeps the recipe's `final:` stage: its front
+points and the recipe's baselines are re-trained at the final budget under one protocol (per-block learning rates,
+same data, same seeds) and reported on the report split, which nothing was selected on. The other runs stop after
+selection (they only feed the hypervolume comparison), so the comparison costs searches, not final stages.
 
-Reported, measured in this one run:
-- hypervolume of each validation front, all against one reference point (accuracy 0.5, 1.1 x the largest
-  configuration of the space; parameters normalised by that largest size);
-- the best test accuracy with at most 0.5% and 0.1% of the base model's parameters trainable;
-- search cost in units of one full-fidelity training run (optimiser steps of every trial, promotions included,
-  divided by the final level's steps; steps rather than seconds, so machine load does not change it);
-- `fronts.png`: every validation front and the baselines.
-Results go to OUT/results.json and OUT/results.md (the tables printed).
+Reported (OUT/results.md and OUT/results.json, printed too):
+- the final table: each front point and baseline, trainable parameters (and % of the backbone), selection value with
+  its standard error, report mean +- standard error; whether a point with <= 0.5 % of the backbone is within one
+  standard error of full fine-tuning, and whether each baseline is matched or beaten by a point with no more
+  parameters;
+- hypervolume of each run's selection front (accuracy gain over 0.5 x share of the backbone's parameters, one
+  reference point for all), mean +- sd per algorithm, and Welch's t-test between the first two algorithms;
+- the search's cost in units of one final-budget run (optimiser steps of every search and promotion trial divided by
+  the steps of one final run; steps, so machine load does not change it), baselines and final stage excluded;
+- Kendall tau between the first and the last fidelity level on every point measured at both.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import sys
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-import peft_autoconfig  # noqa: F401  (registers the methods)
-from peft import PeftConfig
-from peft_autoconfig import MixedPetConfig, UniPELTConfig, count_trainable_parameters
-from peft_autoconfig.search import parse_recipe, run_search
+from peft_autoconfig.front import Front
+from peft_autoconfig.search import parse_recipe, read_journal, run_search
+from peft_autoconfig.search.baselines import backbone_parameter_count
 from peft_autoconfig.search.pareto import hypervolume
-from peft_autoconfig.search.recipe import resolve_model
-from peft_autoconfig.training.runner import RunConfig, run
 
 
-def base_recipe(smoke: bool, data_dir: str | None) -> dict[str, Any]:
-    """The search settings shared by every algorithm and seed."""
-    if smoke:
-        return {
-            "model": data_dir + "/model",
-            "task": data_dir + "/task",  # a folder of train/validation/test csv files (columns sentence,label)
-            "objectives": ["metric", "trainable_parameters"],
-            "algorithm": {"name": "nsga2", "n_trials": 4, "pop_size": 2},
-            "space": {"modules": ["serial_adapter", "parallel_adapter", "prefix"],
-                      "sizes": {"serial_adapter": [0, 2, 8], "parallel_adapter": [0, 2, 8], "prefix": [0, 2]}},
-            "training": {"learning_rate": 1.0e-2, "batch_size": 8, "max_length": 16},
-            "fidelity": {"levels": [{"train_subset": 64, "max_steps": 2}, {"train_subset": 128, "max_steps": 4}],
-                         "eta": 2},
-        }
-    return {
-        "model": "minilm",
-        "task": "rotten_tomatoes",
-        "objectives": ["metric", "trainable_parameters"],
-        "algorithm": {"name": "nsga2", "n_trials": 12, "pop_size": 6},
-        "space": {"modules": ["serial_adapter", "parallel_adapter", "prefix"],
-                  "sizes": {"serial_adapter": [0, 3, 6, 12, 24, 48, 96, 192],
-                            "parallel_adapter": [0, 3, 6, 12, 24, 48, 96, 192],
-                            "prefix": [0, 2, 4, 8, 16, 32]}},
-        "training": {"learning_rate": 1.0e-2, "batch_size": 16, "max_length": 32, "eval_subset": 400},
-        "fidelity": {"levels": [{"train_subset": 1280, "max_steps": 80}, {"train_subset": 3840, "max_steps": 240}],
-                     "eta": 3},
-    }
+def run_recipes(raw: dict[str, Any], algorithms: list[str], seeds: list[int]) -> list[tuple[str, int, dict]]:
+    """(algorithm, seed, recipe mapping) per run; only the first keeps `final:` and `baselines:`."""
+    runs = []
+    for i, (algorithm, seed) in enumerate((a, s) for a in algorithms for s in seeds):
+        recipe = copy.deepcopy(raw)
+        recipe.setdefault("algorithm", {})["name"] = algorithm
+        recipe["seed"] = seed
+        if i > 0:
+            recipe.pop("final", None)
+            recipe["baselines"] = []
+        runs.append((algorithm, seed, recipe))
+    return runs
 
 
-def baselines(hidden_size: int) -> dict[str, PeftConfig]:
-    reduced = max(1, hidden_size // 16)
-    return {
-        "LoRA r=8 q,v": MixedPetConfig(lora_rank=8, task_type="SEQ_CLS"),
-        f"serial adapter ({reduced})": MixedPetConfig(serial_adapter_size=reduced, task_type="SEQ_CLS"),
-        f"parallel adapter ({reduced})": MixedPetConfig(parallel_adapter_size=reduced, task_type="SEQ_CLS"),
-        "prefix (10)": MixedPetConfig(prefix_length=10, task_type="SEQ_CLS"),
-        "UniPELT (defaults)": UniPELTConfig(task_type="SEQ_CLS"),
-    }
+def steps_of(fidelity: dict[str, Any], batch_size: int, train_size: int) -> float:
+    """Optimiser steps of one run at `fidelity` (a fidelity level or the final budget)."""
+    if fidelity.get("max_steps") not in (None, -1):
+        return float(fidelity["max_steps"])
+    examples = min(fidelity.get("train_subset") or train_size, train_size)
+    return math.ceil(examples / batch_size) * float(fidelity.get("num_epochs") or 1.0)
 
 
-def train_final(recipe: dict, model_path: str, config: PeftConfig, split: str, seed: int) -> dict[str, Any]:
-    """Train `config` at the recipe's final fidelity and score it on `split`."""
-    training = dict(recipe["training"])
-    training.update(recipe["fidelity"]["levels"][-1])
-    result = run(RunConfig(model_name_or_path=model_path, task=recipe["task"], peft_config=config, seed=seed,
-                           eval_split=split, save_adapter=False, show_progress=False, **training))
-    return {"metric": float(result.metric_value), "trainable_parameters": int(result.trainable_parameters),
-            "wall_time_s": float(result.wall_time_s)}
+def kendall_tau(trials: list[dict]) -> dict[str, Any]:
+    """Kendall tau between level 0 and the last level over the points measured at both."""
+    from scipy.stats import kendalltau
+
+    levels = sorted({t["level"] for t in trials if t["kind"] in ("search", "promotion")})
+    if len(levels) < 2:
+        return {"tau": None, "p_value": None, "n": 0}
+    by_level = {lv: {json.dumps(t["x"], sort_keys=True): t["metric"] for t in trials
+                     if t["level"] == lv and t["status"] == "ok" and t["x"] is not None} for lv in levels}
+    common = sorted(set(by_level[levels[0]]) & set(by_level[levels[-1]]))
+    if len(common) < 3:
+        return {"tau": None, "p_value": None, "n": len(common)}
+    tau, p = kendalltau([by_level[levels[0]][k] for k in common], [by_level[levels[-1]][k] for k in common])
+    return {"tau": float(tau), "p_value": float(p), "n": len(common)}
 
 
-def normalised_front(points: list[dict], max_parameters: int) -> np.ndarray:
-    return np.array([[-p["metric"], p["trainable_parameters"] / max_parameters] for p in points], dtype=float)
+def normalised_hypervolume(front: Front, backbone: int) -> float:
+    """Accuracy gain over 0.5 times the share of the backbone's parameters left untrained, reference (0.5, 1.0)."""
+    F = np.array([[-p.selection.value, p.trainable_parameters / backbone] for p in front.points if p.selection])
+    return hypervolume(F, np.array([-0.5, 1.0])) if len(F) else 0.0
 
 
-def best_under(entries: list[dict], budget: float) -> tuple[float | None, str | None]:
-    eligible = [e for e in entries if e["trainable_parameters"] <= budget]
-    if not eligible:
-        return None, None
-    best = max(eligible, key=lambda e: e["test_metric"])
-    return best["test_metric"], best["name"]
+def final_rows(front: Front, backbone: int) -> list[dict[str, Any]]:
+    rows = []
+    for point in [*front.points, *front.baselines]:
+        rows.append({
+            "name": point.name, "kind": point.kind, "trainable_parameters": point.trainable_parameters,
+            "percent": 100.0 * point.trainable_parameters / backbone,
+            "selection": point.selection.value if point.selection else None,
+            "selection_se": point.selection.standard_error if point.selection else None,
+            "test": point.report.mean if point.report else None,
+            "test_se": point.report.standard_error if point.report else None,
+            "test_sd": point.report.sd if point.report else None,
+            "seeds": list(point.report.seeds) if point.report else [],
+        })
+    return rows
+
+
+def verdicts(rows: list[dict[str, Any]], budget_percent: float = 0.5) -> list[str]:
+    """The issue's claims, checked on the report split."""
+    points = [r for r in rows if r["kind"] == "search" and r["test"] is not None]
+    lines = []
+    full = next((r for r in rows if r["name"] == "full_finetuning" and r["test"] is not None), None)
+    small = [r for r in points if r["percent"] <= budget_percent]
+    if full and small:
+        best = max(small, key=lambda r: r["test"])
+        gap = full["test"] - best["test"]
+        ok = gap <= (full["test_se"] or 0.0)
+        lines.append(f"best point <= {budget_percent} % ({best['name']}, {best['percent']:.3f} %): test {best['test']:.4f} "
+                     f"vs full fine-tuning {full['test']:.4f} (gap {gap:+.4f}, one SE {full['test_se']:.4f}): "
+                     f"{'within one SE' if ok else 'NOT within one SE'}")
+    for baseline in (r for r in rows if r["kind"] == "baseline" and r["test"] is not None and r["name"] != "full_finetuning"):
+        rivals = [r for r in points if r["trainable_parameters"] <= baseline["trainable_parameters"]]
+        if not rivals:
+            lines.append(f"{baseline['name']}: no front point with <= {baseline['trainable_parameters']:,} parameters")
+            continue
+        best = max(rivals, key=lambda r: r["test"])
+        diff = best["test"] - baseline["test"]
+        word = "beaten" if diff > 0 else ("matched" if -diff <= (baseline["test_se"] or 0.0) else "NOT matched")
+        lines.append(f"{baseline['name']} ({baseline['test']:.4f}, {baseline['trainable_parameters']:,} params): {word} by "
+                     f"{best['name']} ({best['test']:.4f}, {best['trainable_parameters']:,} params, diff {diff:+.4f})")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output folder (searches resume from their journals)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--algorithms", nargs="+", default=["nsga2", "random"])
-    parser.add_argument("--smoke", action="store_true", help="tiny model + synthetic task; needs --data-dir")
-    parser.add_argument("--data-dir", help="smoke mode: folder with model/ and task/{train,validation,test}.csv")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", required=True, help="a search recipe with a `final:` section and baselines")
+    parser.add_argument("--out", required=True, help="output folder (each run resumes from its journal)")
+    parser.add_argument("--algorithms", nargs="+", default=["nsga2"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
+
+    raw = yaml.safe_load(Path(args.recipe).read_text())
+    base = Path(args.recipe).resolve().parent
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    recipe_template = base_recipe(args.smoke, args.data_dir)
-    model_path = resolve_model(recipe_template["model"])
+    start = time.perf_counter()
+    runs = []
+    for algorithm, seed, mapping in run_recipes(raw, args.algorithms, args.seeds):
+        recipe = parse_recipe(mapping, base_dir=base)
+        result = run_search(recipe, out / f"{algorithm}-s{seed}", workers=args.workers, progress=True)
+        runs.append({"algorithm": algorithm, "seed": seed, "recipe": recipe, "dir": result.out_dir})
+
+    primary = runs[0]["recipe"]
     from transformers import AutoConfig
 
-    model_config = AutoConfig.from_pretrained(model_path)
-    base_parameters = _base_model_parameters(model_path)
-    started = time.perf_counter()
+    from peft_autoconfig.search.recipe import resolve_model
+    from peft_autoconfig.training.tasks import load_splits, load_task
 
-    # -- baselines at the final fidelity, scored on validation and test ----------------------------------------------
-    baseline_rows = []
-    for name, config in baselines(model_config.hidden_size).items():
-        validation = train_final(recipe_template, model_path, config, "validation", seed=0)
-        test = train_final(recipe_template, model_path, config, "test", seed=0)
-        assert validation["trainable_parameters"] == count_trainable_parameters(config, model_config)
-        baseline_rows.append({"name": name, "metric": validation["metric"], "test_metric": test["metric"],
-                              "trainable_parameters": validation["trainable_parameters"],
-                              "wall_time_s": validation["wall_time_s"]})
-        print(f"baseline {name}: val {validation['metric']:.4f} test {test['metric']:.4f} "
-              f"params {validation['trainable_parameters']:,}", flush=True)
-    full_run_s = baseline_rows[0]["wall_time_s"]
-    full_run_steps = recipe_template["fidelity"]["levels"][-1]["max_steps"]
+    backbone = backbone_parameter_count(AutoConfig.from_pretrained(resolve_model(primary.model)))
+    train_size = len(load_splits(load_task(primary.task))["train"])
+    batch = primary.training.batch_size or 16
+    final_steps = steps_of(primary.final.budget(), batch, train_size) if primary.final else None
 
-    # -- searches ----------------------------------------------------------------------------------------------------
     searches = []
+    for run in runs:
+        front = Front.load(run["dir"])
+        trials = read_journal(Path(run["dir"]) / "journal.jsonl")
+        searched = [t for t in trials if t["kind"] in ("search", "promotion")]
+        steps = sum(steps_of(t["fidelity"], batch, train_size) for t in searched)
+        searches.append({
+            "algorithm": run["algorithm"], "seed": run["seed"], "hypervolume": normalised_hypervolume(front, backbone),
+            "n_trials": len(searched), "n_failed": sum(t["status"] != "ok" for t in searched), "steps": steps,
+            "cost_final_runs": steps / final_steps if final_steps else None, "kendall": kendall_tau(trials),
+            "front": [{"name": p.name, "trainable_parameters": p.trainable_parameters,
+                       "selection": p.selection.value if p.selection else None} for p in front.points],
+        })
+    summary = []
     for algorithm in args.algorithms:
-        for seed in args.seeds:
-            recipe_dict = json.loads(json.dumps(recipe_template))
-            recipe_dict["algorithm"]["name"] = algorithm
-            recipe_dict["seed"] = seed
-            folder = out / f"{algorithm}_seed{seed}"
-            result = run_search(parse_recipe(recipe_dict, base_dir=out), folder, progress=not args.smoke)
-            document = result.document
-            journal = [json.loads(line) for line in (folder / "journal.jsonl").read_text().splitlines() if line.strip()]
-            trials = [r for r in journal if r.get("type") == "trial"]
-            trial_seconds = sum(r.get("run_wall_time_s") or 0 for r in trials)
-            # cost in optimiser steps, independent of machine load: a trial costs its fidelity's max_steps
-            trial_steps = sum(r["fidelity"]["max_steps"] for r in trials)
-            points = []
-            for point in document["points"]:
-                config = PeftConfig.from_pretrained(folder / point["config_path"])
-                test = train_final(recipe_template, model_path, config, "test", seed=seed)
-                points.append({"name": f"{algorithm}/s{seed}/{point['name']}", "metric": point["metric"],
-                               "test_metric": test["metric"], "trainable_parameters": point["trainable_parameters"]})
-            searches.append({"algorithm": algorithm, "seed": seed, "points": points, "n_trials": len(trials),
-                             "trial_seconds": trial_seconds, "trial_steps": trial_steps})
-            print(f"search {algorithm} seed {seed}: {len(points)} front points, "
-                  f"{document['search']['n_trials']} trials, {trial_seconds:.0f} s of training", flush=True)
+        values = [s["hypervolume"] for s in searches if s["algorithm"] == algorithm]
+        summary.append({"algorithm": algorithm, "hv_mean": float(np.mean(values)),
+                        "hv_sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values)})
+    test = None
+    if len(summary) > 1 and min(s["n"] for s in summary[:2]) > 1:
+        from scipy.stats import ttest_ind
 
-    # -- metrics -----------------------------------------------------------------------------------------------------
-    max_parameters = max(
-        [p["trainable_parameters"] for s in searches for p in s["points"]]
-        + [b["trainable_parameters"] for b in baseline_rows]
-    )
-    reference = [-0.5, 1.1]
-    for search in searches:
-        search["hypervolume"] = hypervolume(normalised_front(search["points"], max_parameters), reference)
-        search["cost_full_runs"] = search["trial_steps"] / full_run_steps
-    baseline_front_hv = hypervolume(normalised_front(baseline_rows, max_parameters), reference)
-    budgets = {"0.5%": 0.005 * base_parameters, "0.1%": 0.001 * base_parameters}
-
-    summary_rows = []
-    for algorithm in args.algorithms:
-        runs = [s for s in searches if s["algorithm"] == algorithm]
-        entries = [p for s in runs for p in s["points"]]
-        hvs = [s["hypervolume"] for s in runs]
-        row = {"method": algorithm, "hv_mean": float(np.mean(hvs)), "hv_std": float(np.std(hvs)),
-               "hv_per_seed": hvs, "cost_full_runs": float(np.mean([s["cost_full_runs"] for s in runs]))}
-        for label, budget in budgets.items():
-            row[f"best_test_{label}"], row[f"best_test_{label}_point"] = best_under(entries, budget)
-            per_seed = [best_under(s["points"], budget)[0] for s in runs]
-            row[f"best_test_{label}_per_seed"] = per_seed
-        summary_rows.append(row)
-    baseline_summary = {"method": "hand-designed baselines", "hv_mean": baseline_front_hv, "hv_std": 0.0,
-                        "hv_per_seed": [baseline_front_hv], "cost_full_runs": float(len(baseline_rows))}
-    for label, budget in budgets.items():
-        baseline_summary[f"best_test_{label}"], baseline_summary[f"best_test_{label}_point"] = best_under(
-            baseline_rows, budget)
-    summary_rows.append(baseline_summary)
-
-    report = format_report(summary_rows, baseline_rows, searches, base_parameters, reference, full_run_s,
-                           time.perf_counter() - started)
-    print(report)
-    (out / "results.md").write_text(report + "\n")
-    results = {"summary": summary_rows, "baselines": baseline_rows, "searches": searches,
-               "base_parameters": base_parameters, "reference_point": reference, "max_parameters": max_parameters,
-               "full_run_s": full_run_s}
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
-    plot_fronts(out / "fronts.png", searches, baseline_rows, base_parameters)
+        a, b = ([s["hypervolume"] for s in searches if s["algorithm"] == name] for name in args.algorithms[:2])
+        statistic, p_value = ttest_ind(a, b, equal_var=False)
+        test = {"welch_t": float(statistic), "p_value": float(p_value)}
+    rows = final_rows(Front.load(runs[0]["dir"]), backbone)
+    results = {"backbone_parameters": backbone, "final_steps": final_steps, "final": rows, "verdicts": verdicts(rows),
+               "searches": searches, "summary": summary, "hv_test": test, "wall_time_s": time.perf_counter() - start}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    text = format_report(results)
+    (out / "results.md").write_text(text)
+    print(text)
     return results
 
 
-def _base_model_parameters(model_path: str) -> int:
-    from transformers import AutoModel
-
-    return sum(p.numel() for p in AutoModel.from_pretrained(model_path).parameters())
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _fmt(value: float | None, point: str | None = None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.4f}" + (f" ({point})" if point else "")
-
-
-def format_report(summary, baselines_rows, searches, base_parameters, reference, full_run_s, wall) -> str:
-    lines = [
-        f"base model parameters: {base_parameters:,}; 0.5% = {0.005 * base_parameters:,.0f}, "
-        f"0.1% = {0.001 * base_parameters:,.0f}",
-        f"hypervolume reference point: accuracy {-reference[0]}, parameters {reference[1]} x largest measured config",
-        f"one full run = one training run at the final fidelity (search cost counts optimiser steps of all trials, "
-        f"including promotions); the LoRA r=8 full run took {full_run_s:.1f} s; benchmark wall time {wall / 60:.1f} min",
-        "",
-        "| method | HV mean ± std (per seed) | search cost (full runs) | best test acc ≤0.5% | best test acc ≤0.1% |",
-        "|---|---|---:|---|---|",
-    ]
-    for row in summary:
-        per_seed = ", ".join(f"{v:.4f}" for v in row["hv_per_seed"])
-        lines.append(
-            f"| {row['method']} | {row['hv_mean']:.4f} ± {row['hv_std']:.4f} ({per_seed}) | {row['cost_full_runs']:.1f} | "
-            f"{_fmt(row['best_test_0.5%'], row['best_test_0.5%_point'])} | "
-            f"{_fmt(row['best_test_0.1%'], row['best_test_0.1%_point'])} |"
-        )
-    lines += ["", "| baseline | trainable params | % of base | val acc | test acc |", "|---|---:|---:|---:|---:|"]
-    for row in baselines_rows:
-        lines.append(f"| {row['name']} | {row['trainable_parameters']:,} | "
-                     f"{100 * row['trainable_parameters'] / base_parameters:.3f}% | {row['metric']:.4f} | "
-                     f"{row['test_metric']:.4f} |")
-    lines += ["", "| search | front point | trainable params | val acc | test acc |", "|---|---|---:|---:|---:|"]
-    for search in searches:
-        for point in search["points"]:
-            lines.append(f"| {search['algorithm']} s{search['seed']} | {point['name']} | "
-                         f"{point['trainable_parameters']:,} | {point['metric']:.4f} | {point['test_metric']:.4f} |")
-    return "\n".join(lines)
-
-
-def plot_fronts(path: Path, searches: list[dict], baseline_rows: list[dict], base_parameters: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    colours = {"nsga2": "tab:blue", "random": "tab:orange"}
-    for search in searches:
-        points = sorted(search["points"], key=lambda p: p["trainable_parameters"])
-        axis.step([100 * p["trainable_parameters"] / base_parameters for p in points], [p["metric"] for p in points],
-                  where="post", marker="o", alpha=0.7, color=colours.get(search["algorithm"], "grey"),
-                  label=f"{search['algorithm']} seed {search['seed']}")
-    for row in baseline_rows:
-        x = 100 * row["trainable_parameters"] / base_parameters
-        axis.scatter([x], [row["metric"]], marker="*", s=140, color="black", zorder=5)
-        axis.annotate(row["name"], (x, row["metric"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    axis.set_xscale("log")
-    axis.set_xlabel("trainable parameters (% of base model, log)")
-    axis.set_ylabel("validation accuracy (final fidelity)")
-    axis.set_title("Search fronts vs hand-designed PEFT configs")
-    axis.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+def format_report(results: dict[str, Any]) -> str:
+    lines = ["## Final stage (report split, never used for selection)", "",
+             "| name | kind | trainable params | % of backbone | selection (val) +- SE | test +- SE | seeds |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for r in results["final"]:
+        lines.append(f"| {r['name']} | {r['kind']} | {r['trainable_parameters']:,} | {r['percent']:.3f} | "
+                     f"{_num(r['selection'])} +- {_num(r['selection_se'])} | {_num(r['test'])} +- {_num(r['test_se'])} | "
+                     f"{','.join(map(str, r['seeds'])) or '-'} |")
+    lines += ["", *[f"- {v}" for v in results["verdicts"]], "", "## Searches", "",
+              "| algorithm | seed | trials | failed | HV (normalised) | cost (final-budget runs) | Kendall tau (n) |",
+              "|---|---:|---:|---:|---:|---:|---|"]
+    for s in results["searches"]:
+        k = s["kendall"]
+        tau = f"{k['tau']:.3f} ({k['n']}, p={k['p_value']:.3f})" if k["tau"] is not None else f"- ({k['n']})"
+        lines.append(f"| {s['algorithm']} | {s['seed']} | {s['n_trials']} | {s['n_failed']} | {s['hypervolume']:.5f} | "
+                     f"{_num(s['cost_final_runs'], 2)} | {tau} |")
+    lines += ["", "| algorithm | HV mean +- sd | runs |", "|---|---:|---:|"]
+    lines += [f"| {s['algorithm']} | {s['hv_mean']:.5f} +- {s['hv_sd']:.5f} | {s['n']} |" for s in results["summary"]]
+    if results["hv_test"]:
+        lines.append(f"\nWelch's t-test on HV: t = {results['hv_test']['welch_t']:.3f}, p = {results['hv_test']['p_value']:.3f}")
+    lines.append(f"\nbenchmark wall time (this invocation): {results['wall_time_s']:.0f} s")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -38,25 +39,43 @@ def test_overhead_smoke_measures_every_method(capsys):
     assert "| ours UniPELT (defaults) |" in out and "target" in out
 
 
-def test_search_quality_smoke_compares_algorithms_and_baselines(tmp_path, tiny_bert_dir, synthetic_task_dir, capsys):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "model").symlink_to(tiny_bert_dir)
-    (data / "task").symlink_to(synthetic_task_dir)
+def test_search_quality_smoke_reports_final_stage_searches_and_cost(tmp_path, tiny_bert_dir, synthetic_task_dir, capsys):
+    import yaml
+
+    recipe = {
+        "model": str(tiny_bert_dir), "task": str(synthetic_task_dir), "seed": 0,
+        "algorithm": {"name": "nsga2", "n_trials": 4, "pop_size": 2},
+        "space": {"modules": ["serial_adapter", "parallel_adapter", "lora"],
+                  "sizes": {"serial_adapter": [0, 2, 8], "parallel_adapter": [0, 2, 8], "lora": [0, 2]}},
+        "training": {"batch_size": 8, "max_length": 16},
+        "fidelity": {"levels": [{"train_subset": 16, "max_steps": 2}, {"train_subset": 32, "max_steps": 4}], "eta": 2},
+        "final": {"train_subset": 32, "num_epochs": 1, "seeds": [0]},
+        "baselines": ["lora_r8", "full_finetuning"],
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
     search_quality = load_script("search_quality")
-    results = search_quality.main(
-        ["--smoke", "--data-dir", str(data), "--out", str(tmp_path / "out"), "--seeds", "0"]
-    )
-    methods = [row["method"] for row in results["summary"]]
-    assert methods == ["nsga2", "random", "hand-designed baselines"]
-    assert len(results["searches"]) == 2 and len(results["baselines"]) == 5
-    for row in results["summary"]:
-        assert 0.0 <= row["hv_mean"] <= 0.5 * 1.1  # normalised: accuracy gain over 0.5 x parameter share
+    argv = ["--recipe", str(path), "--out", str(tmp_path / "out"), "--algorithms", "nsga2", "random", "--seeds", "0"]
+    results = search_quality.main(argv)
+    names = [row["name"] for row in results["final"]]
+    assert names[-2:] == ["lora_r8", "full_finetuning"] and len(names) > 2
+    assert all(row["test"] is not None and 0.0 <= row["test"] <= 1.0 for row in results["final"])
+    assert results["final"][-1]["trainable_parameters"] == results["backbone_parameters"]
+    assert any("full fine-tuning" in v or "lora_r8" in v for v in results["verdicts"])
+    assert [s["algorithm"] for s in results["searches"]] == ["nsga2", "random"]
     for search in results["searches"]:
-        assert search["points"] and all(0.0 <= p["test_metric"] <= 1.0 for p in search["points"])
-        assert search["cost_full_runs"] > 0
-    assert (tmp_path / "out" / "fronts.png").stat().st_size > 0
+        # 4 trials x 2 steps + promoted x 4 steps, over the 4 steps of one final run (32 examples / batch 8)
+        assert search["cost_final_runs"] == search["steps"] / 4 and search["steps"] >= 4 * 2
+        journal = [json.loads(line) for line in
+                   (tmp_path / "out" / f"{search['algorithm']}-s0" / "journal.jsonl").read_text().splitlines()[1:]]
+        promoted = [t for t in journal if t["kind"] == "promotion" and t["status"] == "ok"]
+        assert search["kendall"]["n"] == len(promoted) > 0  # every promoted point was measured at both levels
+    assert (tmp_path / "out" / "random-s0" / "front.json").exists()
+    assert not list((tmp_path / "out" / "random-s0").glob("front/*/adapter_model.safetensors"))
     assert "| nsga2 |" in (tmp_path / "out" / "results.md").read_text()
+    before = len((tmp_path / "out" / "nsga2-s0" / "journal.jsonl").read_text().splitlines())
+    search_quality.main(argv)  # resumed: nothing trained again
+    assert len((tmp_path / "out" / "nsga2-s0" / "journal.jsonl").read_text().splitlines()) == before
 
 
 def test_lr_sweep_smoke_writes_one_row_per_block_and_rate(tmp_path, tiny_bert_dir, synthetic_task_dir, capsys):
