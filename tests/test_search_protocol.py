@@ -29,7 +29,7 @@ def test_final_stage_reuses_the_search_when_only_final_changes(tmp_path, tiny_be
     result = run_search(load_recipe(path), out, progress=False)
     search_calls = [k for k in calls(log) if not k.startswith("final:")]
     n_front = len(result.front)
-    assert len(search_calls) == 8 + 4 + 2  # search, promotion, baselines
+    assert len(search_calls) == 8 + 4  # search, promotion; with a final stage the baselines train only there
     assert len(calls(log)) - len(search_calls) == (n_front + 2) * 2  # every front point and baseline, per seed
 
     finals = [t for t in read_journal(out / "journal.jsonl") if t["kind"] == "final"]
@@ -45,6 +45,9 @@ def test_final_stage_reuses_the_search_when_only_final_changes(tmp_path, tiny_be
         assert report["split"] == "test" and report["seeds"] == [0, 1] and report["n"] == 200
         assert set(report) == {"split", "metric", "mean", "sd", "standard_error", "n", "seeds"}
     assert {b["name"] for b in result.document["baselines"]} == {"lora_r8", "full_finetuning"}
+    for baseline in result.document["baselines"]:
+        assert baseline["selection"] is None and baseline["report"]["split"] == "test"
+        assert baseline["report"]["seeds"] == [0, 1]
 
     # more seeds: only the new seed's final runs; no search trial again, same --out
     data = yaml.safe_load(path.read_text())

@@ -237,7 +237,7 @@ class Search:
         for _ in range(1, len(self.levels)):
             n = promotion_size(n, self.recipe.fidelity.eta)
             total += n
-        return total + len(self.baselines.configs)
+        return total + (len(self.baselines.configs) if self.recipe.final is None else 0)
 
     def run(self) -> SearchResult:
         start = time.perf_counter()
@@ -251,12 +251,14 @@ class Search:
             with open_executor(self.workers, self.scheduler, self.processes) as executor:
                 searched = self._search_phase(executor)
                 last = self._promotion_phase(executor, searched) if len(self.levels) > 1 else _unique_ok(searched)
-                baselines = self._baseline_phase(executor)
+                # with a final stage, baselines are trained there only (same protocol as the front), not at the
+                # last fidelity level too
+                baselines = self._baseline_phase(executor) if self.recipe.final is None else []
                 front = _front(last)
                 finals: dict[str, list[TrialRecord]] = {}
                 if self.recipe.final is not None:
                     configs = {f"trial:{r.trial_id}": r.config for r in front}
-                    configs.update({b.name: b.config for b in baselines})
+                    configs.update(self.baselines.configs)
                     finals = self._final_phase(executor, configs)
         finally:
             if self._bar is not None:

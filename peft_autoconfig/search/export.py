@@ -46,6 +46,10 @@ def report(records: list[TrialRecord], split: str, metric_name: str) -> Optional
             "seeds": [r.seed for r in ok]}
 
 
+def recipe_baseline_names(recipe: Recipe) -> list[str]:
+    return [spec.name for spec in recipe.baselines]
+
+
 def export_front(
     out_dir: Path,
     recipe: Recipe,
@@ -114,6 +118,13 @@ def export_front(
          "selection": selection(r), "report": with_protocol(r, r.name)["report"]}
         for r in baselines
     ]
+    if not baselines:  # with a final stage the baselines are trained only there: no selection value
+        for name in recipe_baseline_names(recipe):
+            runs = [r for r in finals.get(name, []) if r.ok]
+            if runs:
+                baseline_docs.append({"name": name, "metric": None, "trainable_parameters": runs[0].trainable_parameters,
+                                      "trial_id": runs[0].trial_id, "selection": None,
+                                      "report": report(runs, report_split, metric_name)})
     document = write_front(out_dir, points, configs=configs, header=header, baselines=baseline_docs)
     plot_front(
         out_dir / "pareto.png", [r.to_dict() for r in searched], document["points"], baseline_docs,

@@ -109,7 +109,7 @@ def write_front(
     width = max(2, len(str(len(front) - 1)))
 
     def point(record: dict[str, Any], name: str, kind: str, config: dict[str, Any] | None) -> FrontPoint:
-        selection = record.get("selection") or {"split": split, "metric": metric, "value": record["metric"]}
+        selection = record["selection"] if "selection" in record else {"split": split, "metric": metric, "value": record["metric"]}
         return FrontPoint.from_dict({
             **{k: record[k] for k in ("trial_id", "objectives", "fidelity", "x", "metrics", "report") if k in record},
             "name": name, "kind": kind, "trainable_parameters": record["trainable_parameters"], "config": config,

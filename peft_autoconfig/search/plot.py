@@ -43,8 +43,11 @@ def plot_front(
         for p in ordered:
             ax.annotate(p["name"], (p["trainable_parameters"], p["metric"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     for b in baselines or []:
-        ax.scatter([b["trainable_parameters"]], [b["metric"]], s=70, marker="X", color="crimson", zorder=5)
-        ax.annotate(b["name"], (b["trainable_parameters"], b["metric"]), textcoords="offset points", xytext=(4, -10),
+        value = b["metric"] if b.get("metric") is not None else (b.get("report") or {}).get("mean")
+        if value is None:
+            continue
+        ax.scatter([b["trainable_parameters"]], [value], s=70, marker="X", color="crimson", zorder=5)
+        ax.annotate(b["name"], (b["trainable_parameters"], value), textcoords="offset points", xytext=(4, -10),
                     fontsize=7, color="crimson")
     if baselines:
         ax.scatter([], [], s=70, marker="X", color="crimson", label="baselines")
