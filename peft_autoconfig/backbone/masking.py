@@ -17,10 +17,15 @@ from torch import nn
 from .space import Dims, FamilySpec, SubNetwork, family_for
 
 
+def transformers_model(model: nn.Module) -> nn.Module:
+    """The `transformers` model inside a peft model (LoRA on the backbone), else `model` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def block_list(model: nn.Module, family: FamilySpec) -> tuple[nn.Module, str]:
     """(the module holding the list of blocks, the list's attribute name)."""
     *parents, name = family.layers.split(".")
-    holder = model.base_model
+    holder = transformers_model(model).base_model
     for part in parents:
         holder = getattr(holder, part)
     return holder, name
