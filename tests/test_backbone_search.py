@@ -101,3 +101,18 @@ def test_unsupported_family_names_the_field(make_tiny_model, synthetic_task_dir,
     assert main(["prune-model", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     assert "`model.config.model_type` 'gpt2' is not supported" in capsys.readouterr().err
     assert not (tmp_path / "run" / "supernet").exists()
+
+
+def test_lora_supernetwork_is_merged_before_the_search(tiny_bert_dir, synthetic_task_dir, tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_bert_dir, synthetic_task_dir,
+                          supernet={"lora": {"r": 4}}, search={"n_trials": 4, "objectives": ["metric", "parameters"]})
+    out = tmp_path / "run"
+    assert main(["prune-model", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    assert (out / "supernet" / "adapter_config.json").is_file()
+    document = json.loads((out / "front.json").read_text())
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    assert document["unpruned"]["parameters"] == base.num_parameters()  # LoRA merged away
+    for point in document["points"]:
+        small = AutoModelForSequenceClassification.from_pretrained(out / point["path"])
+        assert small.num_parameters() == point["parameters"]
+        assert not any("lora" in name for name in small.state_dict())

@@ -78,14 +78,16 @@ def export_model(model: nn.Module, sub: SubNetwork) -> nn.Module:
     config.intermediate_size = width
     holder, name = block_list(model, family)
     prefix = f"{model.base_model_prefix}.{family.layers}." if model.base_model is not model else f"{family.layers}."
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(prefix)}
     blocks = getattr(holder, name)
     for new_index, (layer, heads, units) in enumerate(zip(sub.layers, sub.heads, sub.units)):
-        block = {k: v.detach().clone() for k, v in blocks[layer].state_dict().items()}
-        units = list(units)
-        block[f"{family.intermediate}.weight"] = _rows(block[f"{family.intermediate}.weight"], units, width)
-        block[f"{family.intermediate}.bias"] = _rows(block[f"{family.intermediate}.bias"], units, width)
-        block[f"{family.ffn_output}.weight"] = _rows(block[f"{family.ffn_output}.weight"].T, units, width).T.contiguous()
+        source, units = blocks[layer].state_dict(), list(units)
+        sliced = {
+            f"{family.intermediate}.weight": _rows(source[f"{family.intermediate}.weight"], units, width),
+            f"{family.intermediate}.bias": _rows(source[f"{family.intermediate}.bias"], units, width),
+            f"{family.ffn_output}.weight": _rows(source[f"{family.ffn_output}.weight"].T, units, width).T.contiguous(),
+        }
+        block = {k: sliced[k] if k in sliced else v.clone() for k, v in source.items()}
         removed = [h for h in range(dims.num_heads) if h not in set(heads)]
         for head in removed:
             columns = slice(head * dims.head_dim, (head + 1) * dims.head_dim)
@@ -94,8 +96,14 @@ def export_model(model: nn.Module, sub: SubNetwork) -> nn.Module:
                 block[f"{projection}.bias"][columns] = 0.0
             block[f"{family.attention_output}.weight"][:, columns] = 0.0
         state.update({f"{prefix}{new_index}.{k}": v for k, v in block.items()})
-    small = type(model)(config)
-    small.load_state_dict(state, strict=True)
+    with torch.device("meta"):  # no random init (seconds for a real model): every weight comes from `state`
+        small = type(model)(config)
+    small.load_state_dict(state, strict=True, assign=True)
+    sources = dict(model.named_buffers())
+    for name, buffer in list(small.named_buffers()):
+        if buffer.is_meta:  # non-persistent buffers (position ids) are not in the state dict
+            owner, _, leaf = name.rpartition(".")
+            small.get_submodule(owner)._buffers[leaf] = sources[name].detach().clone()
     return small.to(next(model.parameters()).device).eval()
 
 
