@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from peft_autoconfig.architectures import UnsupportedModelError
 from peft_autoconfig.backbone import (
@@ -22,7 +22,7 @@ def logits(model) -> torch.Tensor:
         return model(input_ids=INPUTS, attention_mask=ATTENTION).logits
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "llama"])
 @pytest.mark.parametrize("granularity", GRANULARITIES)
 def test_masked_supernetwork_equals_exported_model(family, granularity, make_tiny_model, tmp_path):
     model = make_tiny_model(family)
@@ -36,7 +36,8 @@ def test_masked_supernetwork_equals_exported_model(family, granularity, make_tin
             masked = logits(model)
         path = save_exported(model, sub, tmp_path / f"{granularity}-{i}")
         assert (path / "model.safetensors").is_file()
-        small = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        auto = AutoModelForCausalLM if family == "llama" else AutoModelForSequenceClassification
+        small = auto.from_pretrained(path).eval()
         torch.testing.assert_close(logits(small), masked, atol=1e-5, rtol=0)
         assert small.num_parameters() == exported_parameters(model, sub)
         assert small.config.num_hidden_layers == len(sub.layers)

@@ -27,13 +27,37 @@ class ExportFolderExistsError(FileExistsError, ValueError):
     """The export folder exists (a user error, reported before any training)."""
 
 
-def _block_parameters(model: nn.Module) -> tuple[int, int]:
-    """(parameters outside the blocks, parameters of one block)."""
+def _blocks(model: nn.Module) -> nn.ModuleList:
     holder, name = block_list(model, family_for(model.config))
-    blocks = getattr(holder, name)
-    total = sum(p.numel() for p in model.parameters())
-    per_block = sum(p.numel() for p in blocks[0].parameters())
-    return total - per_block * len(blocks), per_block
+    return getattr(holder, name)
+
+
+def _linear_size(linear: nn.Linear, rows: bool) -> int:
+    """Parameters of one output row (`rows`) or one input column of `linear` (a row has its bias entry)."""
+    if rows:
+        return linear.in_features + (linear.bias is not None)
+    return linear.out_features
+
+
+def unit_parameters(model: nn.Module) -> int:
+    """Parameters of one FFN unit: its rows of every up projection and its column of the down projection."""
+    family, block = family_for(model.config), _blocks(model)[0]
+    ups = sum(_linear_size(block.get_submodule(name), rows=True) for name in family.intermediate)
+    return ups + _linear_size(block.get_submodule(family.ffn_output), rows=False)
+
+
+def zeroed_projections(model: nn.Module) -> tuple[str, ...]:
+    """The projections whose rows of a removed head are zeroed: query (and key/value without grouped-query
+    attention; a key/value head shared by several query heads stays)."""
+    family, dims = family_for(model.config), Dims.from_config(model.config)
+    return (family.query,) if dims.num_key_value_heads != dims.num_heads else (family.query, family.key, family.value)
+
+
+def head_parameters(model: nn.Module) -> int:
+    """Parameters zeroed per removed head: its rows of `zeroed_projections`, its columns of the output projection."""
+    family, block, dims = family_for(model.config), _blocks(model)[0], Dims.from_config(model.config)
+    rows = sum(_linear_size(block.get_submodule(name), rows=True) for name in zeroed_projections(model))
+    return dims.head_dim * (rows + _linear_size(block.get_submodule(family.attention_output), rows=False))
 
 
 def exported_width(sub: SubNetwork) -> int:
@@ -45,18 +69,19 @@ def exported_parameters(model: nn.Module, sub: SubNetwork) -> int:
     """Exact parameter count of `export_model(model, sub)`: the blocks kept at the exported FFN width."""
     dims = Dims.from_config(model.config)
     sub.validate(dims)
-    outside, per_block = _block_parameters(model)
+    blocks = _blocks(model)
+    per_block = sum(p.numel() for p in blocks[0].parameters())
+    outside = sum(p.numel() for p in model.parameters()) - per_block * len(blocks)
     removed_units = dims.intermediate_size - exported_width(sub)
-    return outside + len(sub.layers) * (per_block - removed_units * (2 * dims.hidden_size + 1))
+    return outside + len(sub.layers) * (per_block - removed_units * unit_parameters(model))
 
 
 def effective_parameters(model: nn.Module, sub: SubNetwork) -> int:
     """Parameters the sub-network really uses: `exported_parameters` less zero padding and zeroed heads."""
     dims = Dims.from_config(model.config)
     width = exported_width(sub)
-    padding = sum(width - len(units) for units in sub.units) * (2 * dims.hidden_size + 1)
-    per_head = 4 * dims.head_dim * dims.hidden_size + 3 * dims.head_dim  # q, k, v rows and biases; output columns
-    zeroed = sum(dims.num_heads - len(heads) for heads in sub.heads) * per_head
+    padding = sum(width - len(units) for units in sub.units) * unit_parameters(model)
+    zeroed = sum(dims.num_heads - len(heads) for heads in sub.heads) * head_parameters(model)
     return exported_parameters(model, sub) - padding - zeroed
 
 
@@ -67,44 +92,59 @@ def _rows(tensor: torch.Tensor, index: list[int], width: int) -> torch.Tensor:
     return out
 
 
+def _slice_block(model: nn.Module, layer: int, heads: tuple[int, ...], units: tuple[int, ...], width: int) -> dict:
+    """The state dict of block `layer` with only `units` (zero-padded to `width`) and `heads` (others zeroed)."""
+    family, dims = family_for(model.config), Dims.from_config(model.config)
+    source, units = _blocks(model)[layer].state_dict(), list(units)
+    sliced = {}
+    for name in family.intermediate:
+        for suffix in ("weight", "bias"):
+            if f"{name}.{suffix}" in source:
+                sliced[f"{name}.{suffix}"] = _rows(source[f"{name}.{suffix}"], units, width)
+    sliced[f"{family.ffn_output}.weight"] = _rows(source[f"{family.ffn_output}.weight"].T, units, width).T.contiguous()
+    block = {k: sliced[k] if k in sliced else v.clone() for k, v in source.items()}
+    for head in sorted(set(range(dims.num_heads)) - set(heads)):
+        columns = slice(head * dims.head_dim, (head + 1) * dims.head_dim)
+        for projection in zeroed_projections(model):
+            block[f"{projection}.weight"][columns] = 0.0
+            if f"{projection}.bias" in block:
+                block[f"{projection}.bias"][columns] = 0.0
+        block[f"{family.attention_output}.weight"][:, columns] = 0.0
+    return block
+
+
 def export_model(model: nn.Module, sub: SubNetwork) -> nn.Module:
     """A new model of the same class holding only `sub` (see the module docstring); `model` is not changed."""
     family = family_for(model.config)
-    dims = Dims.from_config(model.config)
-    sub.validate(dims)
+    sub.validate(Dims.from_config(model.config))
     width = exported_width(sub)
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = len(sub.layers)
     config.intermediate_size = width
-    holder, name = block_list(model, family)
     prefix = f"{model.base_model_prefix}.{family.layers}." if model.base_model is not model else f"{family.layers}."
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(prefix)}
-    blocks = getattr(holder, name)
     for new_index, (layer, heads, units) in enumerate(zip(sub.layers, sub.heads, sub.units)):
-        source, units = blocks[layer].state_dict(), list(units)
-        sliced = {
-            f"{family.intermediate}.weight": _rows(source[f"{family.intermediate}.weight"], units, width),
-            f"{family.intermediate}.bias": _rows(source[f"{family.intermediate}.bias"], units, width),
-            f"{family.ffn_output}.weight": _rows(source[f"{family.ffn_output}.weight"].T, units, width).T.contiguous(),
-        }
-        block = {k: sliced[k] if k in sliced else v.clone() for k, v in source.items()}
-        removed = [h for h in range(dims.num_heads) if h not in set(heads)]
-        for head in removed:
-            columns = slice(head * dims.head_dim, (head + 1) * dims.head_dim)
-            for projection in (family.query, family.key, family.value):
-                block[f"{projection}.weight"][columns] = 0.0
-                block[f"{projection}.bias"][columns] = 0.0
-            block[f"{family.attention_output}.weight"][:, columns] = 0.0
-        state.update({f"{prefix}{new_index}.{k}": v for k, v in block.items()})
+        state.update({f"{prefix}{new_index}.{k}": v for k, v in _slice_block(model, layer, heads, units, width).items()})
     with torch.device("meta"):  # no random init (seconds for a real model): every weight comes from `state`
         small = type(model)(config)
     small.load_state_dict(state, strict=True, assign=True)
+    _fill_meta_tensors(small, model)
+    small.tie_weights()
+    return small.to(next(model.parameters()).device).eval()
+
+
+def _fill_meta_tensors(small: nn.Module, model: nn.Module) -> None:
+    """Copy from `model` what the state dict does not hold: non-persistent buffers (position ids, rotary
+    frequencies) and plain tensor attributes (Llama's `original_inv_freq`), which are on the meta device."""
     sources = dict(model.named_buffers())
     for name, buffer in list(small.named_buffers()):
-        if buffer.is_meta:  # non-persistent buffers (position ids) are not in the state dict
+        if buffer.is_meta:
             owner, _, leaf = name.rpartition(".")
             small.get_submodule(owner)._buffers[leaf] = sources[name].detach().clone()
-    return small.to(next(model.parameters()).device).eval()
+    for name, module in small.named_modules():
+        for attribute, value in list(vars(module).items()):
+            if isinstance(value, torch.Tensor) and value.is_meta:
+                setattr(module, attribute, getattr(model.get_submodule(name), attribute).detach().clone())
 
 
 def save_exported(

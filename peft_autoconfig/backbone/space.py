@@ -35,18 +35,22 @@ class FamilySpec:
     value: str
     attention_output: str
     """The projection whose input is the concatenated heads: masking its input columns removes heads."""
-    intermediate: str
-    """The FFN up projection: its output rows are the units."""
+    intermediate: tuple[str, ...]
+    """The FFN up projections (Llama: gate and up): their output rows are the units."""
     ffn_output: str
     """The FFN down projection: its input columns are the units."""
 
 
 _ENCODER = FamilySpec(
     layers="encoder.layer", query="attention.self.query", key="attention.self.key", value="attention.self.value",
-    attention_output="attention.output.dense", intermediate="intermediate.dense", ffn_output="output.dense",
+    attention_output="attention.output.dense", intermediate=("intermediate.dense",), ffn_output="output.dense",
 )
-FAMILIES: dict[str, FamilySpec] = {"bert": _ENCODER, "roberta": _ENCODER}
-"""Supported `config.model_type`s. Llama/GPT-2 decoders are not supported yet (see docs/backbone.md)."""
+_LLAMA = FamilySpec(
+    layers="layers", query="self_attn.q_proj", key="self_attn.k_proj", value="self_attn.v_proj",
+    attention_output="self_attn.o_proj", intermediate=("mlp.gate_proj", "mlp.up_proj"), ffn_output="mlp.down_proj",
+)
+FAMILIES: dict[str, FamilySpec] = {"bert": _ENCODER, "roberta": _ENCODER, "llama": _LLAMA}
+"""Supported `config.model_type`s (GPT-2's fused `c_attn` is not supported yet; see docs/backbone.md)."""
 
 
 def family_for(config: Any) -> FamilySpec:
@@ -66,15 +70,18 @@ class Dims:
     num_heads: int
     intermediate_size: int
     hidden_size: int
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+    head_dim: int
+    num_key_value_heads: int
 
     @classmethod
     def from_config(cls, config: Any) -> "Dims":
         family_for(config)
-        return cls(config.num_hidden_layers, config.num_attention_heads, config.intermediate_size, config.hidden_size)
+        heads = config.num_attention_heads
+        return cls(
+            config.num_hidden_layers, heads, config.intermediate_size, config.hidden_size,
+            getattr(config, "head_dim", None) or config.hidden_size // heads,
+            getattr(config, "num_key_value_heads", None) or heads,
+        )
 
 
 @dataclass(frozen=True)
