@@ -116,3 +116,22 @@ def test_lora_supernetwork_is_merged_before_the_search(tiny_bert_dir, synthetic_
         small = AutoModelForSequenceClassification.from_pretrained(out / point["path"])
         assert small.num_parameters() == point["parameters"]
         assert not any("lora" in name for name in small.state_dict())
+
+
+def test_llama_classifier_end_to_end(synthetic_task_dir, tmp_path):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from conftest import WORDS, write_word_tokenizer
+
+    model_dir = tmp_path / "llama"
+    write_word_tokenizer(model_dir)
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=40, pad_token_id=0, num_labels=2,
+    )).save_pretrained(model_dir)
+    recipe = write_recipe(tmp_path / "r.yaml", model_dir, synthetic_task_dir, search={"n_trials": 4})
+    assert main(["prune-model", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    for point in json.loads((tmp_path / "run" / "front.json").read_text())["points"]:
+        small = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / point["path"])
+        assert small.num_parameters() == point["parameters"] and small.config.model_type == "llama"
