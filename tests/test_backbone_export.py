@@ -104,3 +104,17 @@ def test_export_refuses_existing_folder(make_tiny_model, tmp_path):
     model = make_tiny_model("bert")
     with pytest.raises(FileExistsError, match="exists"):
         save_exported(model, SubNetwork.full(Dims.from_config(model.config)), tmp_path)
+
+
+def test_repair_keeps_a_layer_and_a_head_per_layer(make_tiny_model):
+    dims = Dims.from_config(make_tiny_model("bert").config)
+    layer_space = BackboneSpace(dims, "layer")
+    x = layer_space.repair({f"layer_{i}": False for i in range(3)})
+    assert layer_space.to_subnetwork(x).layers == (0,)
+    large = BackboneSpace(dims, "large", min_heads=2)
+    x = {"n_layers": 2, **{f"head_{i}_{h}": h == 3 for i in range(3) for h in range(4)},
+         **{f"units_{i}": 5 for i in range(3)}}
+    sub = large.to_subnetwork(large.repair(x))
+    assert sub.heads == ((0, 3), (0, 3)) and sub.units == (tuple(range(5)),) * 2
+    assert set(large.variables) == set(x)
+    assert BackboneSpace(dims, "small").smallest() == SubNetwork.uniform(dims, 1, 1, 1)
