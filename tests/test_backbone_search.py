@@ -37,6 +37,7 @@ def test_prune_model_end_to_end_and_show(tiny_bert_dir, synthetic_task_dir, tmp_
     assert main(["prune-model", str(recipe), "--out", str(out), "--no-progress"]) == 0
     document = json.loads((out / "front.json").read_text())
     assert document["points"] and document["unpruned"]["parameters"] > 0
+    assert (out / "pareto.png").stat().st_size > 1000
     supernet = AutoModelForSequenceClassification.from_pretrained(out / "supernet").eval()
     masks = SuperNetwork(supernet)
     inputs = torch.randint(5, 50, (2, 6))

@@ -5,6 +5,7 @@
     out/journal.jsonl      stage 2: one line per scored sub-network (the PET search's journal format)
     out/front.json         the Pareto front, beside the unpruned super-network
     out/front/<name>/      each front sub-network as a plain, smaller model (safetensors + tokenizer)
+    out/pareto.png         metric against exported parameters: scored sub-networks, the front, the unpruned model
 
 Everything that can be checked before training (the model family, the space against the model's sizes, the
 recipe) is checked first.
@@ -182,6 +183,13 @@ def write_front(recipe: PruneRecipe, out: Path, model: Any, tokenizer: Any, aske
                    "n_failed": sum(1 for r in asked if not r.ok), "wall_time_s": wall_time_s},
         "points": points,
     }
+    from ..search.plot import plot_front
+
+    plot_front(out / "pareto.png", [r.to_dict() for r in unique.values()],
+               [{"name": p["name"], "trainable_parameters": p["parameters"], "metric": p["metric"]} for p in points],
+               [{"name": "unpruned", "trainable_parameters": unpruned.trainable_parameters, "metric": unpruned.metric}],
+               metric_name=document["metric"], title=f"prune-model: {recipe.model} ({recipe.space.granularity})",
+               xlabel="parameters of the exported model")
     tmp = out / "front.json.tmp"
     tmp.write_text(json.dumps(document, indent=2) + "\n")
     tmp.replace(out / "front.json")
