@@ -136,3 +136,20 @@ def test_llama_classifier_end_to_end(synthetic_task_dir, tmp_path):
     for point in json.loads((tmp_path / "run" / "front.json").read_text())["points"]:
         small = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / point["path"])
         assert small.num_parameters() == point["parameters"] and small.config.model_type == "llama"
+
+
+def test_retrain_front_models_once(tiny_bert_dir, synthetic_task_dir, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_bert_dir, synthetic_task_dir, retrain={"max_steps": 2},
+                          search={"n_trials": 4, "objectives": ["metric", "parameters"]})
+    out = tmp_path / "run"
+    assert main(["prune-model", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    points = json.loads((out / "front.json").read_text())["points"]
+    stamps = {}
+    for point in points:
+        retrained = out / point["retrained"]["path"]
+        assert 0 <= point["retrained"]["metric"] <= 1
+        assert AutoModelForSequenceClassification.from_pretrained(retrained).num_parameters() == point["parameters"]
+        stamps[retrained] = (retrained / "metrics.json").stat().st_mtime_ns
+    assert main(["prune-model", str(recipe), "--out", str(out), "--no-progress"]) == 0  # resumed: cached
+    assert {path: (path / "metrics.json").stat().st_mtime_ns for path in stamps} == stamps
+    assert "(re-trained: " in capsys.readouterr().out

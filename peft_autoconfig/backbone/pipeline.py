@@ -5,6 +5,7 @@
     out/journal.jsonl      stage 2: one line per scored sub-network (the PET search's journal format)
     out/front.json         the Pareto front, beside the unpruned super-network
     out/front/<name>/      each front sub-network as a plain, smaller model (safetensors + tokenizer)
+    out/retrained/<id>/    optional: each front model after a short full fine-tuning (`retrain:`), cached
     out/pareto.png         metric against exported parameters: scored sub-networks, the front, the unpruned model
 
 Everything that can be checked before training (the model family, the space against the model's sizes, the
@@ -147,13 +148,14 @@ def prune_model(recipe: PruneRecipe, out: str | Path, progress: bool = True) -> 
     asked, _ = search_subnetworks(space, scorer, journal, algorithm=recipe.search.algorithm,
                                   n_trials=recipe.search.n_trials, pop_size=recipe.search.pop_size, seed=recipe.seed,
                                   objectives=objectives, eval_split=split, progress=progress)
-    document = write_front(recipe, out, model, tokenizer, asked, unpruned, time.perf_counter() - start)
+    document = write_front(recipe, out, model, tokenizer, asked, unpruned, time.perf_counter() - start, progress)
     return PruneResult(document, len(asked), len(journal) - n_before)
 
 
 def write_front(recipe: PruneRecipe, out: Path, model: Any, tokenizer: Any, asked: list, unpruned: Any,
-                wall_time_s: float) -> dict[str, Any]:
-    """Export the non-dominated sub-networks to `out/front/<name>/` and write `out/front.json`."""
+                wall_time_s: float, progress: bool) -> dict[str, Any]:
+    """Export the non-dominated sub-networks to `out/front/<name>/` (re-trained if the recipe says so) and write
+    `out/front.json`."""
     objectives = recipe.search.objectives
     unique = {r.key: r for r in asked if r.ok}
     records = sorted(unique.values(), key=lambda r: (r.trainable_parameters, r.trial_id))
@@ -169,6 +171,10 @@ def write_front(recipe: PruneRecipe, out: Path, model: Any, tokenizer: Any, aske
         points.append({"name": name, "trial_id": record.trial_id, "metric": record.metric,
                        "parameters": record.trainable_parameters, "objectives": record.objectives,
                        "subnetwork": record.config, "description": sub.describe(), "path": f"front/{name}"})
+    if recipe.retrain is not None:
+        from .retrain import retrain_front
+
+        retrain_front(recipe, out, points, progress)
     document = {
         "format_version": FRONT_FORMAT_VERSION, "kind": "prune-model", "model": recipe.model, "task": recipe.task,
         "metric": records[0].metric_name if records else unpruned.metric_name,

@@ -94,6 +94,17 @@ class LatencySpec(RecipeModel):
     repeats: PositiveInt = 5
 
 
+class RetrainSpec(RecipeModel):
+    """Optional short full fine-tuning of each exported front model (see `retrain.py`)."""
+
+    where = ("retrain",)
+    learning_rate: Annotated[float, Field(gt=0)] = 5e-5
+    batch_size: PositiveInt = 16
+    num_epochs: Annotated[float, Field(gt=0)] = 1.0
+    max_steps: Optional[PositiveInt] = None
+    train_subset: Optional[PositiveInt] = None
+
+
 class PruneRecipe(RecipeModel):
     """A validated `prune-model` recipe (see `load_prune_recipe` and recipes/prune_minilm.yaml)."""
 
@@ -104,6 +115,7 @@ class PruneRecipe(RecipeModel):
     supernet: SupernetSpec = Field(default_factory=SupernetSpec)
     search: PruneSearchSpec = Field(default_factory=PruneSearchSpec)
     latency: LatencySpec = Field(default_factory=LatencySpec)
+    retrain: Optional[RetrainSpec] = None
 
     @field_validator("task")
     @classmethod

@@ -66,7 +66,8 @@ def format_prune_front(document: dict[str, Any]) -> str:
                      f"{1000 * unpruned['objectives']['latency_s']:.2f}", "(the super-network's full model)"))
     for point in document.get("points", []):
         rows.append((point["name"], f"{point['metric']:.4f}", f"{point['parameters']:,}",
-                     f"{1000 * point['objectives']['latency_s']:.2f}", point["description"]))
+                     f"{1000 * point['objectives']['latency_s']:.2f}", point["description"]
+                     + (f"  (re-trained: {point['retrained']['metric']:.4f})" if "retrained" in point else "")))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for j, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
