@@ -106,7 +106,8 @@ def test_unsupported_family_names_the_field(make_tiny_model, synthetic_task_dir,
 
 def test_lora_supernetwork_is_merged_before_the_search(tiny_bert_dir, synthetic_task_dir, tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", tiny_bert_dir, synthetic_task_dir,
-                          supernet={"lora": {"r": 4}}, search={"n_trials": 4, "objectives": ["metric", "parameters"]})
+                          supernet={"lora": {"r": 4}},
+                          search={"algorithm": "random", "n_trials": 4, "objectives": ["metric", "parameters"]})
     out = tmp_path / "run"
     assert main(["prune-model", str(recipe), "--out", str(out), "--no-progress"]) == 0
     assert (out / "supernet" / "adapter_config.json").is_file()
@@ -153,3 +154,10 @@ def test_retrain_front_models_once(tiny_bert_dir, synthetic_task_dir, tmp_path, 
     assert main(["prune-model", str(recipe), "--out", str(out), "--no-progress"]) == 0  # resumed: cached
     assert {path: (path / "metrics.json").stat().st_mtime_ns for path in stamps} == stamps
     assert "(re-trained: " in capsys.readouterr().out
+
+
+def test_show_and_argument_errors(tmp_path, capsys):
+    assert main(["prune-model", "--show", str(tmp_path)]) == 2
+    assert "front.json does not exist" in capsys.readouterr().err
+    assert main(["prune-model", "recipe.yaml"]) == 2
+    assert "needs RECIPE and `--out DIR`" in capsys.readouterr().err

@@ -1,12 +1,13 @@
 """A sub-network as a physically smaller model that loads with plain `AutoModelFor*.from_pretrained`.
 
 Dropped layers are removed (`num_hidden_layers`) and FFN units are sliced out of the up and down projections
-(`intermediate_size`). A plain BERT/RoBERTa config has one `intermediate_size` for every layer, so layers that
-keep fewer units than the widest kept layer are padded with zero units (zero weights and bias in, zero weights
-out: they add exactly nothing). Transformers 5 removed head pruning (`prune_heads`, `config.pruned_heads`) and
-ties the head size to `hidden_size / num_attention_heads`, so removed heads of an encoder are zeroed (their
-query/key/value rows and output columns), not sliced: exact, but they still count as parameters.
-`exported_parameters` is the exact parameter count of the exported model, computed without building it.
+(`intermediate_size`). A plain config has one `intermediate_size` for every layer, so layers that keep fewer
+units than the widest kept layer are padded with zero units (zero weights and bias in, zero weights out: they add
+exactly nothing). Transformers 5 removed head pruning (`prune_heads`, `config.pruned_heads`), and a config has one
+head count for every layer (an encoder's head size is even tied to `hidden_size / num_attention_heads`), so removed
+heads are zeroed (query rows, key/value rows unless grouped-query attention shares them, output columns), not
+sliced: exact, but they still count as parameters. `exported_parameters` is the exact parameter count of the
+exported model, computed without building it; `effective_parameters` leaves out the padding and zeroed heads.
 """
 
 from __future__ import annotations
