@@ -118,3 +118,20 @@ def test_repair_keeps_a_layer_and_a_head_per_layer(make_tiny_model):
     assert sub.heads == ((0, 3), (0, 3)) and sub.units == (tuple(range(5)),) * 2
     assert set(large.variables) == set(x)
     assert BackboneSpace(dims, "small").smallest() == SubNetwork.uniform(dims, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "heads, sliced",
+    [(((0, 1), (2, 3)), True), (((0, 1, 2, 3), (0, 1, 2, 3)), True), (((0, 2), (0, 1)), False), (((0,), (0, 1)), False)],
+)
+def test_llama_heads_are_sliced_when_whole_groups_are_kept(heads, sliced, make_tiny_model, tmp_path):
+    model = make_tiny_model("llama")  # 4 query heads reading 2 key/value heads
+    sub = SubNetwork((0, 2), heads, ((0, 1, 2), (5, 6, 7, 8)))
+    with SuperNetwork(model).use(sub):
+        masked = logits(model)
+    small = AutoModelForCausalLM.from_pretrained(save_exported(model, sub, tmp_path / "small")).eval()
+    torch.testing.assert_close(logits(small), masked, atol=1e-5, rtol=0)
+    assert small.num_parameters() == exported_parameters(model, sub)
+    assert small.config.num_attention_heads == (len(heads[0]) if sliced else 4)
+    padding = 3 * 32  # layer 0's one padded unit: its gate and up rows and down column
+    assert (exported_parameters(model, sub) - effective_parameters(model, sub) == padding) == sliced

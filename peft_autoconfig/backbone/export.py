@@ -61,6 +61,30 @@ def head_parameters(model: nn.Module) -> int:
     return dims.head_dim * (rows + _linear_size(block.get_submodule(family.attention_output), rows=False))
 
 
+def sliced_heads(model: nn.Module, sub: SubNetwork) -> bool:
+    """Whether `export_model` slices removed heads out (else it zeroes them): the config has `head_dim`, every kept
+    layer keeps as many heads, and with grouped-query attention only whole key/value groups are kept."""
+    family, dims = family_for(model.config), Dims.from_config(model.config)
+    if not family.head_dim_in_config or len({len(heads) for heads in sub.heads}) != 1:
+        return False
+    group = dims.num_heads // dims.num_key_value_heads
+    return all(len(heads) == group * len(_groups(heads, group)) for heads in sub.heads)
+
+
+def _groups(heads: tuple[int, ...], group: int) -> list[int]:
+    """The key/value heads that the query `heads` read (`group` query heads per key/value head)."""
+    return sorted({head // group for head in heads})
+
+
+def _head_sizes(model: nn.Module) -> tuple[int, int]:
+    """(parameters of one query head: query rows and output columns, of one key/value head: key and value rows)."""
+    family, block, dims = family_for(model.config), _blocks(model)[0], Dims.from_config(model.config)
+    query = _linear_size(block.get_submodule(family.query), rows=True)
+    output = _linear_size(block.get_submodule(family.attention_output), rows=False)
+    key_value = sum(_linear_size(block.get_submodule(name), rows=True) for name in (family.key, family.value))
+    return dims.head_dim * (query + output), dims.head_dim * key_value
+
+
 def exported_width(sub: SubNetwork) -> int:
     """The exported `intermediate_size`: the widest kept layer's units (narrower layers are zero-padded)."""
     return max(len(units) for units in sub.units)
@@ -73,8 +97,13 @@ def exported_parameters(model: nn.Module, sub: SubNetwork) -> int:
     blocks = _blocks(model)
     per_block = sum(p.numel() for p in blocks[0].parameters())
     outside = sum(p.numel() for p in model.parameters()) - per_block * len(blocks)
-    removed_units = dims.intermediate_size - exported_width(sub)
-    return outside + len(sub.layers) * (per_block - removed_units * unit_parameters(model))
+    removed = (dims.intermediate_size - exported_width(sub)) * unit_parameters(model)
+    if sliced_heads(model, sub):
+        kept = len(sub.heads[0])
+        query_head, key_value_head = _head_sizes(model)
+        group = dims.num_heads // dims.num_key_value_heads
+        removed += (dims.num_heads - kept) * query_head + (dims.num_key_value_heads - kept // group) * key_value_head
+    return outside + len(sub.layers) * (per_block - removed)
 
 
 def effective_parameters(model: nn.Module, sub: SubNetwork) -> int:
@@ -82,7 +111,7 @@ def effective_parameters(model: nn.Module, sub: SubNetwork) -> int:
     dims = Dims.from_config(model.config)
     width = exported_width(sub)
     padding = sum(width - len(units) for units in sub.units) * unit_parameters(model)
-    zeroed = sum(dims.num_heads - len(heads) for heads in sub.heads) * head_parameters(model)
+    zeroed = 0 if sliced_heads(model, sub) else sum(dims.num_heads - len(h) for h in sub.heads) * head_parameters(model)
     return exported_parameters(model, sub) - padding - zeroed
 
 
@@ -93,8 +122,28 @@ def _rows(tensor: torch.Tensor, index: list[int], width: int) -> torch.Tensor:
     return out
 
 
-def _slice_block(model: nn.Module, layer: int, heads: tuple[int, ...], units: tuple[int, ...], width: int) -> dict:
-    """The state dict of block `layer` with only `units` (zero-padded to `width`) and `heads` (others zeroed)."""
+def _slice_heads(model: nn.Module, block: dict[str, torch.Tensor], heads: tuple[int, ...]) -> None:
+    """Keep only `heads` (and the key/value heads they read) in `block`, in place: rows of the query, key and value
+    projections, columns of the output projection."""
+    family, dims = family_for(model.config), Dims.from_config(model.config)
+
+    def index(kept: list[int]) -> list[int]:
+        return [head * dims.head_dim + j for head in kept for j in range(dims.head_dim)]
+
+    query = index(list(heads))
+    key_value = index(_groups(heads, dims.num_heads // dims.num_key_value_heads))
+    for projection, rows in ((family.query, query), (family.key, key_value), (family.value, key_value)):
+        for suffix in ("weight", "bias"):
+            if f"{projection}.{suffix}" in block:
+                block[f"{projection}.{suffix}"] = block[f"{projection}.{suffix}"][rows]
+    block[f"{family.attention_output}.weight"] = block[f"{family.attention_output}.weight"][:, query].contiguous()
+
+
+def _slice_block(
+    model: nn.Module, layer: int, heads: tuple[int, ...], units: tuple[int, ...], width: int, slice_heads: bool
+) -> dict:
+    """The state dict of block `layer` with only `units` (zero-padded to `width`) and `heads` (sliced if
+    `slice_heads`, else the others zeroed)."""
     family, dims = family_for(model.config), Dims.from_config(model.config)
     source, units = _blocks(model)[layer].state_dict(), list(units)
     sliced = {}
@@ -104,6 +153,9 @@ def _slice_block(model: nn.Module, layer: int, heads: tuple[int, ...], units: tu
                 sliced[f"{name}.{suffix}"] = _rows(source[f"{name}.{suffix}"], units, width)
     sliced[f"{family.ffn_output}.weight"] = _rows(source[f"{family.ffn_output}.weight"].T, units, width).T.contiguous()
     block = {k: sliced[k] if k in sliced else v.clone() for k, v in source.items()}
+    if slice_heads:
+        _slice_heads(model, block, heads)
+        return block
     for head in sorted(set(range(dims.num_heads)) - set(heads)):
         columns = slice(head * dims.head_dim, (head + 1) * dims.head_dim)
         for projection in zeroed_projections(model):
@@ -116,16 +168,21 @@ def _slice_block(model: nn.Module, layer: int, heads: tuple[int, ...], units: tu
 
 def export_model(model: nn.Module, sub: SubNetwork) -> nn.Module:
     """A new model of the same class holding only `sub` (see the module docstring); `model` is not changed."""
-    family = family_for(model.config)
-    sub.validate(Dims.from_config(model.config))
-    width = exported_width(sub)
+    family, dims = family_for(model.config), Dims.from_config(model.config)
+    sub.validate(dims)
+    width, slice_heads = exported_width(sub), sliced_heads(model, sub)
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = len(sub.layers)
     config.intermediate_size = width
+    if slice_heads:
+        config.head_dim = dims.head_dim
+        config.num_attention_heads = len(sub.heads[0])
+        config.num_key_value_heads = len(sub.heads[0]) * dims.num_key_value_heads // dims.num_heads
     prefix = f"{model.base_model_prefix}.{family.layers}." if model.base_model is not model else f"{family.layers}."
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(prefix)}
     for new_index, (layer, heads, units) in enumerate(zip(sub.layers, sub.heads, sub.units)):
-        state.update({f"{prefix}{new_index}.{k}": v for k, v in _slice_block(model, layer, heads, units, width).items()})
+        block = _slice_block(model, layer, heads, units, width, slice_heads)
+        state.update({f"{prefix}{new_index}.{k}": v for k, v in block.items()})
     with torch.device("meta"):  # no random init (seconds for a real model): every weight comes from `state`
         small = type(model)(config)
     small.load_state_dict(state, strict=True, assign=True)

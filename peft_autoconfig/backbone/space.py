@@ -39,6 +39,8 @@ class FamilySpec:
     """The FFN up projections (Llama: gate and up): their output rows are the units."""
     ffn_output: str
     """The FFN down projection: its input columns are the units."""
+    head_dim_in_config: bool = False
+    """The config has `head_dim`, so a smaller head count keeps the head size: heads can be sliced on export."""
 
 
 _ENCODER = FamilySpec(
@@ -48,6 +50,7 @@ _ENCODER = FamilySpec(
 _LLAMA = FamilySpec(
     layers="layers", query="self_attn.q_proj", key="self_attn.k_proj", value="self_attn.v_proj",
     attention_output="self_attn.o_proj", intermediate=("mlp.gate_proj", "mlp.up_proj"), ffn_output="mlp.down_proj",
+    head_dim_in_config=True,
 )
 FAMILIES: dict[str, FamilySpec] = {"bert": _ENCODER, "roberta": _ENCODER, "llama": _LLAMA}
 """Supported `config.model_type`s (GPT-2's fused `c_attn` is not supported yet; see docs/backbone.md)."""
