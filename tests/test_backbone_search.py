@@ -86,6 +86,7 @@ def test_prune_model_resumes_a_killed_search(tiny_bert_dir, synthetic_task_dir, 
         ({"space": {"granularity": "tiny"}}, "space.granularity"),
         ({"search": {"algorithm": "grid"}}, "search.algorithm.*allowed"),
         ({"supernet": {"epochs": 2}}, "unknown recipe field `supernet.epochs`"),
+        ({"latency": {"sequence_length": 65}}, "latency.sequence_length` \\(65\\) is longer than the model's 64"),
     ],
 )
 def test_bad_recipe_fails_before_training(changes, message, tiny_bert_dir, synthetic_task_dir, tmp_path, capsys):

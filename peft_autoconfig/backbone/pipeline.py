@@ -9,12 +9,14 @@
     out/pareto.png         metric against exported parameters: scored sub-networks, the front, the unpruned model
 
 Everything that can be checked before training (the model family, the space against the model's sizes, the
-recipe) is checked first.
+recipe) is checked first. Under a launcher (torchrun, deepspeed) every process trains stage 1; rank 0 alone then
+searches and exports, the others return an empty result.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import torch
 
 from ..search.journal import Journal, JournalMismatchError
 from ..search.pareto import hypervolume, non_dominated
+from ..search.recipe import RecipeError
 from .export import save_exported
 from .recipe import PruneRecipe
 from .sandwich import SandwichTrainer
@@ -42,6 +45,11 @@ class PruneResult:
     n_scored: int
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a distributed stage 1 (torchrun, deepspeed launcher), or a single process: it alone searches."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def check_recipe(recipe: PruneRecipe) -> BackboneSpace:
     """The space over the recipe's model (read from its config only): errors naming the field, before training."""
     from transformers import AutoConfig
@@ -50,7 +58,14 @@ def check_recipe(recipe: PruneRecipe) -> BackboneSpace:
         config = AutoConfig.from_pretrained(recipe.model)
     except OSError as error:
         raise FileNotFoundError(f"recipe field `model`: cannot read a model config from {recipe.model!r}: {error}") from None
-    return recipe.build_space(config)
+    space = recipe.build_space(config)
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None:
+        positions -= 2 if config.model_type == "roberta" else 0  # RoBERTa's positions start after the padding id
+        if recipe.latency.sequence_length > positions:
+            raise RecipeError(f"recipe field `latency.sequence_length` ({recipe.latency.sequence_length}) is longer "
+                              f"than the model's {positions} positions.")
+    return space
 
 
 def train_supernetwork(recipe: PruneRecipe, directory: Path, progress: bool) -> None:
@@ -82,8 +97,9 @@ def train_supernetwork(recipe: PruneRecipe, directory: Path, progress: bool) -> 
         show_progress=progress, trainer_class=SandwichTrainer,
         trainer_kwargs={**recipe.space.model_dump(), "num_random": spec.num_random, "temperature": spec.temperature},
     ))
-    done.write_text(json.dumps({"fingerprint": fingerprint, "wall_time_s": result.wall_time_s,
-                                "metric": result.metric_value, "metric_name": result.metric_name}) + "\n")
+    if is_main_process():
+        done.write_text(json.dumps({"fingerprint": fingerprint, "wall_time_s": result.wall_time_s,
+                                    "metric": result.metric_value, "metric_name": result.metric_name}) + "\n")
 
 
 def load_supernetwork(recipe: PruneRecipe, directory: Path, num_labels: int, tokenizer: Any, label_names: Any) -> Any:
@@ -127,9 +143,13 @@ def prune_model(recipe: PruneRecipe, out: str | Path, progress: bool = True) -> 
     space = check_recipe(recipe)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out / "journal.jsonl", recipe.fingerprint("search"), recipe.model_dump(mode="json"))
+    main = is_main_process()
+    if main:  # a journal of another recipe is refused before training
+        journal = Journal(out / "journal.jsonl", recipe.fingerprint("search"), recipe.model_dump(mode="json"))
     task = load_task(recipe.task)
     train_supernetwork(recipe, out / "supernet", progress)
+    if not main:
+        return PruneResult({}, 0, 0)
     tokenizer = load_tokenizer(recipe.model)
     num_labels = resolve_num_labels(task, load_splits(task))
     model = load_supernetwork(recipe, out / "supernet", num_labels, tokenizer, task.label_names)

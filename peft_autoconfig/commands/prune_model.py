@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from ..backbone.recipe import load_prune_recipe
 
     result = prune_model(load_prune_recipe(args.recipe), args.out, progress=not args.no_progress)
+    if not result.document:  # not rank 0 of a distributed stage 1
+        return 0
     print(format_prune_front(result.document))
     print(f"\n{result.n_trials} sub-networks asked ({result.n_scored} scored now); outputs in {args.out}")
     return 0 if result.document["points"] else 1
