@@ -51,9 +51,11 @@ def test_prune_model_end_to_end_and_show(tiny_bert_dir, synthetic_task_dir, tmp_
     trials = journal_trials(out)
     assert trials[0]["name"] == "unpruned" and len(trials) >= 2
     assert all(t["objectives"]["latency_s"] > 0 for t in trials)
+    capsys.readouterr()
     assert main(["prune-model", "--show", str(out)]) == 0
     table = capsys.readouterr().out
     assert "unpruned" in table and "p00" in table and "latency ms" in table
+    assert main(["show", str(out)]) == 0 and capsys.readouterr().out == table  # the generic `show` too
 
 
 def test_prune_model_resumes_a_killed_search(tiny_bert_dir, synthetic_task_dir, tmp_path, capsys):

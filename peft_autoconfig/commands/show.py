@@ -12,7 +12,7 @@ SIZE_LABELS = (("serial_adapter_size", "serial"), ("parallel_adapter_size", "par
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("show", help="Print the Pareto front of a search folder as a table.")
-    parser.add_argument("dir", help="A folder written by `peft-autoconfig search` (holds front.json).")
+    parser.add_argument("dir", help="A folder written by `peft-autoconfig search` or `prune-model` (holds front.json).")
     parser.set_defaults(func=run)
 
 
@@ -20,7 +20,13 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.dir) / "front.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `peft-autoconfig search RECIPE --out {args.dir}` first.")
-    print(format_front(json.loads(path.read_text()), args.dir))
+    document = json.loads(path.read_text())
+    if document.get("kind") == "prune-model":
+        from .prune_model import format_prune_front
+
+        print(format_prune_front(document))
+        return 0
+    print(format_front(document, args.dir))
     return 0
 
 
