@@ -11,9 +11,9 @@ import re
 import sys
 from typing import Sequence
 
-from .commands import push, search, show, train
+from .commands import prune_model, push, search, show, train
 
-COMMANDS = (push, search, show, train)
+COMMANDS = (prune_model, push, search, show, train)
 """Every sub-command module (alphabetical, as `--help` lists them); a new command is added here."""
 
 

@@ -11,17 +11,23 @@ from ..front import FRONT_FILE, FrontPoint
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("show", help="Print the Pareto front of a search folder as a table.")
-    parser.add_argument("dir", help="A folder written by `peft-autoconfig search` (holds front.json).")
+    parser.add_argument("dir", help="A folder written by `peft-autoconfig search` or `prune-model` (holds front.json).")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..front import Front
+    from ..front import Front, read_json
 
     path = Path(args.dir) / FRONT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `peft-autoconfig search RECIPE --out {args.dir}` first.")
-    print(format_front(Front.load(path), args.dir))
+    document = read_json(path, str(path))
+    if document.get("kind") == "prune-model":  # a backbone-pruning front (`prune-model`), not a PEFT-config front
+        from .prune_model import format_prune_front
+
+        print(format_prune_front(document))
+        return 0
+    print(format_front(Front.from_dict(document, str(path)), args.dir))
     return 0
 
 

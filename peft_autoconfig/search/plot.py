@@ -13,6 +13,7 @@ def plot_front(
     baselines: list[dict[str, Any]] | None = None,
     metric_name: str = "metric",
     title: str | None = None,
+    xlabel: str = "trainable parameters (PET blocks)",
 ) -> None:
     """Metric against trainable parameters (log scale); failed trials are left out."""
     import matplotlib
@@ -52,7 +53,7 @@ def plot_front(
     if baselines:
         ax.scatter([], [], s=70, marker="X", color="crimson", label="baselines")
     ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (PET blocks)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(metric_name)
     if title:
         ax.set_title(title, fontsize=9)

@@ -74,6 +74,9 @@ class RunConfig:
         deepspeed (`str`, *optional*): a DeepSpeed JSON config (see recipes/deepspeed/).
         save_adapter (`bool`): save the adapter (or full model) when `output_dir` is set.
         show_progress (`bool`): progress bars and library logs; False = silent (the search).
+        trainer_class (`type`, *optional*): a `transformers.Trainer` subclass to train with (the backbone
+            pruning's `SandwichTrainer`); None = `Trainer`.
+        trainer_kwargs (`dict`): extra keyword arguments of `trainer_class`.
     """
 
     model_name_or_path: str
@@ -96,6 +99,8 @@ class RunConfig:
     deepspeed: Optional[str] = None
     save_adapter: bool = True
     show_progress: bool = True
+    trainer_class: Optional[type] = None
+    trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("train_subset", "eval_subset"):
@@ -235,7 +240,7 @@ def _train_and_evaluate(config: RunConfig, task: TaskConfig, work_dir: str, star
         model = apply_peft(model, config.peft_config)
     trainable, trainable_with_head = count_parameters(model)
 
-    trainer = Trainer(
+    trainer = (config.trainer_class or Trainer)(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -246,6 +251,7 @@ def _train_and_evaluate(config: RunConfig, task: TaskConfig, work_dir: str, star
         callbacks=[DivergenceCallback()],
         # built by Trainer.create_optimizer, the one path DeepSpeed also takes (it drops `optimizers=`)
         optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs(config.resolved_learning_rates(), config.weight_decay),
+        **config.trainer_kwargs,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
