@@ -58,6 +58,45 @@ def test_search_peft_returns_the_front_as_configs_and_resumes(tmp_path, tiny_ber
     assert [o for _, o in search_peft(model_init, train, validation, args, **kwargs)] == [o for _, o in front]
     assert len(inits) == 1
 
+    # per-block rates are validated before any training and belong to the journal's fingerprint
+    with pytest.raises(ValueError, match=r"training.learning_rates"):
+        search_peft(model_init, train, validation, args, learning_rates={"adapter": 1e-3}, **kwargs)
+    from peft_autoconfig.search import JournalMismatchError
+
+    with pytest.raises(JournalMismatchError):
+        search_peft(model_init, train, validation, args, learning_rates={"lora": 1e-4}, **kwargs)
+
+
+def test_trainer_evaluator_trains_with_per_block_groups(tmp_path, tiny_bert_dir, monkeypatch):
+    """Each trial's Trainer builds the protocol's optimiser groups (one per block, the given rates)."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+
+    from peft_autoconfig import MixedPetConfig
+    from peft_autoconfig.front import config_to_dict
+    from peft_autoconfig.search.api import TrainerEvaluator
+
+    seen = {}
+    original = Trainer.create_optimizer
+
+    def spy(self, *args, **kwargs):
+        optimizer = original(self, *args, **kwargs)
+        seen.update({group["name"]: group["lr"] for group in optimizer.param_groups})
+        return optimizer
+
+    monkeypatch.setattr(Trainer, "create_optimizer", spy)
+    data = Dataset.from_dict({"input_ids": [[5, 6, 7]] * 8, "labels": [0, 1] * 4})
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[], use_cpu=True,
+                             disable_tqdm=True, lr_scheduler_type="constant")
+    evaluator = TrainerEvaluator(lambda: AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir), data, data,
+                                 args, learning_rates={"lora": 0.5, "head": 0.25})
+    config = config_to_dict(MixedPetConfig(lora_rank=2, serial_adapter_size=4, task_type="SEQ_CLS"))
+    outcome = evaluator({"config": config, "fidelity": {"max_steps": 1}, "seed": 0})
+    assert outcome["trainable_parameters"] > 0
+    from peft_autoconfig.training.optim import DEFAULT_LEARNING_RATES
+
+    assert seen == {"lora": 0.5, "serial_adapter": DEFAULT_LEARNING_RATES["serial_adapter"], "head": 0.25}
+
 
 def test_search_peft_names_a_missing_metric(tmp_path, tiny_bert_dir):
     from peft_autoconfig.search.api import TrainerEvaluator

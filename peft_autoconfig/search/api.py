@@ -33,10 +33,15 @@ class TrainerEvaluator:
     compute_metrics: Optional[Callable[[Any], dict[str, float]]] = None
     metric: Optional[str] = None
     trainer_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    learning_rates: Optional[Mapping[str, float]] = None
+    """Per-block peak rates over `DEFAULT_LEARNING_RATES` (the protocol's optimiser groups); warm-up and decay come
+    from `training_args`."""
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         from peft import get_peft_model
         from transformers import Trainer
+
+        from ..training.optim import pet_optimizer_cls_and_kwargs
 
         model = self.model_init()
         if request["config"] is not None:
@@ -52,7 +57,10 @@ class TrainerEvaluator:
                 changes["num_train_epochs"] = fidelity["num_epochs"]
             args = dataclasses.replace(self.training_args, **changes)
             trainer = Trainer(model=model, args=args, train_dataset=_subset(self.train_dataset, fidelity.get("train_subset"), request["seed"]),
-                              eval_dataset=self.eval_dataset, compute_metrics=self.compute_metrics, **self.trainer_kwargs)
+                              eval_dataset=self.eval_dataset, compute_metrics=self.compute_metrics,
+                              optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs(
+                                  self.learning_rates, weight_decay=args.weight_decay),
+                              **self.trainer_kwargs)
             start = time.perf_counter()
             train_output = trainer.train()
             metrics = trainer.evaluate()
@@ -106,6 +114,7 @@ def search_peft(
     seed: Optional[int] = None,
     task_type: str = "SEQ_CLS",
     progress: bool = False,
+    learning_rates: Optional[Mapping[str, float]] = None,
     **trainer_kwargs: Any,
 ) -> list[tuple[Any, dict[str, float]]]:
     """Search PET configs for a `Trainer` workflow; returns the front as `(PEFT config, objectives)` pairs.
@@ -120,6 +129,9 @@ def search_peft(
         space: the recipe's `space:` block (`{"modules": [...], "sizes": {...}, "preset": "autopeft"}`).
         fidelity: the levels (`{"train_subset", "max_steps", "num_epochs"}`), cheapest first; `eta` promotes
             `ceil(n / eta)` per level.
+        learning_rates: per-block peak learning rates (`{"lora": 3e-3, "head": 1e-3, ...}`) over
+            `peft_autoconfig.training.optim.DEFAULT_LEARNING_RATES`; every trial trains with these optimiser groups
+            (`training_args.learning_rate` is not used; its scheduler, warm-up and weight decay are).
         trainer_kwargs: passed to every `Trainer` (e.g. `data_collator`, `processing_class`).
 
     Returns:
@@ -135,9 +147,10 @@ def search_peft(
         "algorithm": {"name": algorithm, "n_trials": n_trials, **({"pop_size": pop_size} if pop_size else {})},
         "space": dict(space or {}),
         "fidelity": {"levels": [dict(level) for level in fidelity], "eta": eta},
+        "training": {"learning_rates": dict(learning_rates or {})},  # validated, and part of the journal's fingerprint
     })
     evaluate = TrainerEvaluator(model_init, train_dataset, eval_dataset, training_args, compute_metrics, metric,
-                                trainer_kwargs)
+                                trainer_kwargs, dict(learning_rates or {}))
     folder = Path(out_dir) if out_dir is not None else Path(training_args.output_dir) / "peft_search"
     result = Search(recipe, folder, progress=progress, evaluate=evaluate, model_config=model_config,
                     task_type=task_type).run()
