@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal, Optional
 import yaml
 from pydantic import Field, field_validator
 
-from ..search.recipe import RecipeError, _resolve_task_paths, resolve_model
-from ..search.schema import RecipeModel
+from ..search.recipe import RecipeError, resolve_task_paths, resolve_model
+from ..search.schema import RecipeModel, check_task
 from ..search.strategies import STRATEGIES
 from .space import BackboneSpace, Dims
 
@@ -120,9 +120,7 @@ class PruneRecipe(RecipeModel):
     @field_validator("task")
     @classmethod
     def _task(cls, task: Any) -> Any:
-        if not (isinstance(task, str) and task) and not isinstance(task, Mapping):
-            raise ValueError("must be a built-in task name (e.g. 'rotten_tomatoes'), a folder or a mapping")
-        return dict(task) if isinstance(task, Mapping) else task
+        return check_task(task)
 
     def build_space(self, config: Any) -> BackboneSpace:
         """The space over a model of `config`; `UnsupportedModelError` / `ValueError` naming the field otherwise."""
@@ -153,5 +151,5 @@ def load_prune_recipe(path: str | Path) -> PruneRecipe:
     elif isinstance(model, str):
         data["model"] = resolve_model(model)
     if "task" in data:
-        data["task"] = _resolve_task_paths(data["task"], path.parent)
+        data["task"] = resolve_task_paths(data["task"], path.parent)
     return PruneRecipe.parse(data)

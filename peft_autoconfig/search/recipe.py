@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from .baselines import NAMED_BASELINES
-from .schema import RecipeError, RecipeModel
+from .schema import RecipeError, RecipeModel, check_task
 from .space import SpaceSpec
 
 try:
@@ -197,9 +197,7 @@ class Recipe(RecipeModel):
     @field_validator("task")
     @classmethod
     def _task(cls, task: Any) -> Any:
-        if not (isinstance(task, str) and task) and not isinstance(task, Mapping):
-            raise ValueError("must be a built-in task name (e.g. 'rotten_tomatoes'), a folder or a mapping")
-        return dict(task) if isinstance(task, Mapping) else task
+        return check_task(task)
 
     @field_validator("objectives")
     @classmethod
@@ -325,7 +323,7 @@ def parse_recipe(data: Any, base_dir: str | Path | None = None) -> Recipe:
     if isinstance(model, str) and model and not Path(model).is_absolute() and (base / model).exists():
         data["model"] = str((base / model).resolve())
     if "task" in data:
-        data["task"] = _resolve_task_paths(data["task"], base)
+        data["task"] = resolve_task_paths(data["task"], base)
     return Recipe.parse(data)
 
 
@@ -347,7 +345,7 @@ def _legacy_evaluation(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "training": training, "evaluation": evaluation}
 
 
-def _resolve_task_paths(task: Any, base: Path) -> Any:
+def resolve_task_paths(task: Any, base: Path) -> Any:
     if isinstance(task, str) and task and not Path(task).is_absolute() and (base / task).is_dir():
         return str((base / task).resolve())  # a folder of split files, relative to the recipe
     if not isinstance(task, Mapping) or not isinstance(task.get("data_files"), Mapping):

@@ -75,3 +75,12 @@ class RecipeModel(BaseModel):
                         "unknown_field", "unknown field {field}", {"field": key, "allowed": list(cls.model_fields)}
                     )
         return data
+
+
+def check_task(task: Any) -> Any:
+    """A recipe's `task`: a built-in task name, a folder of split files or a mapping (validated once, for every recipe)."""
+    from collections.abc import Mapping
+
+    if not (isinstance(task, str) and task) and not isinstance(task, Mapping):
+        raise ValueError("must be a built-in task name (e.g. 'rotten_tomatoes'), a folder or a mapping")
+    return dict(task) if isinstance(task, Mapping) else task
