@@ -277,7 +277,12 @@ class MoboStrategy(Strategy):
         return model
 
     def _acquisition(self, seed: int) -> Any:
-        """qLogNEHVI over [modelled objectives, exact cost], in the recipe's objective order (maximisation)."""
+        """qLogNEHVI over [modelled objectives, exact cost], in the recipe's objective order (maximisation).
+
+        The baseline front is this run's own points only: warm-start records are another task's or seed's
+        measurements, so their predicted front is worth re-evaluating here (before this run has any point, the
+        acquisition is qLogEHVI over an empty front).
+        """
         import torch
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
         from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
@@ -290,6 +295,8 @@ class MoboStrategy(Strategy):
 
         def objective(samples: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
             cost = self._cost_tensor(X).to(samples)
+            if samples.dim() - 1 > cost.dim() + 1:  # a fully Bayesian model's MCMC dimension sits before q
+                cost = cost.unsqueeze(-2)
             columns = [
                 -cost.expand(samples.shape[:-1]) if n in EXACT_OBJECTIVES else samples[..., modelled.index(n)]
                 for n in self.objectives
@@ -305,11 +312,20 @@ class MoboStrategy(Strategy):
                 reference.append(-1.1)
             else:
                 reference.append(1.1 * float(Y[name].min()))
-        baseline = self.encoding.encode(self.points) if self.points else X["metric"]
+        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]), seed=seed)
+        if not self.points:  # warm data only: the improvement over nothing, i.e. the predicted front is worth most
+            from botorch.acquisition.multi_objective.logei import qLogExpectedHypervolumeImprovement
+            from botorch.utils.multi_objective.box_decompositions import FastNondominatedPartitioning
+
+            reference = torch.tensor(reference, dtype=torch.double)
+            empty = FastNondominatedPartitioning(ref_point=reference, Y=torch.empty(0, len(reference), dtype=torch.double))
+            return qLogExpectedHypervolumeImprovement(
+                model=model, ref_point=reference, partitioning=empty, objective=GenericMCMultiOutputObjective(objective),
+                sampler=sampler,
+            )
         return qLogNoisyExpectedHypervolumeImprovement(
-            model=model, ref_point=reference, X_baseline=torch.tensor(baseline, dtype=torch.double),
-            objective=GenericMCMultiOutputObjective(objective), prune_baseline=True, cache_root=False,
-            sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]), seed=seed),
+            model=model, ref_point=reference, X_baseline=torch.tensor(self.encoding.encode(self.points), dtype=torch.double),
+            objective=GenericMCMultiOutputObjective(objective), prune_baseline=True, cache_root=False, sampler=sampler,
         )
 
     def _cost_tensor(self, X: Any) -> Any:
