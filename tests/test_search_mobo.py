@@ -150,6 +150,15 @@ def test_warm_start_seeds_the_surrogate_and_skips_the_initial_design(tmp_path):
     assert hypervolume(warm_F, reference) > hypervolume(cold_F, reference)
 
 
+def test_warm_start_with_a_measured_objective_keeps_the_initial_design(tmp_path):
+    """Wall time is learnt from this run only, so warm records do not replace its Sobol design."""
+    write_journal(tmp_path / "journal.jsonl", SPACE, [SPACE.largest_point(), SPACE.repair({**SPACE.largest_point(), "layer_1": False})])
+    objectives = ["metric", "trainable_parameters", "wall_time_s"]
+    warm_batches, F = drive(mobo(warm_start=str(tmp_path), n_initial=2), SPACE, seed=0, n_trials=8, objectives=objectives)
+    cold_batches, _ = drive(mobo(n_initial=2), SPACE, seed=0, n_trials=4, objectives=objectives)
+    assert warm_batches[0] == cold_batches[0] and F.shape == (8, 3)
+
+
 def test_warm_start_from_another_space_is_refused(tmp_path):
     lora_space = make_space(("serial_adapter", "lora"))
     write_journal(tmp_path / "journal.jsonl", lora_space, [lora_space.largest_point()])

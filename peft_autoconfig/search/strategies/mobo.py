@@ -143,7 +143,9 @@ class MoboStrategy(Strategy):
     # -- ask / tell -----------------------------------------------------------------------------------------------
     def ask(self) -> list[Point]:
         rng = np.random.default_rng([self.seed, self.n_told])
-        if len(self.points) + len(self.warm) < max(self.n_initial, 2):
+        measured = any(n not in EXACT_OBJECTIVES and n != "metric" for n in self.objectives)
+        known = len(self.points) + (0 if measured else len(self.warm))  # measured costs are learnt from this run only
+        if known < max(self.n_initial, 2):
             batch = self._initial_batch(rng)
         else:
             batch = self._bo_batch(rng)
@@ -202,7 +204,7 @@ class MoboStrategy(Strategy):
             by_indices = {self.encoding.indices(x): x for x in shortlist}
             choices = torch.tensor(self.encoding.encode(shortlist), dtype=torch.double)
             chosen, _ = optimize_acqf_discrete(acquisition, q=self.pop_size, choices=choices, max_batch_size=512)
-        return [by_indices[self._row_indices(row)] for row in chosen.numpy()]
+        return [by_indices[self.encoding.row_indices(row)] for row in chosen.numpy()]
 
     def _pool(self, rng: np.random.Generator) -> list[Point]:
         """Random points and the one-step neighbours of the current Pareto points (large spaces)."""
@@ -226,9 +228,6 @@ class MoboStrategy(Strategy):
             return [self.points[i] for i in non_dominated(np.array(self.F))]
         F = np.array([[-r.metric, self._cost(self.encoding.indices(r.x))] for r in self.warm])
         return [self.warm[i].x for i in non_dominated(F)]
-
-    def _row_indices(self, row: np.ndarray) -> tuple[int, ...]:
-        return tuple(int(i) for i in np.rint(row * self.encoding._scale))
 
     def _cost(self, indices: tuple[int, ...]) -> float:
         """Exact trainable parameters of the point with these option indices, divided by the largest point's."""
@@ -333,5 +332,5 @@ class MoboStrategy(Strategy):
         import torch
 
         rows = X.detach().reshape(-1, X.shape[-1]).numpy()
-        costs = [self._cost(self._row_indices(row)) for row in rows]
+        costs = [self._cost(self.encoding.row_indices(row)) for row in rows]
         return torch.tensor(costs, dtype=torch.double).reshape(X.shape[:-1])

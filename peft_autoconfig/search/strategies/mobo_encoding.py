@@ -50,6 +50,10 @@ class SpaceEncoding:
             return np.zeros((0, self.dims))
         return np.array([self.indices(x) for x in points], dtype=float) / self._scale
 
+    def row_indices(self, row: np.ndarray) -> tuple[int, ...]:
+        """The option indices of an encoded row (the inverse of `encode`)."""
+        return tuple(int(i) for i in np.rint(row * self._scale))
+
     def point(self, indices: tuple[int, ...] | np.ndarray) -> Point:
         """The repaired point of option indices (one per variable)."""
         return self.repair({n: o[int(i)] for n, o, i in zip(self.names, self.options, indices)})
