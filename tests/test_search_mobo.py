@@ -209,8 +209,9 @@ def test_warm_start_path_resolves_against_the_recipe_and_unset_options_stay_out_
     assert set(plain.model_dump(mode="json")["algorithm"]) == {"name", "n_trials", "pop_size"}
 
 
-def test_saas_surrogate_proposes_valid_points():
+def test_saas_surrogate_proposes_valid_points(monkeypatch):
     pytest.importorskip("numpyro")
+    monkeypatch.setattr(MoboStrategy, "saas_nuts", {"warmup_steps": 16, "num_samples": 16, "thinning": 4})
     batches, _ = drive(mobo(surrogate="saas"), SPACE, seed=0, n_trials=8)
     assert len({SPACE.key(x) for b in batches for x in b}) == 8
 
