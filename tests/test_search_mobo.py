@@ -237,6 +237,24 @@ def test_search_through_the_driver_and_resume_mid_batch(tmp_path, tiny_bert_dir,
     again = read_journal(tmp_path / "killed" / "journal.jsonl")
     assert [(t["trial_id"], t["key"], t["F"]) for t in again] == [(t["trial_id"], t["key"], t["F"]) for t in trials]
 
+    # the recipe's options reach the strategy: a warm start from that search, under another seed
+    warm_recipe = load_recipe(write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, seed=1,
+                                           evaluator="test_search_fakes:fake_evaluate", fidelity={"levels": [{}]},
+                                           algorithm={"name": "mobo", "n_trials": 4, "pop_size": 4, "warm_start": "reference"}))
+    cold_recipe = load_recipe(write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, seed=1,
+                                           evaluator="test_search_fakes:fake_evaluate", fidelity={"levels": [{}]},
+                                           algorithm={"name": "mobo", "n_trials": 4, "pop_size": 4}))
+    run_search(warm_recipe, tmp_path / "warm", progress=False)
+    run_search(cold_recipe, tmp_path / "cold", progress=False)
+    first = lambda folder: [t["key"] for t in read_journal(tmp_path / folder / "journal.jsonl")]  # noqa: E731
+    assert first("warm") != first("cold")
+
+
+def test_a_small_space_runs_out_and_the_search_ends_early():
+    small = SearchSpace(tiny_configs()["bert"], SpaceSpec(modules=("prefix",), sizes={"prefix": (0, 4)}))
+    batches, F = drive(make_strategy("mobo", 4, small.repair), small, seed=0, n_trials=20)
+    assert len(F) == 7 == len({small.key(x) for b in batches for x in b})  # 3 layers: 7 valid points once, then []
+
 
 def test_pop_size_larger_than_the_space_is_refused(tmp_path, tiny_bert_dir, synthetic_task_dir):
     path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:fake_evaluate",
