@@ -185,7 +185,8 @@ class Search:
     # -- phases ---------------------------------------------------------------------------------------------------
     def _search_phase(self, executor: Any) -> list[TrialRecord]:
         problem = SearchProblem(self.space, self.objectives)
-        strategy = make_strategy(self.recipe.algorithm.name, self.recipe.algorithm.pop_size, self.space.repair)
+        algorithm = self.recipe.algorithm
+        strategy = make_strategy(algorithm.name, algorithm.pop_size, self.space.repair, **algorithm.options())
         strategy.setup(problem, seed=self.recipe.seed)
         records: list[TrialRecord] = []
         n_trials = self.recipe.algorithm.n_trials

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from .baselines import NAMED_BASELINES
 from .schema import RecipeError, RecipeModel, check_task
@@ -35,6 +35,10 @@ PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]  # lax: YAML reads 1e-3 (no dot) as a string
 
 
+STRATEGY_OPTIONS = ("surrogate", "n_initial", "warm_start")
+"""`algorithm.*` fields of particular strategies (`Strategy.option_names`); unset = the strategy's default."""
+
+
 class AlgorithmSpec(RecipeModel):
     where: ClassVar[tuple[str, ...]] = ("algorithm",)
 
@@ -42,6 +46,12 @@ class AlgorithmSpec(RecipeModel):
     n_trials: PositiveInt = 12
     pop_size: Annotated[int, Field(strict=True, ge=2)] = 8
     """Default: min(n_trials, 8)."""
+    surrogate: Optional[Literal["gp", "saas"]] = None
+    """`mobo` only: the metric's surrogate (default `gp`)."""
+    n_initial: Optional[PositiveInt] = None
+    """`mobo` only: Sobol points before the first model-based batch (default `pop_size`)."""
+    warm_start: Optional[str] = Field(None, min_length=1)
+    """`mobo` only: a journal.jsonl, or a search folder holding one, whose trials seed the surrogate."""
 
     @model_validator(mode="before")
     @classmethod
@@ -58,6 +68,27 @@ class AlgorithmSpec(RecipeModel):
         if name not in STRATEGIES:
             raise ValueError(f"unknown algorithm {name!r}; allowed: {sorted(STRATEGIES)}")
         return name
+
+    @model_validator(mode="after")
+    def _strategy_options(self) -> "AlgorithmSpec":
+        from .strategies import STRATEGIES
+
+        strategy = STRATEGIES[self.name]
+        for option in self.options():
+            if option not in strategy.option_names:
+                users = sorted(n for n, s in STRATEGIES.items() if option in s.option_names)
+                raise ValueError(f"recipe field `algorithm.{option}` applies to algorithm {users} only, not {self.name!r}")
+        strategy.check_available(**self.options())
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_options(self, handler: Any) -> dict[str, Any]:
+        """Unset strategy options are left out, so recipes without them keep their fingerprint."""
+        return {k: v for k, v in handler(self).items() if k not in STRATEGY_OPTIONS or v is not None}
+
+    def options(self) -> dict[str, Any]:
+        """The strategy's own fields that the recipe sets (`make_strategy` keyword arguments)."""
+        return {k: getattr(self, k) for k in STRATEGY_OPTIONS if getattr(self, k) is not None}
 
 
 class TrainingSpec(RecipeModel):
@@ -324,6 +355,9 @@ def parse_recipe(data: Any, base_dir: str | Path | None = None) -> Recipe:
         data["model"] = str((base / model).resolve())
     if "task" in data:
         data["task"] = resolve_task_paths(data["task"], base)
+    algorithm = data.get("algorithm")
+    if isinstance(algorithm, Mapping) and isinstance(algorithm.get("warm_start"), str) and algorithm["warm_start"]:
+        data["algorithm"] = {**algorithm, "warm_start": str((base / algorithm["warm_start"]).resolve())}
     return Recipe.parse(data)
 
 

@@ -44,11 +44,17 @@ class Strategy(ABC):
     """A search strategy: `setup` once, then `ask` a batch and `tell` its objectives (minimised), repeatedly."""
 
     name: ClassVar[str]
+    option_names: ClassVar[tuple[str, ...]] = ()
+    """The strategy's own `algorithm.*` recipe fields, passed to `__init__` as keyword arguments."""
 
     def __init__(self, pop_size: int, repair: RepairFn) -> None:
         self.pop_size = pop_size
         self.repair = repair
         self.problem: Problem | None = None
+
+    @classmethod
+    def check_available(cls, **options: Any) -> None:
+        """Recipe check: `ValueError` naming the field when the strategy cannot run here (a missing extra)."""
 
     def setup(self, problem: Problem, seed: int) -> None:
         self.problem = problem
@@ -113,7 +119,8 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-def make_strategy(name: str, pop_size: int, repair: RepairFn) -> Strategy:
+def make_strategy(name: str, pop_size: int, repair: RepairFn, **options: Any) -> Strategy:
+    """The strategy `name`; `options` are its own recipe fields (`Strategy.option_names`)."""
     if name not in STRATEGIES:
         raise ValueError(f"Unknown search algorithm {name!r}; allowed: {sorted(STRATEGIES)}.")
-    return STRATEGIES[name](pop_size=pop_size, repair=repair)
+    return STRATEGIES[name](pop_size=pop_size, repair=repair, **options)
