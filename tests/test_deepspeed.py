@@ -35,7 +35,7 @@ def test_zero2_on_cpu_trains_and_the_adapter_reloads_with_the_same_scores(single
     model, task, _, output_dir, result = single_process_run
     history = result["loss_history"]
     assert len(history) == STEPS
-    assert sum(history[-4:]) / 4 < sum(history[:4]) / 4 - 0.2
+    assert sum(history[-4:]) / 4 < sum(history[:4]) / 4 - 0.1  # LoRA scaling 1 now (was 8 / r = 2) and a warm-up
     assert result["metrics"]["accuracy"] >= 0.9
     saved = json.loads((output_dir / "metrics.json").read_text())
     assert saved["run"]["deepspeed"] == ZERO2 and saved["metrics"] == result["metrics"]
