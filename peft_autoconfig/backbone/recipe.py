@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from ..search.recipe import RecipeError, resolve_task_paths, resolve_model
 from ..search.schema import RecipeModel, check_task
-from ..search.strategies import STRATEGIES
+from ..search.strategies.base import check_algorithm
 from .space import BackboneSpace, Dims
 
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
@@ -73,9 +73,7 @@ class PruneSearchSpec(RecipeModel):
     @field_validator("algorithm")
     @classmethod
     def _registered(cls, name: str) -> str:
-        if name not in STRATEGIES:
-            raise ValueError(f"unknown algorithm {name!r}; allowed: {sorted(STRATEGIES)}")
-        return name
+        return check_algorithm(name)
 
     @field_validator("objectives")
     @classmethod

@@ -63,11 +63,9 @@ class AlgorithmSpec(RecipeModel):
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        from .strategies import STRATEGIES
+        from .strategies.base import check_algorithm
 
-        if name not in STRATEGIES:
-            raise ValueError(f"unknown algorithm {name!r}; allowed: {sorted(STRATEGIES)}")
-        return name
+        return check_algorithm(name)
 
     @model_validator(mode="after")
     def _strategy_options(self) -> "AlgorithmSpec":

@@ -124,3 +124,10 @@ def make_strategy(name: str, pop_size: int, repair: RepairFn, **options: Any) ->
     if name not in STRATEGIES:
         raise ValueError(f"Unknown search algorithm {name!r}; allowed: {sorted(STRATEGIES)}.")
     return STRATEGIES[name](pop_size=pop_size, repair=repair, **options)
+
+
+def check_algorithm(name: str) -> str:
+    """A recipe's `algorithm` name, checked against the registry (the PET search and backbone pruning share it)."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown algorithm {name!r}; allowed: {sorted(STRATEGIES)}")
+    return name
