@@ -14,6 +14,8 @@ container, so that peft's injection (which resolves module paths one by one) nev
   LayerNorm (`ffn_output_norm` is None) and only take "houlsby".
 - Prefix key/values live on a projection inside the attention module (`prefix_holder`); an attention-interface
   wrapper (`tuners/attention.py`) prepends them to the keys and values the model's own attention receives.
+- Bias tuning (BitFit) adds a trainable bias delta to the output of any projection and of the LayerNorms listed in
+  `bias_norms` (LayerNorms with a bias; Llama's RMSNorm has none, so that family lists none).
 
 A model whose `config.model_type` is not listed gets `UnsupportedModelError` listing the supported types.
 """
@@ -63,6 +65,8 @@ class ArchitectureSpec:
     """(relative path, in_features expression, out_features expression) of every adaptable projection."""
     ffn_output_norm: str | None = None
     """The post-LN LayerNorm closing the feed-forward block (Pfeiffer serial adapter); None in pre-LN families."""
+    bias_norms: tuple[str, ...] = ()
+    """LayerNorms inside a layer whose bias BitFit may tune (relative paths); empty where the norms have no bias."""
 
     @property
     def prefix_holder_path(self) -> str:
@@ -91,9 +95,14 @@ class ArchitectureSpec:
         """Every leaf inside a layer that may receive blocks, with (in, out) features: the projections and, where
         the family has one, the feed-forward output LayerNorm."""
         sites = self.shapes(dims)
-        if self.ffn_output_norm is not None:
-            sites[self.ffn_output_norm] = (dims.hidden_size, dims.hidden_size)
+        for norm in (self.ffn_output_norm, *self.bias_norms):
+            if norm is not None:
+                sites[norm] = (dims.hidden_size, dims.hidden_size)
         return sites
+
+    def bias_sites(self) -> list[str]:
+        """Every leaf inside a layer whose output BitFit may shift: the projections, then `bias_norms`."""
+        return [path for path, _, _ in self.linear_shapes] + list(self.bias_norms)
 
     def serial_adapter_site(self, placement: str) -> str:
         """The leaf that holds the serial adapter in `placement` ("houlsby" or "pfeiffer")."""
@@ -114,18 +123,29 @@ class ArchitectureSpec:
         allowed names, so that a typo never silently adapts nothing.
         """
         targets = list(self.default_lora_targets if not target_modules else target_modules)
-        paths = [path for path, _, _ in self.linear_shapes]
-        resolved: list[str] = []
-        for name in sorted(set(targets)):
-            hits = [p for p in paths if p == name or p.endswith("." + name)]
-            if not hits:
-                allowed = sorted({p.rsplit(".", 1)[-1] for p in paths} | set(paths))
-                raise ValueError(
-                    f"`target_modules` entry {name!r} is not a projection of a {self.family} layer. "
-                    f"Allowed values: {allowed}."
-                )
-            resolved.extend(h for h in hits if h not in resolved)
-        return sorted(resolved)
+        return _resolve_names(targets, [path for path, _, _ in self.linear_shapes], "target_modules",
+                              f"a projection of a {self.family} layer")
+
+    def resolve_bias_targets(self, bias_targets: list[str] | set[str] | tuple[str, ...] | None) -> list[str]:
+        """Map BitFit target names ("query", "attention.output.dense", "LayerNorm") to paths inside a layer, like
+        `resolve_lora_targets`; None or empty = every bias site (`bias_sites`, BitFit proper)."""
+        sites = self.bias_sites()
+        if not bias_targets:
+            return sorted(sites)
+        return _resolve_names(list(bias_targets), sites, "bias_targets",
+                              f"a projection or bias-carrying LayerNorm of a {self.family} layer")
+
+
+def _resolve_names(names: list[str], paths: list[str], field: str, what: str) -> list[str]:
+    """Paths equal to or ending in `.name` for each name; a name matching nothing raises, listing the allowed names."""
+    resolved: list[str] = []
+    for name in sorted(set(names)):
+        hits = [p for p in paths if p == name or p.endswith("." + name)]
+        if not hits:
+            allowed = sorted({p.rsplit(".", 1)[-1] for p in paths} | set(paths))
+            raise ValueError(f"`{field}` entry {name!r} is not {what}. Allowed values: {allowed}.")
+        resolved.extend(h for h in hits if h not in resolved)
+    return sorted(resolved)
 
 
 def eval_dim(expr: str, env: dict[str, int]) -> int:
@@ -158,6 +178,7 @@ ARCHITECTURES: tuple[ArchitectureSpec, ...] = (
         default_lora_targets=("query", "value"),
         linear_shapes=_BERT_SHAPES,
         ffn_output_norm="output.LayerNorm",
+        bias_norms=("attention.output.LayerNorm", "output.LayerNorm"),
     ),
     ArchitectureSpec(
         family="Llama-style decoder",
@@ -193,6 +214,7 @@ ARCHITECTURES: tuple[ArchitectureSpec, ...] = (
             ("mlp.c_fc", "h", "i"),
             ("mlp.c_proj", "i", "h"),
         ),
+        bias_norms=("ln_1", "ln_2"),
     ),
 )
 

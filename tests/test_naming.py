@@ -14,7 +14,7 @@ LAYER0 = "base_model.model.bert.encoder.layer.0"
 
 
 def test_block_types_are_the_published_tuple():
-    assert BLOCK_TYPES == ("lora", "serial_adapter", "parallel_adapter", "prefix", "gate")
+    assert BLOCK_TYPES == ("lora", "serial_adapter", "parallel_adapter", "prefix", "bias", "gate")
 
 
 def test_every_block_of_the_mixed_method_on_tiny_bert():
@@ -48,7 +48,7 @@ def test_every_block_of_the_mixed_method_on_tiny_bert():
 @pytest.mark.parametrize("family", ["bert", "llama"])
 def test_unipelt_gates_are_their_own_type_and_blocks_keep_theirs(family):
     task_type = "SEQ_CLS" if family == "bert" else "CAUSAL_LM"
-    model = get_peft_model(tiny_model(family), UniPELTConfig(parallel_adapter_size=4, task_type=task_type))
+    model = get_peft_model(tiny_model(family), UniPELTConfig(parallel_adapter_size=4, bias_tuning={0: 1}, task_type=task_type))
     names = dict(model.named_parameters())
     gate_params = {f"{m}.{p}" for m, module in model.named_modules() if isinstance(module, Gate)
                    for p, _ in module.named_parameters()}
@@ -58,7 +58,7 @@ def test_unipelt_gates_are_their_own_type_and_blocks_keep_theirs(family):
         if name in gate_params:
             assert block_type == "gate", name
         elif ".unipelt_" in name:
-            assert block_type in {"lora", "serial_adapter", "parallel_adapter", "prefix"}, name
+            assert block_type in {"lora", "serial_adapter", "parallel_adapter", "prefix", "bias"}, name
         else:
             assert block_type is None, name
     assert {parameter_block_type(n) for n in names} == {None, *BLOCK_TYPES}

@@ -23,7 +23,7 @@ BASE = {"model": "m", "task": "rotten_tomatoes"}
         ({"fidelity": {"levels": [{"max_steps": 0}]}}, r"`fidelity.levels\[0\].max_steps`: must be -1"),
         ({"fidelity": {"eta": 1}}, r"`fidelity.eta`: Input should be greater than or equal to 2, got 1"),
         ({"objectives": ["metric", "latency"]}, r"`objectives\[1\]`: Input should be 'metric', 'trainable_parameters'.*got 'latency'"),
-        ({"space": {"modules": ["serial_adapter", "ia3"]}}, r"`space.modules\[1\]`: Input should be 'serial_adapter'.*'lora', got 'ia3'"),
+        ({"space": {"modules": ["serial_adapter", "ia3"]}}, r"`space.modules\[1\]`: Input should be 'serial_adapter'.*'bias', got 'ia3'"),
         ({"space": {"sizes": {"prefix": [0, -2]}}}, r"`space.sizes.prefix\[1\]`: Input should be greater than or equal to 0, got -2"),
         ({"space": {"layer_mode": "heads"}}, r"`space.layer_mode`: Input should be 'flags' or 'sizes', got 'heads'"),
         ({"training": {"learning_rate": -1}}, r"`training.learning_rate`: Input should be greater than 0, got -1"),
@@ -31,7 +31,7 @@ BASE = {"model": "m", "task": "rotten_tomatoes"}
         ({"baselines": [{"name": "a", "config": {}}, {"name": "a", "config": {}}]}, r"`baselines\[1\].name` must be a unique"),
         # the protocol (issue 12): every mistake named before any training
         ({"training": {"learning_rates": {"adapter": 1e-3}}},
-         r"`training.learning_rates`: unknown block type 'adapter'; allowed: \['lora', 'serial_adapter', 'parallel_adapter', 'prefix', 'gate', 'head', 'full'\]"),
+         r"`training.learning_rates`: unknown block type 'adapter'; allowed: \['lora', 'serial_adapter', 'parallel_adapter', 'prefix', 'bias', 'gate', 'head', 'full'\]"),
         ({"training": {"learning_rates": {"prefix": 0}}}, r"`training.learning_rates.prefix`: Input should be greater than 0, got 0"),
         ({"training": {"learning_rates": {"lora": -1e-3}}}, r"`training.learning_rates.lora`: Input should be greater than 0"),
         ({"training": {"warmup_ratio": 0.6}}, r"`training.warmup_ratio`: Input should be less than or equal to 0.5, got 0.6"),

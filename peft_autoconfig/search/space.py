@@ -8,7 +8,8 @@ global sizes plus flags).
 
 A point `x` is a dict keyed by variable name (pymoo's mixed-variable convention):
 
-- `serial_adapter_size`, `parallel_adapter_size`, `prefix_length`, `lora_rank`: `Choice` over the size options;
+- `serial_adapter_size`, `parallel_adapter_size`, `prefix_length`, `lora_rank`, `bias_tuning`: `Choice` over the
+  size options (`bias_tuning`: BitFit on/off, options (0, 1));
   with `layer_mode="sizes"` one `Choice` per layer instead, named `<field>.<layer>`;
 - `lora_targets`: `Choice` over comma-joined target sets ("query,value"), only when there is more than one set;
 - `layer_<i>`: `Binary` insertion flag of layer `i` (only with `layer_mode="flags"`).
@@ -36,6 +37,7 @@ MODULE_FIELDS: dict[str, str] = {
     "parallel_adapter": "parallel_adapter_size",
     "prefix": "prefix_length",
     "lora": "lora_rank",
+    "bias": "bias_tuning",
 }
 """Module name in a recipe -> the `MixedPetConfig` size field it sets."""
 
@@ -55,8 +57,10 @@ class SpaceSpec(RecipeModel):
             `{0} + {hidden // 2**k for k = 0..10, >= 1}` ({0, 1, 3, 6, ..., 384, 768} for hidden size 768, the
             hidden size and 1 and 3 included); None = `[0] + hidden // 2**k` for k = 1..num_halvings.
         modules: which blocks may be searched, a subset of `MODULE_FIELDS` ("serial_adapter", "parallel_adapter",
-            "prefix", "lora").
-        sizes: per module, the list of allowed sizes (0 = off); overrides the preset. LoRA default: `[0, 2, 4, 8, 16]`.
+            "prefix", "lora", "bias"). "bias" is BitFit: an on/off choice per layer (or one global choice with
+            the insertion flags) over the biases of `fixed.bias_targets` (default: every projection and LayerNorm).
+        sizes: per module, the list of allowed sizes (0 = off); overrides the preset. LoRA default: `[0, 2, 4, 8, 16]`;
+            bias: `[0, 1]` (only 0 and 1 are allowed).
         num_halvings: how many halvings of the hidden size the default size lists contain (no preset).
         lora_targets: LoRA target sets to choose from; default: the architecture's query/value projections.
         layer_mode: "flags" (global sizes + one insertion flag per layer) or "sizes" (one size per module and layer).
@@ -66,7 +70,7 @@ class SpaceSpec(RecipeModel):
     where: ClassVar[tuple[str, ...]] = ("space",)
 
     preset: Optional[Literal["autopeft"]] = None
-    modules: tuple[Literal["serial_adapter", "parallel_adapter", "prefix", "lora"], ...] = DEFAULT_MODULES
+    modules: tuple[Literal["serial_adapter", "parallel_adapter", "prefix", "lora", "bias"], ...] = DEFAULT_MODULES
     sizes: dict[str, tuple[NonNegativeInt, ...]] = Field(default_factory=dict)
     num_halvings: int = Field(DEFAULT_NUM_HALVINGS, ge=1, le=12, strict=True)
     lora_targets: Optional[tuple[tuple[str, ...], ...]] = Field(None, min_length=1)
@@ -103,6 +107,8 @@ class SpaceSpec(RecipeModel):
                 raise ValueError(f"recipe field `space.sizes` names {name!r}, which is not in `space.modules` {list(self.modules)}")
             if not options or max(options) == 0:
                 raise ValueError(f"recipe field `space.sizes.{name}` needs at least one positive size, got {list(options)}")
+            if name == "bias" and not set(options) <= {0, 1}:
+                raise ValueError(f"recipe field `space.sizes.bias` is an on/off choice: a subset of [0, 1], got {list(options)}")
         return self
 
 
@@ -110,6 +116,8 @@ def default_sizes(module: str, hidden_size: int, num_halvings: int = DEFAULT_NUM
     """The size options of `module` when the recipe gives none (see `SpaceSpec`); LoRA gets small ranks."""
     if module == "lora":
         return (0, 2, 4, 8, 16)
+    if module == "bias":
+        return (0, 1)
     halvings = range(0, 11) if preset == "autopeft" else range(1, num_halvings + 1)
     return (0, *sorted({hidden_size // 2**k for k in halvings if hidden_size // 2**k >= 1}))
 

@@ -31,6 +31,7 @@ DEFAULT_LEARNING_RATES: dict[str, float] = {
     "serial_adapter": 3e-3,
     "parallel_adapter": 1e-3,
     "prefix": 1e-2,
+    "bias": 1e-3,
     "gate": 1e-3,
     "head": 1e-3,
     "full": 5e-5,
@@ -40,8 +41,9 @@ DEFAULT_LEARNING_RATES: dict[str, float] = {
 Chosen by `benchmarks/lr_sweep.py` (MiniLM, Rotten Tomatoes, 4,000 sentences x 1 epoch, whole validation split;
 table in benchmarks/RESULTS.md): the best of {3e-4, 1e-3, 3e-3, 1e-2} for each block trained alone (LoRA r=8 on q,v
 scaling 1; serial adapter 24, Pfeiffer; parallel adapter 24, scaling 4; flat prefix 10). In each case the next
-higher rate collapsed to the majority class. `gate`, `head` and `full` were not swept: gates and head take the
-adapters' 1e-3, full fine-tuning the usual 5e-5."""
+higher rate collapsed to the majority class. `gate`, `head`, `bias` and `full` were not swept: gates and head take
+the adapters' 1e-3, full fine-tuning the usual 5e-5; BitFit bias deltas take 1e-3, the upper end of the
+1e-4..1e-3 range Ben Zaken et al. (2022) report for BERT (short low-fidelity runs favour the higher rate)."""
 
 DEFAULT_WARMUP_RATIO = 0.06
 """Fraction of the optimiser steps spent warming the learning rate up linearly from 0 before the linear decay."""

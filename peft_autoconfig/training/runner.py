@@ -63,7 +63,7 @@ class RunConfig:
         learning_rate (`float`, *optional*): one peak AdamW learning rate for every block (the single-rate
             protocol of earlier versions); None = the per-block `DEFAULT_LEARNING_RATES` of `optim.py`.
         learning_rates (`dict[str, float]`, *optional*): peak rates per block type ("lora", "serial_adapter",
-            "parallel_adapter", "prefix", "gate", "head", "full"), applied over `learning_rate` (when set) or
+            "parallel_adapter", "prefix", "bias", "gate", "head", "full"), applied over `learning_rate` (when set) or
             over the defaults; see `RunConfig.resolved_learning_rates`.
         warmup_ratio (`float`): fraction of the steps with a linear warm-up, then linear decay to 0; in [0, 1).
         weight_decay (`float`): AdamW weight decay on weight matrices (never biases, LayerNorm or gates).

@@ -1,4 +1,4 @@
-"""The four PET blocks and the gate, each an `nn.Module` with an analytic parameter count.
+"""The five PET blocks (LoRA, serial and parallel adapter, prefix, BitFit bias) and the gate, each an `nn.Module` with an analytic parameter count.
 
 The `num_parameters` static methods are the single source of truth for cost: `plan.count_trainable_parameters` sums
 them without building a model, and tests check the sum against the real count after `get_peft_model`.
@@ -290,3 +290,24 @@ class PrefixKV(nn.Module):
             return key, value, torch.log(gate.to(dtype).clamp_min(torch.finfo(dtype).tiny)).unsqueeze(1)
         gate = gate.reshape(-1, 1, 1, 1).to(dtype)
         return key * gate, value * gate, None
+
+
+class BiasDelta(nn.Module):
+    """BitFit (Ben Zaken et al., 2022): a trainable shift of one module's bias, `(out_features,)`, starting at zero.
+
+    It is a *delta* added to the wrapped module's output, not a trainable copy of the base bias, so the base model
+    stays untouched (adapters can be switched, deleted and unloaded like any other block) and merging is exact:
+    `base.bias += delta`. Works on projections without a bias (Llama) too, which then cannot be merged. Same idea as
+    peft's `bias="all"` option and AdapterHub's `BitFit`, but per layer and module type and saved with the adapter.
+    """
+
+    def __init__(self, out_features: int) -> None:
+        super().__init__()
+        self.delta = nn.Parameter(torch.zeros(out_features))
+
+    @staticmethod
+    def num_parameters(out_features: int, present: bool = True) -> int:
+        return out_features if present else 0
+
+    def forward(self) -> torch.Tensor:
+        return self.delta

@@ -5,7 +5,8 @@ The layer logic serves both methods (mixed and UniPELT); gates are a flag on eac
 only to name its block containers under its own state-dict prefix (`mixed_pet_lora`, `unipelt_lora`, ...), as peft
 expects one prefix per tuner. A projection may carry
 several roles at once: LoRA (any target), serial/parallel adapter (feed-forward output projection) and prefix
-holder (a projection inside attention, whose prefix the attention wrapper in `attention.py` reads).
+holder (a projection inside attention, whose prefix the attention wrapper in `attention.py` reads), and BitFit bias
+delta (any projection or bias-carrying LayerNorm).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from .blocks import Bottleneck, LoraDelta, PrefixKV
+from .blocks import BiasDelta, Bottleneck, LoraDelta, PrefixKV
 from .plan import BlockPlan
 
 
@@ -58,13 +59,13 @@ class FeedForwardInputCapture:
                 module._forward_pre_hooks_with_kwargs.pop(key, None)
 
 
-BLOCK_KINDS: tuple[str, ...] = ("lora", "serial", "parallel", "prefix")
+BLOCK_KINDS: tuple[str, ...] = ("lora", "serial", "parallel", "prefix", "bias")
 """The block containers of a `PetLayer`, each an `nn.ModuleDict` keyed by adapter name, named `prefix + kind`."""
 
 
 class PetLayer(nn.Module, BaseTunerLayer):
-    """Wraps an `nn.Linear` (or GPT-2 `Conv1D`) and adds the blocks of each active adapter; wrapping a post-LN
-    encoder's feed-forward output `nn.LayerNorm`, it holds only Pfeiffer-placed serial adapters.
+    """Wraps an `nn.Linear` (or GPT-2 `Conv1D`) and adds the blocks of each active adapter; wrapping an
+    `nn.LayerNorm`, it holds only Pfeiffer-placed serial adapters and BitFit bias deltas.
 
     Abstract: a method's subclass sets `prefix` (its tuner's state-dict prefix); `adapter_layer_names` follows from it.
     """
@@ -133,6 +134,8 @@ class PetLayer(nn.Module, BaseTunerLayer):
                 plan.prefix_length, plan.num_kv_heads, plan.head_dim, plan.hidden_size, gated=plan.gate_prefix,
                 init_std=plan.prefix_init_std, projection_size=plan.prefix_projection_size,
             )
+        if plan.bias:
+            self.blocks("bias")[adapter_name] = BiasDelta(plan.out_features)
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters, inference_mode=inference_mode)
 
@@ -145,8 +148,11 @@ class PetLayer(nn.Module, BaseTunerLayer):
             return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
         active = list(self.active_adapters)
+        bias = self._bias_delta(active)
         if self.wraps_norm:
-            return self._pfeiffer_serial(x, result, active)
+            return self._pfeiffer_serial(x, result, active, bias)
+        if bias is not None:  # first: the blocks below see the output of the re-biased module
+            result = result + bias.to(result.dtype)
         lora_blocks, prefix_blocks = self.blocks("lora"), self.blocks("prefix")
         serial_blocks, parallel_blocks = self.blocks("serial"), self.blocks("parallel")
         for name in active:
@@ -170,9 +176,26 @@ class PetLayer(nn.Module, BaseTunerLayer):
                 result = result + delta.to(result.dtype)
         return result
 
-    def _pfeiffer_serial(self, x: torch.Tensor, normed: torch.Tensor, active: list[str]) -> torch.Tensor:
+    def _bias_delta(self, active: list[str]) -> Optional[torch.Tensor]:
+        """The sum of the unmerged BitFit deltas of the active adapters, or None."""
+        bias_blocks = self.blocks("bias")
+        total: Optional[torch.Tensor] = None
+        for name in active:
+            if name in bias_blocks and name not in self.merged_adapters:
+                delta = bias_blocks[name]()
+                total = delta if total is None else total + delta
+        return total
+
+    def _pfeiffer_serial(
+        self, x: torch.Tensor, normed: torch.Tensor, active: list[str], bias: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Serial adapters on the output LayerNorm: `x` is `h + residual`, `normed` is `LN(x)`; the adapters read
-        `normed` and the layer returns `LN(x + sum of adapter outputs)` (AdapterHub's Pfeiffer/`SeqBnConfig`)."""
+        `normed` and the layer returns `LN(x + sum of adapter outputs)` (AdapterHub's Pfeiffer/`SeqBnConfig`).
+
+        A BitFit delta shifts the LayerNorm's bias: it is added to `normed` (which the adapters read) and to the
+        final output, exactly what a merged `LN.bias += delta` computes."""
+        if bias is not None:
+            normed = normed + bias.to(normed.dtype)
         serial_blocks = self.blocks("serial")
         delta: Optional[torch.Tensor] = None
         for name in active:
@@ -180,7 +203,10 @@ class PetLayer(nn.Module, BaseTunerLayer):
                 serial = serial_blocks[name]
                 out = serial(normed.to(serial.down.weight.dtype)).to(x.dtype)
                 delta = out if delta is None else delta + out
-        return normed if delta is None else self.base_layer(x + delta)
+        if delta is None:
+            return normed
+        out = self.base_layer(x + delta)
+        return out if bias is None else out + bias.to(out.dtype)
 
     # -- merging ----------------------------------------------------------------------------------------------
     def unmergeable_blocks(self, adapter_name: str) -> list[str]:
@@ -209,17 +235,24 @@ class PetLayer(nn.Module, BaseTunerLayer):
                     f"Cannot merge adapter {name!r}: its {', '.join(refused)} cannot be folded into the base weights "
                     "(only ungated LoRA can). Use `unload()` to remove the adapter, or keep the PEFT model."
                 )
-            if name not in self.blocks("lora"):
+            has_lora, has_bias = name in self.blocks("lora"), name in self.blocks("bias")
+            if not (has_lora or has_bias):
                 continue
-            weight = self.get_base_layer().weight
-            delta = self.get_delta_weight(name).to(weight.dtype)
-            if safe_merge:
-                merged = weight.data + delta
-                if not torch.isfinite(merged).all():
-                    raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
-                weight.data = merged
-            else:
-                weight.data += delta
+            base = self.get_base_layer()
+            if has_bias and getattr(base, "bias", None) is None:
+                raise ValueError(
+                    f"Cannot merge adapter {name!r}: its BitFit delta needs a bias in {type(base).__name__}, which has "
+                    "none. Keep the PEFT model, or leave this module out of `bias_targets`."
+                )
+            updates = []
+            if has_lora:
+                updates.append((base.weight, self.get_delta_weight(name).to(base.weight.dtype)))
+            if has_bias:
+                updates.append((base.bias, self.blocks("bias")[name].delta.detach().to(base.bias.dtype)))
+            if safe_merge and not all(torch.isfinite(p.data + d).all() for p, d in updates):
+                raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
+            for parameter, delta in updates:
+                parameter.data += delta
             self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
@@ -228,8 +261,11 @@ class PetLayer(nn.Module, BaseTunerLayer):
             return
         while self.merged_adapters:
             name = self.merged_adapters.pop()
-            weight = self.get_base_layer().weight
-            weight.data -= self.get_delta_weight(name).to(weight.dtype)
+            base = self.get_base_layer()
+            if name in self.blocks("lora"):
+                base.weight.data -= self.get_delta_weight(name).to(base.weight.dtype)
+            if name in self.blocks("bias"):
+                base.bias.data -= self.blocks("bias")[name].delta.detach().to(base.bias.dtype)
 
     def unload_and_optionally_merge_module(
         self, merge: bool, safe_merge: bool, adapter_names: Optional[list[str]]

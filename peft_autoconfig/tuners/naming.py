@@ -14,10 +14,12 @@ import re
 
 from ..peft_types import MIXED_PET, UNIPELT, state_dict_prefix
 
-BLOCK_TYPES: tuple[str, ...] = ("lora", "serial_adapter", "parallel_adapter", "prefix", "gate")
+BLOCK_TYPES: tuple[str, ...] = ("lora", "serial_adapter", "parallel_adapter", "prefix", "bias", "gate")
 """Block types of PET parameters, in a fixed order."""
 
-_TYPE_OF_KIND = {"lora": "lora", "serial": "serial_adapter", "parallel": "parallel_adapter", "prefix": "prefix"}
+_TYPE_OF_KIND = {
+    "lora": "lora", "serial": "serial_adapter", "parallel": "parallel_adapter", "prefix": "prefix", "bias": "bias"
+}
 _PREFIXES = (state_dict_prefix(MIXED_PET), state_dict_prefix(UNIPELT))
 _PEFT_BLOCKS: dict[str, str] = {
     "lora_A": "lora",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..architectures import ArchitectureSpec, ModelDims, dims_for, spec_for
-from .blocks import Bottleneck, LoraDelta, PrefixKV
+from .blocks import BiasDelta, Bottleneck, LoraDelta, PrefixKV
 
 if TYPE_CHECKING:
     from .mixed.config import MixedPetConfig
@@ -27,6 +27,7 @@ class BlockPlan:
     serial_size: int = 0
     parallel_size: int = 0
     prefix_length: int = 0
+    bias: bool = False
     hidden_size: int = 0
     num_kv_heads: int = 0
     head_dim: int = 0
@@ -39,7 +40,7 @@ class BlockPlan:
 
     @property
     def empty(self) -> bool:
-        return not (self.lora_rank or self.serial_size or self.parallel_size or self.prefix_length)
+        return not (self.lora_rank or self.serial_size or self.parallel_size or self.prefix_length or self.bias)
 
     def num_parameters(self) -> int:
         return (
@@ -49,6 +50,7 @@ class BlockPlan:
             + PrefixKV.num_parameters(
                 self.prefix_length, self.num_kv_heads, self.head_dim, self.hidden_size, self.gate_prefix
             )
+            + BiasDelta.num_parameters(self.out_features, self.bias)
         )
 
     def num_training_parameters(self) -> int:
@@ -85,6 +87,9 @@ def plan_for(
     serial_size = config.block_size("serial_adapter_size", layer, dims)
     # the site is only resolved (and a placement the family lacks only refused) where a serial adapter exists
     serial_here = serial_size > 0 and path == spec.serial_adapter_site(config.serial_adapter_placement)
+    bias_here = config.block_size("bias_tuning", layer, dims) > 0 and path in spec.resolve_bias_targets(
+        config.bias_targets
+    )
     plan = BlockPlan(
         in_features=fan_in,
         out_features=fan_out,
@@ -92,6 +97,7 @@ def plan_for(
         serial_size=serial_size if serial_here else 0,
         parallel_size=config.block_size("parallel_adapter_size", layer, dims) if path == spec.ffn_output else 0,
         prefix_length=config.block_size("prefix_length", layer, dims) if path == spec.prefix_holder_path else 0,
+        bias=bias_here,
         hidden_size=dims.hidden_size,
         num_kv_heads=dims.num_kv_heads,
         head_dim=dims.head_dim,

@@ -15,8 +15,11 @@ from ..blocks import NON_LINEARITIES
 
 LayerSizes = Union[int, dict[int, int]]
 
-SIZE_FIELDS: tuple[str, ...] = ("serial_adapter_size", "parallel_adapter_size", "lora_rank", "prefix_length")
-"""The per-layer size fields; a size of 0 means the block is absent in that layer."""
+SIZE_FIELDS: tuple[str, ...] = ("serial_adapter_size", "parallel_adapter_size", "lora_rank", "prefix_length", "bias_tuning")
+"""The per-layer size fields; a size of 0 means the block is absent in that layer (`bias_tuning` is 0 or 1)."""
+
+FLAG_FIELDS: tuple[str, ...] = ("bias_tuning",)
+"""Size fields whose per-layer value is an on/off flag (0 or 1)."""
 
 SERIAL_ADAPTER_PLACEMENTS: tuple[str, ...] = ("houlsby", "pfeiffer")
 
@@ -103,6 +106,14 @@ class MixedPetConfig(PeftConfig):
         prefix_init_std (`float`):
             Standard deviation of the initial prefix keys/values, in both modes (the MLP's output layer is rescaled
             to it). Must be positive.
+        bias_tuning (`int` or `dict[int, int]`):
+            BitFit (Ben Zaken et al., 2022): 1 tunes the biases of `bias_targets` in that layer, 0 = absent. Each
+            bias is a trainable delta of the module's output size added to the module's output (the base bias is
+            never changed), saved with the adapter and merged exactly by `merge_and_unload` (`bias += delta`).
+        bias_targets (`list[str]`, *optional*):
+            Modules whose bias is tuned, by name as for `target_modules` ("query", "key", "value",
+            "attention.output.dense", "intermediate.dense", "output.dense", "LayerNorm" for both LayerNorms of a
+            BERT layer). Default: every projection and bias-carrying LayerNorm of the layer (BitFit proper).
         layers_to_transform (`list[int]`, *optional*):
             Layer indices that may receive blocks. Default: all layers.
         modules_to_save (`list[str]`, *optional*):
@@ -156,6 +167,14 @@ class MixedPetConfig(PeftConfig):
     prefix_init_std: float = field(
         default=0.02, metadata={"help": "Std of the initial prefix keys/values (> 0), flat or MLP."}
     )
+    bias_tuning: LayerSizes = field(
+        default=0,
+        metadata={"help": "BitFit per layer: 1 tunes the biases of `bias_targets` there (a delta), 0 = absent."},
+    )
+    bias_targets: Optional[list[str]] = field(
+        default=None,
+        metadata={"help": "Modules whose bias is tuned ('query', 'output.dense', 'LayerNorm', ...); default: all."},
+    )
     layers_to_transform: Optional[list[int]] = field(
         default=None, metadata={"help": "Layer indices that may receive blocks; default all layers."}
     )
@@ -168,6 +187,16 @@ class MixedPetConfig(PeftConfig):
         self.peft_type = self._peft_type()
         for name in SIZE_FIELDS:
             setattr(self, name, normalize_layer_sizes(name, getattr(self, name)))
+        for name in FLAG_FIELDS:
+            value = getattr(self, name)
+            if any(v not in (0, 1) for v in ([value] if isinstance(value, int) else value.values())):
+                raise ValueError(f"`{name}` is an on/off flag per layer: 0 or 1 (or {{layer: 0 or 1}}), got {value!r}.")
+        if isinstance(self.bias_targets, str):
+            self.bias_targets = [self.bias_targets]
+        if self.bias_targets is not None:
+            self.bias_targets = sorted(set(self.bias_targets))
+            if not self.bias_targets or not all(isinstance(t, str) and t for t in self.bias_targets):
+                raise ValueError(f"`bias_targets` must be a non-empty list of names or None, got {self.bias_targets!r}.")
         if self.adapter_non_linearity not in NON_LINEARITIES:
             raise ValueError(
                 f"`adapter_non_linearity` must be one of {sorted(NON_LINEARITIES)}, got {self.adapter_non_linearity!r}."
@@ -259,12 +288,13 @@ class MixedPetConfig(PeftConfig):
         return float(self.lora_alpha) / (math.sqrt(rank) if self.use_rslora else rank)
 
     def gated(self, block: str) -> bool:
-        """Whether `block` ("serial", "parallel", "lora", "prefix") has a gate. None in the mixed method."""
+        """Whether `block` ("serial", "parallel", "lora", "prefix", "bias") has a gate. None in the mixed method."""
         return False
 
     @property
     def is_mergeable(self) -> bool:
-        """Only an ungated LoRA-only config can be merged into the base weights."""
+        """Only a config of ungated LoRA and/or bias deltas can be merged into the base weights (a bias delta needs a
+        base bias to merge into; the layer says so if it has none)."""
         others = ("serial_adapter_size", "parallel_adapter_size", "prefix_length")
         return all(_all_zero(getattr(self, n)) for n in others) and not self.gated("lora")
 

@@ -20,7 +20,8 @@ class UniPELTConfig(MixedPetConfig):
     Defaults follow the paper: serial adapter with reduction factor 16 (bottleneck `hidden_size // 16`), prefix
     length 10, LoRA rank 8 on query and value. Each gate is `sigmoid(Linear(d, 1)(x))` averaged over the sequence,
     read from the block's own input (adapter input, attention input, projection input). All
-    `MixedPetConfig` fields (per-layer sizes, `layers_to_transform`, a parallel adapter) apply.
+    `MixedPetConfig` fields (per-layer sizes, `layers_to_transform`, a parallel adapter, BitFit `bias_tuning`) apply;
+    the BitFit block has no gate.
 
     Args:
         adapter_reduction_factor (`int`, *optional*):
@@ -89,6 +90,7 @@ class UniPELTConfig(MixedPetConfig):
             "parallel": self.gate_parallel_adapter,
             "lora": self.gate_lora,
             "prefix": self.gate_prefix,
+            "bias": False,  # a bias delta is input-independent: UniPELT's gates would only rescale it
         }[block]
 
     @property

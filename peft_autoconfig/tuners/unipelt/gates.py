@@ -280,6 +280,8 @@ def to_mixed_config(
         prefix_length=keep_or_ungated("prefix", "prefix_length", sizes["prefix"]),
         lora_rank=lora_rank if "lora" in gated_kinds else _ungated_sizes(config, "lora_rank"),
         target_modules=(targets or config.target_modules) if "lora" in gated_kinds else config.target_modules,
+        bias_tuning=config.bias_tuning,  # never gated: kept as is
+        bias_targets=config.bias_targets,
         serial_adapter_placement=config.serial_adapter_placement,
         parallel_adapter_scaling=config.parallel_adapter_scaling,
         adapter_non_linearity=config.adapter_non_linearity,
@@ -294,7 +296,7 @@ def to_mixed_config(
         inference_mode=False,
     )
     fields.update(overrides)
-    size_fields = ("serial_adapter_size", "parallel_adapter_size", "prefix_length", "lora_rank")
+    size_fields = ("serial_adapter_size", "parallel_adapter_size", "prefix_length", "lora_rank", "bias_tuning")
     if not _any_positive(fields[name] for name in size_fields):
         raise ValueError(
             f"Every gate is below `threshold`={threshold}: no block would be kept. Lower the threshold or train longer "
