@@ -219,9 +219,19 @@ def run(config: RunConfig) -> RunResult:
         gc.collect()
 
 
-def _train_and_evaluate(config: RunConfig, task: TaskConfig, work_dir: str, start: float) -> tuple[RunResult, Any]:
-    from transformers import DataCollatorWithPadding, PrinterCallback, ProgressCallback, Trainer, set_seed
+@dataclass
+class RunData:
+    """The tokenizer and tokenised splits of a run (cached across runs by `data.py`)."""
 
+    task: TaskConfig
+    tokenizer: Any
+    train_dataset: Any
+    eval_dataset: Any
+    num_labels: int
+
+
+def prepare_data(config: RunConfig, task: TaskConfig) -> RunData:
+    """Tokenise the task, check the eval split, take the seeded train subset and the fixed eval subset."""
     tokenizer = load_tokenizer(config.model_name_or_path)
     max_length = min(config.max_length, task.max_length or config.max_length)
     splits = tokenized_splits(task, tokenizer, max_length)
@@ -232,23 +242,23 @@ def _train_and_evaluate(config: RunConfig, task: TaskConfig, work_dir: str, star
     num_labels = resolve_num_labels(task, load_splits(task))
     train_dataset = seeded_subset(splits["train"], config.train_subset, config.seed)
     eval_dataset = seeded_subset(splits[config.eval_split], config.eval_subset, EVAL_SUBSET_SEED)
+    return RunData(task, tokenizer, train_dataset, eval_dataset, num_labels)
 
-    args = training_arguments(config, work_dir)  # sets up the process group (and DeepSpeed) before the model
-    set_seed(config.seed)
-    model = load_model(config.model_name_or_path, num_labels, tokenizer, task.label_names)
-    if config.peft_config is not None:
-        model = apply_peft(model, config.peft_config)
-    trainable, trainable_with_head = count_parameters(model)
+
+def build_trainer(config: RunConfig, model: Any, data: RunData, args: Any, callbacks: tuple = ()) -> Any:
+    """The run's `Trainer` (or `config.trainer_class`) with the per-block optimiser and the quiet/progress callbacks;
+    `callbacks` are added (one-shot methods pass their own, e.g. the pruning's importance accumulator)."""
+    from transformers import DataCollatorWithPadding, PrinterCallback, ProgressCallback, Trainer
 
     trainer = (config.trainer_class or Trainer)(
         model=model,
         args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=build_compute_metrics(task.metric_names, num_labels),
-        callbacks=[DivergenceCallback()],
+        train_dataset=data.train_dataset,
+        eval_dataset=data.eval_dataset,
+        data_collator=DataCollatorWithPadding(data.tokenizer),
+        processing_class=data.tokenizer,
+        compute_metrics=build_compute_metrics(data.task.metric_names, data.num_labels),
+        callbacks=[DivergenceCallback(), *callbacks],
         # built by Trainer.create_optimizer, the one path DeepSpeed also takes (it drops `optimizers=`)
         optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs(config.resolved_learning_rates(), config.weight_decay),
         **config.trainer_kwargs,
@@ -257,6 +267,21 @@ def _train_and_evaluate(config: RunConfig, task: TaskConfig, work_dir: str, star
     trainer.remove_callback(ProgressCallback)
     if config.show_progress:
         trainer.add_callback(LossProgressCallback())
+    return trainer
+
+
+def _train_and_evaluate(config: RunConfig, task: TaskConfig, work_dir: str, start: float) -> tuple[RunResult, Any]:
+    from transformers import set_seed
+
+    data = prepare_data(config, task)
+    eval_dataset = data.eval_dataset
+    args = training_arguments(config, work_dir)  # sets up the process group (and DeepSpeed) before the model
+    set_seed(config.seed)
+    model = load_model(config.model_name_or_path, data.num_labels, data.tokenizer, task.label_names)
+    if config.peft_config is not None:
+        model = apply_peft(model, config.peft_config)
+    trainable, trainable_with_head = count_parameters(model)
+    trainer = build_trainer(config, model, data, args)
 
     train_output = trainer.train()
     train_loss = float(train_output.training_loss)

@@ -88,6 +88,9 @@ def _active_prefixes(module: nn.Module) -> list[Any]:
         if prefix.gate is not None and prefix.gate.force == 0:
             prefix.pending_gate = None
             continue  # a gate pinned shut removes the prefix exactly
+        if prefix.token_keep is not None and not bool(prefix.token_keep.any()):
+            prefix.pending_gate = None
+            continue  # every token pruned (tuners/units.py)
         prefixes.append(prefix)
     return prefixes
 

@@ -205,6 +205,9 @@ class PrefixKV(nn.Module):
             self.value = nn.Parameter(torch.randn(self.shape) * init_std)
         self.gate = _maybe_gate(hidden_size, gated)
         self.pending_gate: torch.Tensor | None = None
+        self.token_keep: torch.Tensor | None = None
+        """Bool `(length,)` mask of the prefix tokens the attention sees (structured pruning, `tuners/units.py`);
+        None = all. The weights and the saved state keep every token."""
 
     @staticmethod
     def num_parameters(length: int, num_kv_heads: int, head_dim: int, hidden_size: int, gated: bool = False) -> int:
@@ -278,6 +281,8 @@ class PrefixKV(nn.Module):
         prefix: each position attends to the prefix with weight multiplied by its own gate.
         """
         key, value = self.flat_keys_values()
+        if self.token_keep is not None:
+            key, value = key[:, self.token_keep], value[:, self.token_keep]
         key = key.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
         value = value.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
         if self.gate is None:

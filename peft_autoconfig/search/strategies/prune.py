@@ -1,0 +1,317 @@
+"""`algorithm.name: prune`: NAS by pruning a large PET architecture (Lawton et al., 2023).
+
+1. Build the *maximal* configuration of the space (every module of `space.modules` at its largest size in every
+   layer, the BitFit block included when the space lists `bias`; a flat prefix) and train it for the one-shot stage's
+   budget (`context.fidelity`) with the recipe's training settings, through `transformers.Trainer`.
+2. Score every structured unit (`tuners/units.py`: LoRA rank, adapter bottleneck unit, prefix token, a layer's bias
+   block, and each whole block in a layer) by first-order importance `sum |theta * grad|`, accumulated over the
+   optimiser steps by a Trainer callback.
+3. Prune iteratively: each step keeps at least `keep_fraction` of the current parameters (never less than the next
+   budget), chosen greedily by importance per parameter; the units are masked by hooks (no weight copied), then
+   the model re-trains for `retrain_steps` steps, which also accumulates the scores of the next step.
+4. On reaching each budget (largest first), read off a standard per-layer `MixedPetConfig` (sizes = surviving units)
+   and, with `evaluate`, its score on the selection split. The configurations are nested: each budget's structure
+   contains the next smaller one's. The driver re-trains each from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import torch
+from pydantic import Field
+
+from ...front import config_to_dict
+from ...tuners.mixed import MixedPetConfig
+from ...tuners.plan import count_trainable_parameters
+from ...tuners.units import KIND_FIELDS, UNIT_KINDS, GroupKey, UnitGroup, UnitImportance, UnitMasks, importance_callback
+from ..oneshot import OneShotContext, OneShotResult, OneShotStrategy
+from ..schema import RecipeModel
+from .base import register_strategy
+
+TRACE_FILE = "prune_trace.json"
+
+
+class PruneSettings(RecipeModel):
+    """`algorithm.settings` of `prune`.
+
+    Args:
+        keep_fraction: each pruning step keeps at least this share of the current trainable parameters (0.5 halves
+            the architecture per step; smaller = fewer, coarser steps).
+        retrain_steps: optimiser steps of re-training after each pruning step (they also accumulate the next step's
+            importance); None = a quarter of the one-shot stage's steps, at least 1.
+        evaluate: score each budget's pruned model on the selection split (`OneShotResult.score`).
+        unstructured: prune single weights too (not implemented yet: a clear error).
+    """
+
+    where: ClassVar[tuple[str, ...]] = ("algorithm", "settings")
+
+    keep_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    retrain_steps: Optional[int] = Field(None, ge=1, strict=True)
+    evaluate: bool = True
+    unstructured: bool = False
+
+
+# -- pure selection ----------------------------------------------------------------------------------------------------
+def select_units(
+    groups: dict[GroupKey, UnitGroup], scores: dict[GroupKey, torch.Tensor], fixed: dict[GroupKey, float], budget: int
+) -> dict[GroupKey, torch.Tensor]:
+    """The keep masks after pruning the current masks of `groups` down to at most `budget` parameters.
+
+    Greedy on importance per parameter: candidates are every kept unit (`score / unit_cost`) and every block with kept
+    units (`(sum of its kept units' scores + its fixed part's score) / its cost`), removed from the least important
+    until the cost fits; a block's fixed parameters go with its last unit. The last unit of the whole model is never
+    removed; if it alone is over the budget, the single most important unit that fits is kept instead. Raises
+    `ValueError` when no unit fits the budget.
+    """
+    alive = {key: group.alive.detach().cpu().clone() for key, group in groups.items()}
+    counts = {key: int(mask.sum()) for key, mask in alive.items()}
+    cost = sum(groups[key].cost(n) for key, n in counts.items())
+    if cost <= budget:
+        return alive
+    candidates: list[tuple[float, int, GroupKey, int]] = []  # (ratio, order, group, unit index or -1 = block)
+    for order, (key, group) in enumerate(sorted(groups.items())):
+        kept = alive[key].nonzero().flatten().tolist()
+        if not kept:
+            continue
+        for i in kept:
+            candidates.append((float(scores[key][i]) / group.unit_cost, order, key, i))
+        block_score = float(scores[key][alive[key]].sum()) + fixed[key]
+        candidates.append((block_score / group.cost(len(kept)), order, key, -1))
+    candidates.sort(key=lambda c: (c[0], c[1], c[3]))
+    total_units = sum(counts.values())
+    for _, _, key, index in candidates:
+        if cost <= budget:
+            break
+        group = groups[key]
+        removing = counts[key] if index == -1 else int(bool(alive[key][index]))
+        if removing == 0 or removing >= total_units:
+            continue  # already gone, or it would leave no unit at all
+        before = group.cost(counts[key])
+        if index == -1:
+            alive[key][:] = False
+        else:
+            alive[key][index] = False
+        counts[key] -= removing
+        total_units -= removing
+        cost -= before - group.cost(counts[key])
+    if cost > budget:
+        return _best_single_unit(groups, scores, alive, budget)
+    return alive
+
+
+def _best_single_unit(
+    groups: dict[GroupKey, UnitGroup], scores: dict[GroupKey, torch.Tensor], alive: dict[GroupKey, torch.Tensor],
+    budget: int,
+) -> dict[GroupKey, torch.Tensor]:
+    fitting = [
+        (float(scores[key][i]), key, i)
+        for key, group in groups.items() if group.cost(1) <= budget
+        for i in group.alive.detach().cpu().nonzero().flatten().tolist()
+    ]
+    if not fitting:
+        cheapest = min(group.cost(1) for group in groups.values())
+        raise ValueError(
+            f"budget {budget:,} is below the smallest structure left to keep ({cheapest:,} parameters: one unit of "
+            "one block); give a larger budget."
+        )
+    _, key, i = max(fitting, key=lambda f: (f[0], -f[1][0]))
+    kept = {k: torch.zeros_like(mask) for k, mask in alive.items()}
+    kept[key][i] = True
+    return kept
+
+
+def pruning_targets(current: int, budget: int, keep_fraction: float) -> list[int]:
+    """The parameter targets of the steps from `current` down to `budget`: geometric by `keep_fraction`, then the
+    budget itself."""
+    targets = []
+    while current > budget:
+        current = max(budget, int(math.floor(current * keep_fraction)))
+        targets.append(current)
+    return targets
+
+
+def maximal_config(space: Any) -> tuple[MixedPetConfig, dict[str, Any]]:
+    """The space's largest configuration with per-layer sizes and a flat prefix (what is trained and pruned), and
+    the keyword arguments shared by every configuration read off it (the space's fixed fields and targets)."""
+    largest = space.decode(space.largest_point())
+    shared: dict[str, Any] = dict(space.spec.fixed)
+    shared["task_type"] = space.task_type
+    if largest.target_modules is not None:
+        shared["target_modules"] = list(largest.target_modules)
+    if largest.bias_targets is not None:
+        shared["bias_targets"] = list(largest.bias_targets)
+    sizes = {
+        field: {layer: largest.size(field, layer) for layer in range(space.num_layers) if largest.size(field, layer)}
+        for field in KIND_FIELDS.values()
+    }
+    super_config = MixedPetConfig(**{**shared, **{f: s or 0 for f, s in sizes.items()}, "prefix_projection_size": 0})
+    return super_config, shared
+
+
+def config_from_masks(masks: UnitMasks, shared: dict[str, Any], model_config: Any) -> MixedPetConfig:
+    """The standard `MixedPetConfig` of the kept units (per-layer sizes); its analytic count equals `masks.cost()`."""
+    sizes = masks.sizes()
+    kwargs = {**shared, **{field: per_layer or 0 for field, per_layer in sizes.items()}}
+    if not sizes["lora_rank"]:
+        kwargs.pop("target_modules", None)
+    config = MixedPetConfig(**kwargs)
+    count = count_trainable_parameters(config, model_config)
+    if count != masks.cost():
+        raise RuntimeError(f"pruned config counts {count:,} parameters but the kept units {masks.cost():,}: a bug.")
+    return config
+
+
+# -- the strategy ------------------------------------------------------------------------------------------------------
+@register_strategy
+class PruneStrategy(OneShotStrategy):
+    """Lawton et al. (2023): train the maximal PET architecture, prune it by first-order importance to each budget."""
+
+    name = "prune"
+    budgeted = True
+    settings_model = PruneSettings
+
+    def search(self, context: OneShotContext) -> list[OneShotResult]:
+        settings: PruneSettings = self.settings
+        if settings.unstructured:
+            raise NotImplementedError(
+                "`algorithm.settings.unstructured: true` (weight masks in the adapter) is not implemented yet; "
+                "use the structured pruning (unstructured: false)."
+            )
+        if not context.budgets:
+            raise ValueError("algorithm 'prune' needs `budgets:` in the recipe.")
+        super_config, shared = maximal_config(context.space)
+        model_config = context.space.model_config
+        maximum = count_trainable_parameters(super_config, model_config)
+        check_budgets(context.budgets, maximum)
+        session = _PruneSession(context, super_config)
+        masks = UnitMasks(session.model)
+        smallest = min(group.cost(1) for group in masks.groups.values())
+        if context.budgets[0] < smallest:
+            raise ValueError(
+                f"budget {context.budgets[0]:,} is below the smallest structure of the space ({smallest:,} parameters: "
+                "one unit of one block); give a larger budget."
+            )
+        importance = UnitImportance(masks)
+        callback = importance_callback(importance)
+        initial_steps = session.train([callback])
+        retrain_steps = settings.retrain_steps or max(1, initial_steps // 4)
+        trace: list[dict[str, Any]] = [{"step": 0, "parameters": masks.cost(), "trained_steps": initial_steps}]
+        results: list[OneShotResult] = []
+        bar = _progress(_expected_steps(maximum, context.budgets, settings.keep_fraction), context.progress)
+        for budget in sorted(context.budgets, reverse=True):
+            for target in pruning_targets(masks.cost(), budget, settings.keep_fraction):
+                for key, alive in select_units(masks.groups, importance.scores, importance.fixed, target).items():
+                    masks.set_alive(key, alive)
+                importance.reset()
+                session.train([callback], retrain_steps)
+                trace.append({"step": len(trace), "target": target, "parameters": masks.cost(), "sizes": masks.sizes()})
+                if bar is not None:
+                    bar.update(1)
+            config = config_from_masks(masks, shared, model_config)
+            results.append(OneShotResult(
+                config=config_to_dict(config), trainable_parameters=masks.cost(), budget=budget,
+                score=session.evaluate() if settings.evaluate and session.trainer is not None else None,
+                details={
+                    "sizes": {f: {str(k): v for k, v in s.items()} for f, s in masks.sizes().items()},
+                    "maximal_parameters": maximum,
+                    "prune_steps": len(trace) - 1,
+                    "block_importance": _block_importance(masks, importance),
+                },
+            ))
+        if bar is not None:
+            bar.close()
+        _write_trace(context.work_dir, trace, maximum, initial_steps, retrain_steps)
+        masks.remove()
+        return sorted(results, key=lambda r: r.budget)
+
+
+def _expected_steps(maximum: int, budgets: list[int], keep_fraction: float) -> int:
+    total, current = 0, maximum
+    for budget in sorted(budgets, reverse=True):
+        targets = pruning_targets(current, budget, keep_fraction)
+        total += len(targets)
+        current = targets[-1] if targets else current
+    return total
+
+
+def check_budgets(budgets: list[int], maximum: int) -> None:
+    """`ValueError` for a budget above the maximal configuration (the recipe check catches it before too)."""
+    above = [b for b in budgets if b > maximum]
+    if above:
+        raise ValueError(
+            f"budgets {above} are above the maximal configuration of the space ({maximum:,} trainable parameters); "
+            f"allowed: 1 .. {maximum:,}."
+        )
+
+
+def _block_importance(masks: UnitMasks, importance: UnitImportance) -> dict[str, float]:
+    """Accumulated importance of the kept units per `<layer>.<kind>` (the latest scoring window), for diagnostics."""
+    return {
+        f"{layer}.{kind}": float(importance.scores[(layer, kind)][group.alive.cpu()].sum())
+        for (layer, kind), group in sorted(masks.groups.items()) if group.num_alive
+    }
+
+
+def _write_trace(work_dir: Path, trace: list[dict[str, Any]], maximum: int, initial: int, retrain: int) -> None:
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"maximal_parameters": maximum, "initial_steps": initial, "retrain_steps": retrain, "steps": trace}
+    (work_dir / TRACE_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _progress(total: int, show: bool) -> Any:
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="pruning steps", unit="step", dynamic_ncols=True)
+
+
+class _PruneSession:
+    """One model trained in several Trainer windows (the runner's data, optimiser groups and arguments)."""
+
+    def __init__(self, context: OneShotContext, config: MixedPetConfig) -> None:
+        from transformers import set_seed
+
+        from ...training.model import apply_peft, load_model
+        from ...training.runner import RunConfig, prepare_data
+        from ...training.tasks import load_task
+
+        self.work_dir = Path(context.work_dir) / "trainer"
+        self.run_config = RunConfig(
+            model_name_or_path=context.model, task=context.task, peft_config=config, seed=context.seed,
+            eval_subset=context.eval_subset, eval_split=context.selection_split, show_progress=context.progress,
+            save_adapter=False, **{**context.training, **context.fidelity},
+        )
+        task = load_task(context.task)
+        self.data = prepare_data(self.run_config, task)
+        set_seed(context.seed)
+        model = load_model(context.model, self.data.num_labels, self.data.tokenizer, task.label_names)
+        self.model = apply_peft(model, config)
+        self.trainer: Any = None
+
+    def train(self, callbacks: list[Any], max_steps: Optional[int] = None) -> int:
+        """Train for the one-shot budget (or `max_steps`); returns the number of optimiser steps taken."""
+        from ...training.callbacks import TrainingDiverged
+        from ...training.runner import build_trainer, training_arguments
+
+        config = self.run_config if max_steps is None else replace(self.run_config, max_steps=max_steps)
+        trainer = build_trainer(config, self.model, self.data, training_arguments(config, str(self.work_dir)), tuple(callbacks))
+        output = trainer.train()
+        if not math.isfinite(float(output.training_loss)):
+            raise TrainingDiverged(f"pruning: training loss is {output.training_loss}; lower the learning rates.")
+        self.trainer = trainer
+        return int(trainer.state.global_step)
+
+    def evaluate(self) -> float:
+        metrics = self.trainer.evaluate()
+        name = self.data.task.metric_names[0]
+        return float(metrics[f"eval_{name}"])
+
+
+__all__ = ["PruneSettings", "PruneStrategy", "check_budgets", "config_from_masks", "maximal_config", "select_units"]
