@@ -129,9 +129,15 @@ def count_trainable_parameters(config: MixedPetConfig, model_config: Any) -> int
     """Trainable PET parameters of `config` (a `MixedPetConfig`/`UniPELTConfig`) on a model with `model_config`.
 
     No model is built; equals the real count of PET parameters after `get_peft_model` (heads and `modules_to_save`
-    excluded).
+    excluded). With unstructured `weight_masks`, the masked-out weights are not counted (the non-zero weights are).
     """
-    return sum(plan.num_parameters() for plan in module_plans(config, model_config).values())
+    total = sum(plan.num_parameters() for plan in module_plans(config, model_config).values())
+    masks = getattr(config, "weight_masks", None)
+    if masks is not None:
+        from .weight_masks import masked_out
+
+        total -= masked_out(masks)
+    return total
 
 
 def count_training_parameters(config: Any, model_config: Any) -> int:

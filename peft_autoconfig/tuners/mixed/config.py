@@ -114,6 +114,12 @@ class MixedPetConfig(PeftConfig):
             Modules whose bias is tuned, by name as for `target_modules` ("query", "key", "value",
             "attention.output.dense", "intermediate.dense", "output.dense", "LayerNorm" for both LayerNorms of a
             BERT layer). Default: every projection and bias-carrying LayerNorm of the layer (BitFit proper).
+        weight_masks (`str`, *optional*):
+            Unstructured pruning: a safetensors file of bool masks, one per PET weight it prunes, keyed by the
+            weight's path in the transformers model without the adapter name (`bert.encoder.layer.0.attention.self.
+            query.mixed_pet_lora.A.weight`). `get_peft_model` zeroes the masked entries and keeps them at zero while
+            training; the masks are saved in adapter_model.safetensors, so a saved adapter loads without the file;
+            `count_trainable_parameters` counts the non-zero weights. Needs a flat prefix.
         layers_to_transform (`list[int]`, *optional*):
             Layer indices that may receive blocks. Default: all layers.
         modules_to_save (`list[str]`, *optional*):
@@ -175,6 +181,10 @@ class MixedPetConfig(PeftConfig):
         default=None,
         metadata={"help": "Modules whose bias is tuned ('query', 'output.dense', 'LayerNorm', ...); default: all."},
     )
+    weight_masks: Optional[str] = field(
+        default=None,
+        metadata={"help": "Safetensors file of bool masks per PET weight (unstructured pruning); saved with the adapter."},
+    )
     layers_to_transform: Optional[list[int]] = field(
         default=None, metadata={"help": "Layer indices that may receive blocks; default all layers."}
     )
@@ -191,6 +201,11 @@ class MixedPetConfig(PeftConfig):
             value = getattr(self, name)
             if any(v not in (0, 1) for v in ([value] if isinstance(value, int) else value.values())):
                 raise ValueError(f"`{name}` is an on/off flag per layer: 0 or 1 (or {{layer: 0 or 1}}), got {value!r}.")
+        if self.weight_masks is not None:
+            if not isinstance(self.weight_masks, str) or not self.weight_masks:
+                raise TypeError(f"`weight_masks` must be a path (str) to a safetensors file or None, got {self.weight_masks!r}.")
+            if self.prefix_projection_size:
+                raise ValueError("`weight_masks` needs a flat prefix (`prefix_projection_size`=0): the prefix MLP is not saved.")
         if isinstance(self.bias_targets, str):
             self.bias_targets = [self.bias_targets]
         if self.bias_targets is not None:

@@ -16,6 +16,7 @@ from ..attention import base_implementation_name, prefix_implementation_name, re
 from ..blocks import PrefixKV
 from ..layer import BLOCK_KINDS, FeedForwardInputCapture, PetLayer
 from ..plan import BlockPlan, module_plans
+from ..weight_masks import check_state_dict_masks, install_from_config
 
 LEGACY_PREFIX = "pet_"
 """The state-dict prefix that both methods shared before each got its own (adapters saved by wave 1)."""
@@ -52,6 +53,11 @@ class MixedPetModel(BaseTuner):
         if any(plan.prefix_length for plan in self._pet_plans.values()):
             register_prefix_attention()
             config._attn_implementation = prefix_implementation_name(config._attn_implementation)
+
+    def _post_injection_hook(self, model: nn.Module, config: PeftConfig, adapter_name: str) -> None:
+        """Apply the config's unstructured weight masks (`weight_masks`), if any."""
+        super()._post_injection_hook(model, config, adapter_name)
+        install_from_config(model, getattr(config, "weight_masks", None), adapter_name)
 
     def _check_target_module_exists(self, peft_config: PeftConfig, key: str) -> bool:
         located = self._pet_spec.split_key(key)
@@ -124,6 +130,7 @@ class MixedPetModel(BaseTuner):
         cls, model: nn.Module, config: PeftConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """Load adapters saved before the per-method prefixes: `...pet_lora.A.weight` -> `...mixed_pet_lora...`."""
+        check_state_dict_masks(state_dict, where=f"adapter {adapter_name!r}")
         renamed = {_LEGACY_CONTAINER.sub(rf".{cls.prefix}\1", key): value for key, value in state_dict.items()}
         return super()._remap_adapter_state_dict_for_load(model, config, adapter_name, renamed)
 
