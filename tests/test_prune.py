@@ -267,12 +267,32 @@ def _model_config(directory):
     return AutoConfig.from_pretrained(directory)
 
 
-def test_unstructured_setting_is_refused_clearly(tmp_path, tiny_bert_dir, synthetic_task_dir):
+def test_unstructured_prune_emits_weight_masks_counted_as_non_zero_weights(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    from peft_autoconfig.tuners.weight_masks import load_mask_file
+
     path = write_recipe(
         tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:fake_evaluate",
-        space={"modules": ["lora"], "sizes": {"lora": [0, 4]}},
-        algorithm={"name": "prune", "settings": {"unstructured": True}}, budgets=[300],
-        fidelity={"levels": [{"train_subset": 64, "max_steps": 2}]},
+        space={"modules": ["lora", "bias"], "sizes": {"lora": [0, 4]}, "layer_mode": "sizes"},
+        algorithm={"name": "prune", "settings": {"unstructured": True, "retrain_steps": 1, "evaluate": False}},
+        budgets=[100, 600], fidelity={"levels": [{"train_subset": 64, "max_steps": 2}]},
     )
-    with pytest.raises(NotImplementedError, match="unstructured"):
-        run_search(load_recipe(path), tmp_path / "out", progress=False)
+    out = tmp_path / "out"
+    run_search(load_recipe(path), out, progress=False)
+    results = json.loads((out / "oneshot.json").read_text())["results"]
+    model_config = _model_config(tiny_bert_dir)
+    masks = []
+    for r in results:
+        config = config_from_dict(r["config"])
+        assert config.weight_masks and r["details"]["mask_file"] == config.weight_masks
+        masks.append(load_mask_file(config.weight_masks))
+        kept = sum(int(m.sum()) for m in masks[-1].values())
+        assert kept == r["trainable_parameters"] == count_trainable_parameters(config, model_config) <= r["budget"]
+        assert r["score"] is None
+    small, large = masks
+    assert all(not (small[k] & ~large[k]).any() for k in small), "unstructured masks are not nested"
+    # the re-trained trials of the driver applied the same masks (a plain get_peft_model of the config)
+    from transformers import AutoModelForSequenceClassification
+
+    model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir), config_from_dict(results[0]["config"]))
+    nonzero = sum(int(torch.count_nonzero(p)) for n, p in model.named_parameters() if parameter_block_type(n) is not None)
+    assert nonzero <= results[0]["trainable_parameters"]

@@ -272,3 +272,48 @@ def importance_callback(importance: UnitImportance) -> Any:
             importance.accumulate()
 
     return ImportanceCallback()
+
+
+class WeightImportance:
+    """Accumulated first-order importance `|theta * grad|` of every single PET weight of an adapter (unstructured
+    pruning), keyed like a mask file (`weight_masks.mask_key`)."""
+
+    def __init__(self, model: nn.Module, adapter_name: str = "default") -> None:
+        from .weight_masks import pet_parameters
+
+        self.parameters = {key: parameter for key, (_, _, parameter) in pet_parameters(model, adapter_name).items()}
+        if not self.parameters:
+            raise ValueError(f"The model has no PET weight of adapter {adapter_name!r} to score.")
+        self.scores: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.scores = {key: torch.zeros(p.shape, dtype=torch.float64) for key, p in self.parameters.items()}
+        self.steps = 0
+
+    @torch.no_grad()
+    def accumulate(self) -> None:
+        for key, parameter in self.parameters.items():
+            if parameter.grad is not None:
+                self.scores[key] += (parameter.detach() * parameter.grad.detach()).abs().double().cpu()
+        self.steps += 1
+
+
+def select_weights(
+    scores: dict[str, torch.Tensor], kept: dict[str, torch.Tensor], keep: int
+) -> dict[str, torch.Tensor]:
+    """Masks keeping the `keep` most important of the currently `kept` weights (all of them if fewer)."""
+    keys = sorted(scores)
+    flat = torch.cat([torch.where(kept[k].cpu(), scores[k], torch.tensor(-1.0, dtype=torch.float64)).flatten() for k in keys])
+    available = int(sum(int(kept[k].sum()) for k in keys))
+    keep = max(0, min(keep, available))
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    if keep:
+        chosen[torch.topk(flat, keep, sorted=False).indices] = True
+    out, start = {}, 0
+    for k in keys:
+        n = scores[k].numel()
+        out[k] = chosen[start:start + n].reshape(scores[k].shape)
+        start += n
+    return out

@@ -12,6 +12,12 @@
 4. On reaching each budget (largest first), read off a standard per-layer `MixedPetConfig` (sizes = surviving units)
    and, with `evaluate`, its score on the selection split. The configurations are nested: each budget's structure
    contains the next smaller one's. The driver re-trains each from scratch.
+
+With `unstructured: true` the units are single PET weights instead (importance `|theta * grad|` per weight, the
+globally least important removed), the maximal structure is kept, and each budget's bool masks are written to a new
+safetensors file under `<work_dir>/masks/run-<n>/` that the configuration names (`MixedPetConfig.weight_masks`): the
+re-training keeps the masks (a sparse "ticket" re-trained from a fresh initialisation), and the parameter objective
+counts the non-zero weights.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pydantic import Field
 from ...front import config_to_dict
 from ...tuners.mixed import MixedPetConfig
 from ...tuners.plan import count_trainable_parameters
-from ...tuners.units import KIND_FIELDS, UNIT_KINDS, GroupKey, UnitGroup, UnitImportance, UnitMasks, importance_callback
+from ...tuners.units import KIND_FIELDS, GroupKey, UnitGroup, UnitImportance, UnitMasks, importance_callback
 from ..oneshot import OneShotContext, OneShotResult, OneShotStrategy
 from ..schema import RecipeModel
 from .base import register_strategy
@@ -45,7 +51,9 @@ class PruneSettings(RecipeModel):
         retrain_steps: optimiser steps of re-training after each pruning step (they also accumulate the next step's
             importance); None = a quarter of the one-shot stage's steps, at least 1.
         evaluate: score each budget's pruned model on the selection split (`OneShotResult.score`).
-        unstructured: prune single weights too (not implemented yet: a clear error).
+        unstructured: prune single weights instead of structures: importance per weight, the maximal structure kept,
+            a bool mask per PET weight saved to a safetensors file that the configuration names (`weight_masks`);
+            the parameter count is then the number of non-zero weights.
     """
 
     where: ClassVar[tuple[str, ...]] = ("algorithm", "settings")
@@ -177,11 +185,6 @@ class PruneStrategy(OneShotStrategy):
 
     def search(self, context: OneShotContext) -> list[OneShotResult]:
         settings: PruneSettings = self.settings
-        if settings.unstructured:
-            raise NotImplementedError(
-                "`algorithm.settings.unstructured: true` (weight masks in the adapter) is not implemented yet; "
-                "use the structured pruning (unstructured: false)."
-            )
         if not context.budgets:
             raise ValueError("algorithm 'prune' needs `budgets:` in the recipe.")
         super_config, shared = maximal_config(context.space)
@@ -189,45 +192,149 @@ class PruneStrategy(OneShotStrategy):
         maximum = count_trainable_parameters(super_config, model_config)
         check_budgets(context.budgets, maximum)
         session = _PruneSession(context, super_config)
-        masks = UnitMasks(session.model)
-        smallest = min(group.cost(1) for group in masks.groups.values())
-        if context.budgets[0] < smallest:
-            raise ValueError(
-                f"budget {context.budgets[0]:,} is below the smallest structure of the space ({smallest:,} parameters: "
-                "one unit of one block); give a larger budget."
-            )
-        importance = UnitImportance(masks)
-        callback = importance_callback(importance)
+        if settings.unstructured:
+            pruner: Any = _UnstructuredPruner(session.model, shared, model_config, Path(context.work_dir))
+        else:
+            pruner = _StructuredPruner(session.model, shared, model_config)
+        pruner.check_budget(context.budgets[0])
+        callback = importance_callback(pruner.importance)
         initial_steps = session.train([callback])
         retrain_steps = settings.retrain_steps or max(1, initial_steps // 4)
-        trace: list[dict[str, Any]] = [{"step": 0, "parameters": masks.cost(), "trained_steps": initial_steps}]
+        trace: list[dict[str, Any]] = [{"step": 0, "parameters": pruner.cost(), "trained_steps": initial_steps}]
         results: list[OneShotResult] = []
         bar = _progress(_expected_steps(maximum, context.budgets, settings.keep_fraction), context.progress)
         for budget in sorted(context.budgets, reverse=True):
-            for target in pruning_targets(masks.cost(), budget, settings.keep_fraction):
-                for key, alive in select_units(masks.groups, importance.scores, importance.fixed, target).items():
-                    masks.set_alive(key, alive)
-                importance.reset()
+            for target in pruning_targets(pruner.cost(), budget, settings.keep_fraction):
+                pruner.prune_to(target)
+                pruner.importance.reset()
                 session.train([callback], retrain_steps)
-                trace.append({"step": len(trace), "target": target, "parameters": masks.cost(), "sizes": masks.sizes()})
+                trace.append({"step": len(trace), "target": target, "parameters": pruner.cost(), **pruner.trace()})
                 if bar is not None:
                     bar.update(1)
-            config = config_from_masks(masks, shared, model_config)
+            config, details = pruner.snapshot(budget)
+            count = count_trainable_parameters(config, model_config)
+            if count != pruner.cost() or count > budget:
+                raise RuntimeError(f"pruned config counts {count:,} parameters, kept {pruner.cost():,}, budget {budget:,}: a bug.")
             results.append(OneShotResult(
-                config=config_to_dict(config), trainable_parameters=masks.cost(), budget=budget,
-                score=session.evaluate() if settings.evaluate and session.trainer is not None else None,
-                details={
-                    "sizes": {f: {str(k): v for k, v in s.items()} for f, s in masks.sizes().items()},
-                    "maximal_parameters": maximum,
-                    "prune_steps": len(trace) - 1,
-                    "block_importance": _block_importance(masks, importance),
-                },
+                config=config_to_dict(config), trainable_parameters=count, budget=budget,
+                score=session.evaluate() if settings.evaluate else None,
+                details={**details, "maximal_parameters": maximum, "prune_steps": len(trace) - 1,
+                         "unstructured": settings.unstructured},
             ))
         if bar is not None:
             bar.close()
         _write_trace(context.work_dir, trace, maximum, initial_steps, retrain_steps)
-        masks.remove()
+        pruner.close()
         return sorted(results, key=lambda r: r.budget)
+
+
+class _StructuredPruner:
+    """Units masked by hooks (`UnitMasks`); the configurations have per-layer sizes."""
+
+    def __init__(self, model: Any, shared: dict[str, Any], model_config: Any) -> None:
+        self.masks = UnitMasks(model)
+        self.importance = UnitImportance(self.masks)
+        self.shared, self.model_config = shared, model_config
+
+    def check_budget(self, smallest_budget: int) -> None:
+        smallest = min(group.cost(1) for group in self.masks.groups.values())
+        if smallest_budget < smallest:
+            raise ValueError(
+                f"budget {smallest_budget:,} is below the smallest structure of the space ({smallest:,} parameters: "
+                "one unit of one block); give a larger budget."
+            )
+
+    def cost(self) -> int:
+        return self.masks.cost()
+
+    def prune_to(self, target: int) -> None:
+        for key, alive in select_units(self.masks.groups, self.importance.scores, self.importance.fixed, target).items():
+            self.masks.set_alive(key, alive)
+
+    def trace(self) -> dict[str, Any]:
+        return {"sizes": self.masks.sizes()}
+
+    def snapshot(self, budget: int) -> tuple[MixedPetConfig, dict[str, Any]]:
+        details = {
+            "sizes": {f: {str(k): v for k, v in s.items()} for f, s in self.masks.sizes().items()},
+            "block_importance": _block_importance(self.masks, self.importance),
+        }
+        return config_from_masks(self.masks, self.shared, self.model_config), details
+
+    def close(self) -> None:
+        self.masks.remove()
+
+
+class _UnstructuredPruner:
+    """Single weights masked (`tuners/weight_masks.py`) inside the maximal structure; each budget's masks go to a new
+    safetensors file under `<work_dir>/masks/` that its configuration names in `weight_masks`."""
+
+    def __init__(self, model: Any, shared: dict[str, Any], model_config: Any, work_dir: Path) -> None:
+        from ...tuners.units import WeightImportance
+
+        self.model = model
+        self.importance = WeightImportance(model)
+        self.kept = {key: torch.ones(p.shape, dtype=torch.bool) for key, p in self.importance.parameters.items()}
+        self.shared = {**shared, "prefix_projection_size": 0}  # weight masks need a flat prefix
+        self.model_config = model_config
+        structure = UnitMasks(model)  # only to read the maximal per-layer sizes
+        self.sizes = structure.sizes()
+        structure.remove()
+        self.mask_dir = _fresh_directory(work_dir / "masks")
+
+    def check_budget(self, smallest_budget: int) -> None:
+        if smallest_budget < 1:
+            raise ValueError(f"budget {smallest_budget} must keep at least one weight.")
+
+    def cost(self) -> int:
+        return int(sum(int(mask.sum()) for mask in self.kept.values()))
+
+    def prune_to(self, target: int) -> None:
+        from ...tuners.units import select_weights
+        from ...tuners.weight_masks import apply_masks
+
+        self.kept = select_weights(self.importance.scores, self.kept, target)
+        apply_masks(self.model, self.kept, where="pruning masks")
+
+    def trace(self) -> dict[str, Any]:
+        return {"kept_per_block": _kept_per_block(self.kept)}
+
+    def snapshot(self, budget: int) -> tuple[MixedPetConfig, dict[str, Any]]:
+        from ...tuners.weight_masks import save_mask_file
+
+        path = save_mask_file(self.mask_dir / f"budget-{budget}.safetensors", self.kept)
+        kwargs = {**self.shared, **{field: per_layer or 0 for field, per_layer in self.sizes.items()}}
+        if not self.sizes["lora_rank"]:
+            kwargs.pop("target_modules", None)
+        config = MixedPetConfig(**kwargs, weight_masks=str(path.resolve()))
+        return config, {"kept_per_block": _kept_per_block(self.kept), "mask_file": str(path.resolve())}
+
+    def close(self) -> None:
+        """The masks stay on the model (it is discarded); nothing to undo."""
+
+
+def _kept_per_block(kept: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Non-zero weights per `<layer>.<block type>`, for diagnostics and the layer x block plot."""
+    import re
+
+    from ...tuners.naming import parameter_block_type
+
+    out: dict[str, int] = {}
+    for key, mask in kept.items():
+        match = re.search(r"\.(\d+)\.", key)
+        name = f"{match.group(1) if match else '?'}.{parameter_block_type(key)}"
+        out[name] = out.get(name, 0) + int(mask.sum())
+    return dict(sorted(out.items()))
+
+
+def _fresh_directory(root: Path) -> Path:
+    """`root/run-<n>` for the first n not taken: an earlier, interrupted run's mask files are never overwritten."""
+    n = 0
+    while (root / f"run-{n}").exists():
+        n += 1
+    path = root / f"run-{n}"
+    path.mkdir(parents=True)
+    return path
 
 
 def _expected_steps(maximum: int, budgets: list[int], keep_fraction: float) -> int:
