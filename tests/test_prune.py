@@ -184,6 +184,8 @@ def test_pruning_never_exceeds_a_budget_and_is_nested_across_budgets(seed):
             for key, alive in select_units(masks.groups, scores, fixed, target).items():
                 masks.set_alive(key, alive)
             assert masks.cost() <= target
+            largest_step = max(g.unit_cost + g.fixed_cost for g in masks.groups.values())
+            assert target < 200 or masks.cost() > target - largest_step, "undershot the target by more than a unit"
         assert 0 < masks.cost() <= budget
         for key, group in masks.groups.items():
             assert not (group.alive & ~previous[key]).any(), "a pruned unit came back"
@@ -255,6 +257,8 @@ def test_prune_search_end_to_end_with_two_budgets(tmp_path, tiny_bert_dir, synth
     small, large = ({f: config.size(f, l) for f in ("lora_rank", "parallel_adapter_size", "prefix_length", "bias_tuning")
                      for l in range(2)} for config in configs)
     assert all(small[k] <= large[k] for k in small), "the smaller budget's structure is not nested in the larger"
+    assert (out / "oneshot" / "prune_survival.png").stat().st_size > 0
+    assert all(0.0 <= f <= 1.0 for f in results[0]["details"]["kept_fraction"].values())
     trace = json.loads((out / "oneshot" / "prune_trace.json").read_text())
     assert trace["steps"][0]["parameters"] == results[0]["details"]["maximal_parameters"]
     assert len(result.front) == 2

@@ -121,6 +121,11 @@ def describe_config(config: Any) -> str:
         parts.append(f"LoRA r{size(config.lora_rank)} ({targets})")
     if present(config.prefix_length):
         parts.append(f"prefix {size(config.prefix_length)}")
+    if present(getattr(config, "bias_tuning", 0)):
+        targets = ", ".join(config.bias_targets) if getattr(config, "bias_targets", None) else "all"
+        parts.append(f"BitFit {size(config.bias_tuning)} ({targets})")
+    if getattr(config, "weight_masks", None):
+        parts.append("weight masks")
     parts.append("layers all" if config.layers_to_transform is None
                  else "layers " + ", ".join(map(str, config.layers_to_transform)))
     if _peft_type(config) == "UNIPELT":

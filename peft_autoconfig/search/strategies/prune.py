@@ -40,6 +40,7 @@ from ..schema import RecipeModel
 from .base import register_strategy
 
 TRACE_FILE = "prune_trace.json"
+SURVIVAL_PLOT = "prune_survival.png"
 
 
 class PruneSettings(RecipeModel):
@@ -72,7 +73,8 @@ def select_units(
 
     Greedy on importance per parameter: candidates are every kept unit (`score / unit_cost`) and every block with kept
     units (`(sum of its kept units' scores + its fixed part's score) / its cost`), removed from the least important
-    until the cost fits; a block's fixed parameters go with its last unit. The last unit of the whole model is never
+    until the cost fits; a block's fixed parameters go with its last unit. A whole block is removed only while the
+    excess is at least its size (so the result does not undershoot the budget by a block), else unit by unit. The last unit of the whole model is never
     removed; if it alone is over the budget, the single most important unit that fits is kept instead. Raises
     `ValueError` when no unit fits the budget.
     """
@@ -100,6 +102,8 @@ def select_units(
         if removing == 0 or removing >= total_units:
             continue  # already gone, or it would leave no unit at all
         before = group.cost(counts[key])
+        if index == -1 and cost - before < budget:
+            continue  # a whole block only while the excess is at least its size; its units can go one by one
         if index == -1:
             alive[key][:] = False
         else:
@@ -224,6 +228,7 @@ class PruneStrategy(OneShotStrategy):
         if bar is not None:
             bar.close()
         _write_trace(context.work_dir, trace, maximum, initial_steps, retrain_steps)
+        plot_survival(Path(context.work_dir) / SURVIVAL_PLOT, results)
         pruner.close()
         return sorted(results, key=lambda r: r.budget)
 
@@ -257,6 +262,7 @@ class _StructuredPruner:
     def snapshot(self, budget: int) -> tuple[MixedPetConfig, dict[str, Any]]:
         details = {
             "sizes": {f: {str(k): v for k, v in s.items()} for f, s in self.masks.sizes().items()},
+            "kept_fraction": {f"{layer}.{kind}": g.num_alive / g.size for (layer, kind), g in sorted(self.masks.groups.items())},
             "block_importance": _block_importance(self.masks, self.importance),
         }
         return config_from_masks(self.masks, self.shared, self.model_config), details
@@ -307,7 +313,10 @@ class _UnstructuredPruner:
         if not self.sizes["lora_rank"]:
             kwargs.pop("target_modules", None)
         config = MixedPetConfig(**kwargs, weight_masks=str(path.resolve()))
-        return config, {"kept_per_block": _kept_per_block(self.kept), "mask_file": str(path.resolve())}
+        total = _kept_per_block({k: torch.ones_like(m) for k, m in self.kept.items()})
+        kept = _kept_per_block(self.kept)
+        fraction = {name: kept[name] / total[name] for name in total}
+        return config, {"kept_per_block": kept, "kept_fraction": fraction, "mask_file": str(path.resolve())}
 
     def close(self) -> None:
         """The masks stay on the model (it is discarded); nothing to undo."""
@@ -362,6 +371,40 @@ def _block_importance(masks: UnitMasks, importance: UnitImportance) -> dict[str,
         f"{layer}.{kind}": float(importance.scores[(layer, kind)][group.alive.cpu()].sum())
         for (layer, kind), group in sorted(masks.groups.items()) if group.num_alive
     }
+
+
+def plot_survival(path: Path, results: list[OneShotResult]) -> None:
+    """One heat map per budget: the share of each block's units (or weights) kept, layer x block."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(results, key=lambda r: r.budget or 0)
+    names = sorted({name for r in ordered for name in r.details.get("kept_fraction", {})})
+    if not names:
+        return
+    layers = sorted({int(n.split(".", 1)[0]) for n in names})
+    blocks = sorted({n.split(".", 1)[1] for n in names}, key=lambda b: (_BLOCK_ORDER.get(b, 99), b))
+    fig, axes = plt.subplots(1, len(ordered), figsize=(2.2 + 1.1 * len(blocks) * len(ordered), 0.4 * len(layers) + 1.6),
+                             dpi=120, squeeze=False)
+    for ax, result in zip(axes[0], ordered):
+        grid = [[result.details["kept_fraction"].get(f"{layer}.{block}", float("nan")) for block in blocks] for layer in layers]
+        image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(blocks)), blocks, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(layers)), [str(layer) for layer in layers], fontsize=8)
+        ax.set_title(f"budget {result.budget:,}\n({result.trainable_parameters:,} kept)", fontsize=9)
+        for i, row in enumerate(grid):
+            for j, value in enumerate(row):
+                if value == value:  # not NaN
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="w" if value < 0.6 else "k")
+    axes[0][0].set_ylabel("layer")
+    fig.colorbar(image, ax=axes[0].tolist(), fraction=0.02, label="share kept")
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+_BLOCK_ORDER = {"lora": 0, "serial": 1, "serial_adapter": 1, "parallel": 2, "parallel_adapter": 2, "prefix": 3, "bias": 4}
 
 
 def _write_trace(work_dir: Path, trace: list[dict[str, Any]], maximum: int, initial: int, retrain: int) -> None:
