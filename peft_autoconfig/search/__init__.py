@@ -1,13 +1,15 @@
 """Multi-objective search over mixed PET configurations (pymoo): recipe -> journal -> Pareto front of PEFT configs."""
 
-# the strategies first: one-shot strategies (strategies/prune.py) import `oneshot`, which imports `strategies.base`;
-# entering through `oneshot` would find this package half-initialised
-from .strategies import STRATEGIES, Strategy, make_strategy, register_strategy  # isort: skip
 from .driver import Search, SearchResult, run_search
 from .journal import Journal, JournalMismatchError, read_journal
 from .recipe import Recipe, RecipeError, load_recipe, parse_recipe
 from .space import SearchSpace, SpaceSpec
+from .strategies import STRATEGIES, Strategy, make_strategy, register_strategy
 from .trial import TrialRecord, TrialRequest
+
+# One-shot strategies register here, not in `strategies/__init__.py`: they subclass `oneshot.OneShotStrategy`, and
+# `oneshot` imports `strategies.base`, so importing them from the strategies package would be an import circle.
+from .strategies import prune as _prune  # noqa: E402,F401  (registration)
 
 __all__ = [
     "Journal",
