@@ -201,3 +201,12 @@ def test_search_space_searches_bias_per_layer():
     assert space.cost(x) == count_trainable_parameters(config, tiny_configs()["bert"]) > 0
     with pytest.raises(ValueError, match="space.sizes.bias"):
         SpaceSpec(modules=("bias",), sizes={"bias": (0, 2)})
+
+
+def test_unipelt_to_mixed_config_keeps_the_ungated_bias_block():
+    config = UniPELTConfig(bias_tuning={1: 1}, bias_targets=["query"], prefix_projection_size=0, task_type="SEQ_CLS")
+    model = get_peft_model(tiny_model("bert"), config).eval()
+    with torch.no_grad():
+        model(inputs())
+    mixed = model.base_model.to_mixed_config(threshold=0.0)
+    assert mixed.bias_tuning == {1: 1} and mixed.bias_targets == ["query"]
