@@ -133,6 +133,14 @@ def test_whole_blocks_masked_and_remove_restores_the_model_exactly():
         assert torch.equal(model(inputs()).logits, before)
 
 
+def test_gated_blocks_are_refused():
+    from peft_autoconfig import UniPELTConfig
+
+    model = get_peft_model(tiny_model("bert"), UniPELTConfig(prefix_projection_size=0, task_type="SEQ_CLS"))
+    with pytest.raises(ValueError, match="Cannot mask gated blocks"):
+        UnitMasks(model)
+
+
 def test_bad_mask_shape_is_a_clear_error():
     masks = UnitMasks(randomized(super_config()))
     with pytest.raises(ValueError, match=r"Mask of group \(0, 'lora'\) must have shape \(4,\), got \(3,\)"):

@@ -282,7 +282,8 @@ class PrefixKV(nn.Module):
         """
         key, value = self.flat_keys_values()
         if self.token_keep is not None:
-            key, value = key[:, self.token_keep], value[:, self.token_keep]
+            keep = self.token_keep.to(key.device)
+            key, value = key[:, keep], value[:, keep]
         key = key.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
         value = value.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
         if self.gate is None:

@@ -190,7 +190,8 @@ class UnitMasks:
     def _install(self, group: UnitGroup) -> None:
         def scale_by(mask_of: Callable[[], torch.Tensor]) -> Callable[..., torch.Tensor]:
             def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-                return output * mask_of().to(output.dtype)
+                # the masks stay where they were made (the Trainer may move the model to an accelerator later)
+                return output * mask_of().to(device=output.device, dtype=output.dtype)
 
             return hook
 
