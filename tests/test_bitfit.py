@@ -209,3 +209,15 @@ def test_unipelt_to_mixed_config_keeps_the_ungated_bias_block():
         model(inputs())
     mixed = model.base_model.to_mixed_config(threshold=0.0)
     assert mixed.bias_tuning == {1: 1} and mixed.bias_targets == ["query"]
+
+
+def test_a_journal_written_before_the_bias_rate_existed_still_resumes(tmp_path):
+    """Adding the "bias" block type to the rate table changes no earlier trial: such a journal resumes."""
+    from peft_autoconfig.search.journal import Journal, JournalMismatchError
+
+    rates = dict(DEFAULT_LEARNING_RATES)
+    old = {k: v for k, v in rates.items() if k != "bias"}
+    Journal(tmp_path / "journal.jsonl", "fp", {}, old)
+    Journal(tmp_path / "journal.jsonl", "fp", {}, rates)  # resumes
+    with pytest.raises(JournalMismatchError, match=r"lora: 0.003 -> 0.001"):
+        Journal(tmp_path / "journal.jsonl", "fp", {}, {**rates, "lora": 1e-3})

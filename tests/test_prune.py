@@ -12,7 +12,7 @@ from peft import get_peft_model
 from test_search_fakes import write_recipe
 
 from peft_autoconfig import MixedPetConfig, count_trainable_parameters
-from peft_autoconfig.front import load_point_config as config_from_dict
+from peft_autoconfig.front import load_point_config
 from peft_autoconfig.search import load_recipe, read_journal, run_search
 from peft_autoconfig.search.space import SearchSpace, SpaceSpec
 from peft_autoconfig.search.strategies.prune import (
@@ -258,7 +258,7 @@ def test_prune_search_end_to_end_with_two_budgets(tmp_path, tiny_bert_dir, synth
     cached = json.loads((out / "oneshot.json").read_text())
     results = cached["results"]
     assert [r["budget"] for r in results] == [400, 1500]
-    configs = [config_from_dict(r["config"]) for r in results]
+    configs = [load_point_config(r["config"]) for r in results]
     for r, config in zip(results, configs):
         assert r["trainable_parameters"] == count_trainable_parameters(config, _model_config(tiny_bert_dir)) <= r["budget"]
         assert 0.0 <= r["score"] <= 1.0
@@ -294,7 +294,7 @@ def test_unstructured_prune_emits_weight_masks_counted_as_non_zero_weights(tmp_p
     model_config = _model_config(tiny_bert_dir)
     masks = []
     for r in results:
-        config = config_from_dict(r["config"])
+        config = load_point_config(r["config"])
         assert config.weight_masks and r["details"]["mask_file"] == config.weight_masks
         masks.append(load_mask_file(config.weight_masks))
         kept = sum(int(m.sum()) for m in masks[-1].values())
@@ -305,6 +305,6 @@ def test_unstructured_prune_emits_weight_masks_counted_as_non_zero_weights(tmp_p
     # the re-trained trials of the driver applied the same masks (a plain get_peft_model of the config)
     from transformers import AutoModelForSequenceClassification
 
-    model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir), config_from_dict(results[0]["config"]))
+    model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir), load_point_config(results[0]["config"]))
     nonzero = sum(int(torch.count_nonzero(p)) for n, p in model.named_parameters() if parameter_block_type(n) is not None)
     assert nonzero <= results[0]["trainable_parameters"]

@@ -102,7 +102,10 @@ class Journal:
     def _check_learning_rates(self, recorded: dict[str, float] | None) -> None:
         if recorded is None or self.learning_rates is None or recorded == self.learning_rates:
             return  # journals written before the header recorded the rates cannot be checked
-        changed = sorted(k for k in set(recorded) | set(self.learning_rates) if recorded.get(k) != self.learning_rates.get(k))
+        # a block type added to the table since (e.g. "bias") was trained by none of the journal's trials
+        changed = sorted(k for k in recorded if recorded.get(k) != self.learning_rates.get(k))
+        if not changed:
+            return
         details = ", ".join(f"{k}: {recorded.get(k)} -> {self.learning_rates.get(k)}" for k in changed)
         raise JournalMismatchError(
             f"{self.path} was trained with other per-block learning rates ({details}; the package defaults changed, "
