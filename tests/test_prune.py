@@ -308,3 +308,14 @@ def test_unstructured_prune_emits_weight_masks_counted_as_non_zero_weights(tmp_p
     model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir), load_point_config(results[0]["config"]))
     nonzero = sum(int(torch.count_nonzero(p)) for n, p in model.named_parameters() if parameter_block_type(n) is not None)
     assert nonzero <= results[0]["trainable_parameters"]
+
+
+def test_a_restarted_unstructured_stage_never_overwrites_earlier_mask_files(tmp_path):
+    from peft_autoconfig.search.strategies.prune import _fresh_directory
+    from peft_autoconfig.tuners.weight_masks import save_mask_file
+
+    first = _fresh_directory(tmp_path / "masks")
+    saved = save_mask_file(first / "budget-100.safetensors", {"x.mixed_pet_bias.delta": torch.ones(3, dtype=torch.bool)})
+    before = saved.read_bytes()
+    second = _fresh_directory(tmp_path / "masks")
+    assert (first.name, second.name) == ("run-0", "run-1") and saved.read_bytes() == before
