@@ -74,9 +74,9 @@ def select_units(
     Greedy on importance per parameter: candidates are every kept unit (`score / unit_cost`) and every block with kept
     units (`(sum of its kept units' scores + its fixed part's score) / its cost`), removed from the least important
     until the cost fits; a block's fixed parameters go with its last unit. A whole block is removed only while the
-    excess is at least its size (so the result does not undershoot the budget by a block), else unit by unit. The last unit of the whole model is never
-    removed; if it alone is over the budget, the single most important unit that fits is kept instead. Raises
-    `ValueError` when no unit fits the budget.
+    excess is at least its size (so the result does not undershoot the budget by a block), else unit by unit. The
+    last unit of the whole model is never removed; if it alone is over the budget, the single most important unit
+    that fits is kept instead. Raises `ValueError` when no unit fits the budget.
     """
     alive = {key: group.alive.detach().cpu().clone() for key, group in groups.items()}
     counts = {key: int(mask.sum()) for key, mask in alive.items()}
