@@ -1,4 +1,5 @@
-"""The five PET blocks (LoRA, serial and parallel adapter, prefix, BitFit bias) and the gate, each an `nn.Module` with an analytic parameter count.
+"""The five PET blocks (LoRA, serial and parallel adapter, prefix, BitFit bias) and the gate, each an `nn.Module`
+with an analytic parameter count.
 
 The `num_parameters` static methods are the single source of truth for cost: `plan.count_trainable_parameters` sums
 them without building a model, and tests check the sum against the real count after `get_peft_model`.

@@ -306,7 +306,8 @@ def select_weights(
 ) -> dict[str, torch.Tensor]:
     """Masks keeping the `keep` most important of the currently `kept` weights (all of them if fewer)."""
     keys = sorted(scores)
-    flat = torch.cat([torch.where(kept[k].cpu(), scores[k], torch.tensor(-1.0, dtype=torch.float64)).flatten() for k in keys])
+    dropped = torch.tensor(-1.0, dtype=torch.float64)  # below every score: never chosen again
+    flat = torch.cat([torch.where(kept[k].cpu(), scores[k], dropped).flatten() for k in keys])
     available = int(sum(int(kept[k].sum()) for k in keys))
     keep = max(0, min(keep, available))
     chosen = torch.zeros(flat.numel(), dtype=torch.bool)

@@ -8,8 +8,8 @@ training (AdamW moves no entry whose gradient was always zero; decoupled weight 
 weights or costing anything per forward pass. Because the zeros are real, `merge_and_unload` of a masked LoRA is
 exact and the saved weights are already sparse; loading re-applies the masks anyway.
 
-A mask file (`MixedPetConfig.weight_masks`) maps keys like `bert.encoder.layer.0.attention.self.query.mixed_pet_lora.A.weight`
-(module path in the transformers model, no adapter name; a leading `base_model.model.` is accepted) to bool tensors
+A mask file (`MixedPetConfig.weight_masks`) maps keys like
+`bert.encoder.layer.0.attention.self.query.mixed_pet_lora.A.weight` (module path in the transformers model, no adapter name; a leading `base_model.model.` is accepted) to bool tensors
 of the weight's shape. `get_peft_model` applies it; the parameter objective then counts the non-zero weights
 (`count_trainable_parameters` subtracts the masked entries).
 """

@@ -218,7 +218,9 @@ class PruneStrategy(OneShotStrategy):
             config, details = pruner.snapshot(budget)
             count = count_trainable_parameters(config, model_config)
             if count != pruner.cost() or count > budget:
-                raise RuntimeError(f"pruned config counts {count:,} parameters, kept {pruner.cost():,}, budget {budget:,}: a bug.")
+                raise RuntimeError(
+                    f"pruned config counts {count:,} parameters, kept {pruner.cost():,}, budget {budget:,}: a bug."
+                )
             results.append(OneShotResult(
                 config=config_to_dict(config), trainable_parameters=count, budget=budget,
                 score=session.evaluate() if settings.evaluate else None,
@@ -262,7 +264,9 @@ class _StructuredPruner:
     def snapshot(self, budget: int) -> tuple[MixedPetConfig, dict[str, Any]]:
         details = {
             "sizes": {f: {str(k): v for k, v in s.items()} for f, s in self.masks.sizes().items()},
-            "kept_fraction": {f"{layer}.{kind}": g.num_alive / g.size for (layer, kind), g in sorted(self.masks.groups.items())},
+            "kept_fraction": {
+                f"{layer}.{kind}": g.num_alive / g.size for (layer, kind), g in sorted(self.masks.groups.items())
+            },
             "block_importance": _block_importance(self.masks, self.importance),
         }
         return config_from_masks(self.masks, self.shared, self.model_config), details
@@ -389,7 +393,8 @@ def plot_survival(path: Path, results: list[OneShotResult]) -> None:
     fig, axes = plt.subplots(1, len(ordered), figsize=(2.2 + 1.1 * len(blocks) * len(ordered), 0.4 * len(layers) + 1.6),
                              dpi=120, squeeze=False)
     for ax, result in zip(axes[0], ordered):
-        grid = [[result.details["kept_fraction"].get(f"{layer}.{block}", float("nan")) for block in blocks] for layer in layers]
+        fractions = result.details["kept_fraction"]
+        grid = [[fractions.get(f"{layer}.{block}", float("nan")) for block in blocks] for layer in layers]
         image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(blocks)), blocks, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(layers)), [str(layer) for layer in layers], fontsize=8)
@@ -451,7 +456,8 @@ class _PruneSession:
         from ...training.runner import build_trainer, training_arguments
 
         config = self.run_config if max_steps is None else replace(self.run_config, max_steps=max_steps)
-        trainer = build_trainer(config, self.model, self.data, training_arguments(config, str(self.work_dir)), tuple(callbacks))
+        args = training_arguments(config, str(self.work_dir))
+        trainer = build_trainer(config, self.model, self.data, args, tuple(callbacks))
         output = trainer.train()
         if not math.isfinite(float(output.training_loss)):
             raise TrainingDiverged(f"pruning: training loss is {output.training_loss}; lower the learning rates.")
