@@ -45,7 +45,7 @@ BASE = {"model": "m", "task": "rotten_tomatoes"}
         ({"final": {"train_subset": 160, "num_epochs": 1}, "fidelity": {"levels": [{"train_subset": 160, "max_steps": 50}]}},
          r"`final.num_epochs`: 1.0 epochs of 160 examples are 10 steps, fewer than the last fidelity level's `max_steps` \(50\)"),
         ({"final": {"num_epochs": 1}, "fidelity": {"levels": [{"num_epochs": 2}]}}, r"`final.num_epochs` \(1.0\) is smaller"),
-        ({"final": {"epochs": 1}}, r"unknown recipe field `final.epochs`; allowed fields in `final`: \['train_subset', 'num_epochs', 'seeds', 'n_seeds'\]"),
+        ({"final": {"epochs": 1}}, r"unknown recipe field `final.epochs`; allowed fields in `final`: \['train_subset', 'num_epochs', 'seeds', 'n_seeds', 'max_parameters'\]"),
         ({"baselines": ["lora_r16"]}, r"`baselines\[0\].preset`: unknown baseline 'lora_r16'; allowed: \['lora_r8', 'serial_adapter', 'parallel_adapter', 'prefix', 'unipelt', 'full_finetuning'\]"),
         ({"space": {"preset": "autopeft2"}}, r"`space.preset`: Input should be 'autopeft', got 'autopeft2'"),
     ],
