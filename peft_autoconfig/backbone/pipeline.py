@@ -33,7 +33,7 @@ from ..search.recipe import RecipeError
 from .export import save_exported
 from .recipe import PruneRecipe
 from .sandwich import SandwichTrainer
-from .search import OBJECTIVE_KEYS, SubNetworkScorer, score_record, search_subnetworks
+from .search import OBJECTIVE_KEYS, SubNetworkScorer, score_record, search_subnetworks, subnetwork_key
 from .space import BackboneSpace, SubNetwork
 
 FRONT_FORMAT_VERSION = 1
@@ -159,7 +159,7 @@ def prune_model(recipe: PruneRecipe, out: str | Path, progress: bool = True) -> 
                               recipe.latency.model_dump())
     objectives, split = recipe.search.objectives, recipe.search.eval_split
     full = SubNetwork.full(space.dims)
-    unpruned = next((r for r in journal if r.kind == "baseline"), None)
+    unpruned = next((r for r in journal if r.kind == "baseline" and r.name == "unpruned"), None)
     n_before = len(journal)
     if unpruned is None:
         unpruned = journal.add(score_record(len(journal), "baseline", "unpruned", None, full, scorer, objectives, split,
@@ -169,19 +169,63 @@ def prune_model(recipe: PruneRecipe, out: str | Path, progress: bool = True) -> 
     asked, _ = search_subnetworks(space, scorer, journal, algorithm=recipe.search.algorithm,
                                   n_trials=recipe.search.n_trials, pop_size=recipe.search.pop_size, seed=recipe.seed,
                                   objectives=objectives, eval_split=split, progress=progress)
-    document = write_front(recipe, out, model, tokenizer, asked, unpruned, time.perf_counter() - start, progress)
+    front = front_records(asked, objectives)
+    baselines = score_baselines(recipe, model, scorer, journal, front, progress)
+    document = write_front(recipe, out, model, tokenizer, asked, front, unpruned, baselines,
+                           time.perf_counter() - start, progress)
     return PruneResult(document, len(asked), len(journal) - n_before)
 
 
-def write_front(recipe: PruneRecipe, out: Path, model: Any, tokenizer: Any, asked: list, unpruned: Any,
-                wall_time_s: float, progress: bool) -> dict[str, Any]:
-    """Export the non-dominated sub-networks to `out/front/<name>/` (re-trained if the recipe says so) and write
-    `out/FRONT_FILE`."""
-    objectives = recipe.search.objectives
+def front_records(asked: list, objectives: list[str]) -> list:
+    """The non-dominated records among the asked sub-networks (unique, successful), by size."""
     unique = {r.key: r for r in asked if r.ok}
     records = sorted(unique.values(), key=lambda r: (r.trainable_parameters, r.trial_id))
     F = np.array([r.F for r in records], dtype=float).reshape(-1, len(objectives))
-    front = [records[i] for i in non_dominated(F)]
+    return [records[i] for i in non_dominated(F)]
+
+
+def score_baselines(recipe: PruneRecipe, model: Any, scorer: SubNetworkScorer, journal: Journal, front: list,
+                    progress: bool) -> list[dict[str, Any]]:
+    """Each rule of `recipe.baselines` at the exported size of each front point, scored like the search's points
+    (shared weights, exported size, measured latency) and journaled (`kind="baseline"`), so a resumed run reuses
+    them. Returns the `front.json` entries."""
+    from tqdm.auto import tqdm
+
+    from .baselines import baseline_subnetwork, magnitude_importance, taylor_importance
+
+    spec = recipe.baselines
+    if spec is None or not spec.rules or not front:
+        return []
+    importance = None
+    if "importance" in spec.rules:
+        importance = (taylor_importance(model, scorer.batches) if spec.importance == "taylor"
+                      else magnitude_importance(model))
+    entries = []
+    jobs = [(rule, i, record) for i, record in enumerate(front) for rule in spec.rules]
+    for rule, i, record in tqdm(jobs, desc="baselines", unit="net", disable=not progress):
+        sub = baseline_subnetwork(rule, model, record.trainable_parameters, importance)
+        result = journal.get(subnetwork_key(sub))
+        if result is None:
+            result = journal.add(score_record(len(journal), "baseline", rule, None, sub, scorer,
+                                              recipe.search.objectives, recipe.search.eval_split, recipe.seed))
+        if not result.ok:
+            continue
+        entries.append({
+            "name": f"{rule}@p{i:02d}", "rule": rule, "target": f"p{i:02d}",
+            "target_parameters": record.trainable_parameters, "metric": result.metric,
+            "parameters": result.trainable_parameters, "objectives": result.objectives,
+            "subnetwork": sub.to_dict(), "description": sub.describe(),
+            **({"importance": spec.importance} if rule == "importance" else {}),
+        })
+    return entries
+
+
+def write_front(recipe: PruneRecipe, out: Path, model: Any, tokenizer: Any, asked: list, front: list, unpruned: Any,
+                baselines: list[dict[str, Any]], wall_time_s: float, progress: bool) -> dict[str, Any]:
+    """Export the `front` records to `out/front/<name>/` (re-trained if the recipe says so) and write
+    `out/FRONT_FILE` (with the `baselines` entries of `score_baselines`)."""
+    objectives = recipe.search.objectives
+    unique = {r.key: r for r in asked if r.ok}
     reference = [0.0 if o == "metric" else 1.1 * unpruned.objectives[OBJECTIVE_KEYS[o]] for o in objectives]
     shutil.rmtree(out / "front", ignore_errors=True)  # derived from the journal: rebuilt on every run
     points = []
@@ -198,7 +242,7 @@ def write_front(recipe: PruneRecipe, out: Path, model: Any, tokenizer: Any, aske
         retrain_front(recipe, out, points, progress)
     document = {
         "format_version": FRONT_FORMAT_VERSION, "kind": "prune-model", "model": recipe.model, "task": recipe.task,
-        "metric": records[0].metric_name if records else unpruned.metric_name,
+        "metric": front[0].metric_name if front else unpruned.metric_name,
         "objectives": list(objectives), "granularity": recipe.space.granularity,
         "latency": {**recipe.latency.model_dump(), "torch_threads": torch.get_num_threads(),
                     "device": str(next(model.parameters()).device)},
@@ -209,15 +253,32 @@ def write_front(recipe: PruneRecipe, out: Path, model: Any, tokenizer: Any, aske
         "search": {"algorithm": recipe.search.algorithm, "n_trials": len(asked), "n_unique": len(unique),
                    "n_failed": sum(1 for r in asked if not r.ok), "wall_time_s": wall_time_s},
         "points": points,
+        "baselines": baselines,
     }
     from ..search.plot import plot_front
 
     plot_front(out / "pareto.png", [r.to_dict() for r in unique.values()],
                [{"name": p["name"], "trainable_parameters": p["parameters"], "metric": p["metric"]} for p in points],
-               [{"name": "unpruned", "trainable_parameters": unpruned.trainable_parameters, "metric": unpruned.metric}],
+               [{"name": "unpruned", "trainable_parameters": unpruned.trainable_parameters, "metric": unpruned.metric}]
+               + plot_baselines(baselines),
                metric_name=document["metric"], title=f"prune-model: {recipe.model} ({recipe.space.granularity})",
                xlabel="parameters of the exported model")
     tmp = out / f"{FRONT_FILE}.tmp"
     tmp.write_text(json.dumps(document, indent=2) + "\n")
     tmp.replace(out / FRONT_FILE)
     return document
+
+
+def plot_baselines(baselines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One marker per distinct baseline network, with a short label ("top 2L", "imp 6L w=40")."""
+    seen, marks = set(), []
+    for entry in baselines:
+        key = json.dumps(entry["subnetwork"], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        sub = entry["subnetwork"]
+        label = (f"top {len(sub['layers'])}L" if entry["rule"] == "drop_top_layers"
+                 else f"imp w={len(sub['units'][0])}")
+        marks.append({"name": label, "trainable_parameters": entry["parameters"], "metric": entry["metric"]})
+    return marks

@@ -72,6 +72,10 @@ def format_prune_front(document: dict[str, Any]) -> str:
         rows.append((point["name"], f"{point['metric']:.4f}", f"{point['parameters']:,}",
                      f"{1000 * point['objectives']['latency_s']:.2f}", point["description"]
                      + (f"  (re-trained: {point['retrained']['metric']:.4f})" if "retrained" in point else "")))
+    for baseline in document.get("baselines", []):
+        size = "" if baseline["parameters"] <= baseline["target_parameters"] else "  (larger than its target: the rule cannot go smaller)"
+        rows.append((baseline["name"], f"{baseline['metric']:.4f}", f"{baseline['parameters']:,}",
+                     f"{1000 * baseline['objectives']['latency_s']:.2f}", baseline["description"] + size))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for j, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
