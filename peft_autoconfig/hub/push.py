@@ -199,11 +199,18 @@ def push_to_hub(
         written = write_dry_run(upload, dry_run)
         return PushResult(repo_id=repo_id, files=list(upload), dry_run_dir=str(written))
 
+    n_configs = sum(1 for path in upload if path.endswith(CONFIG_FILE))
+    message = commit_message or f"Upload {n_configs} searched PEFT config(s) with peft_autoconfig"
+    return commit_upload(upload, repo_id, message, private=private, revision=revision, token=token, endpoint=endpoint)
+
+
+def commit_upload(upload: dict[str, bytes], repo_id: str, message: str, *, private: bool = False,
+                  revision: str | None = None, token: str | None = None, endpoint: str | None = None) -> PushResult:
+    """Upload `upload` (path in repo -> content) to `repo_id` as one commit; the repo is created if missing (and
+    deleted again if that first commit fails), the branch `revision` too."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
-    n_configs = sum(1 for path in upload if path.endswith(CONFIG_FILE))
-    message = commit_message or f"Upload {n_configs} searched PEFT config(s) with peft_autoconfig"
     operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content) for path, content in upload.items()]
     with hub_errors(repo_id, api.endpoint, token, "push"):
         created = not api.repo_exists(repo_id)
