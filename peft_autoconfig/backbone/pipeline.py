@@ -117,18 +117,22 @@ def load_supernetwork(recipe: PruneRecipe, directory: Path, num_labels: int, tok
     return AutoModelForSequenceClassification.from_pretrained(directory).eval()
 
 
-def evaluation_batches(recipe: PruneRecipe, task: Any, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
+def evaluation_batches(recipe: PruneRecipe, task: Any, tokenizer: Any,
+                       split: str | None = None) -> list[dict[str, torch.Tensor]]:
+    """The collated, labelled batches of the search's split (`search.eval_split`, `search.eval_subset`), or of all
+    of `split` (e.g. the benchmark's report split)."""
     from transformers import DataCollatorWithPadding
 
     from ..training.data import seeded_subset, tokenized_splits
     from ..training.runner import EVAL_SUBSET_SEED
 
     splits = tokenized_splits(task, tokenizer, recipe.supernet.max_length)
-    split = recipe.search.eval_split
+    field, subset = ("search.eval_split", recipe.search.eval_subset) if split is None else ("split", None)
+    split = split or recipe.search.eval_split
     if split not in splits or "labels" not in splits[split].column_names:
-        raise ValueError(f"recipe field `search.eval_split`: {split!r} is not a labelled split of the task; "
+        raise ValueError(f"recipe field `{field}`: {split!r} is not a labelled split of the task; "
                          f"splits: {sorted(splits)}.")
-    dataset = seeded_subset(splits[split], recipe.search.eval_subset, EVAL_SUBSET_SEED)
+    dataset = seeded_subset(splits[split], subset, EVAL_SUBSET_SEED)
     collate = DataCollatorWithPadding(tokenizer)
     size = recipe.supernet.batch_size * 2
     return [collate([dataset[j] for j in range(i, min(i + size, len(dataset)))]) for i in range(0, len(dataset), size)]
