@@ -3,7 +3,7 @@
 - ``drop_top_layers``: keep the bottom layers at full width, as many as fit the size (Sajjad et al.'s top-layer
   dropping; DistilBERT-style depth reduction without its distillation);
 - ``importance``: keep every layer and, in each layer, the most important FFN units (and heads where the export can
-  slice them, see `export.sliced_heads`), one width for every layer (a narrower layer would be zero-padded to the
+  slice them, see `export.head_plan`), one width for every layer (a narrower layer would be zero-padded to the
   widest, saving nothing), as wide as fits the size. Importance is Michel et al.'s first-order (Taylor) score,
   the mean absolute gradient of the loss with respect to a mask on the unit or head (`taylor_importance`), or the
   weight magnitude (`magnitude_importance`).
@@ -95,8 +95,7 @@ def importance_pruning(model: nn.Module, target_parameters: int, importance: Imp
     if (tuple(importance.heads.shape), tuple(importance.units.shape)) != expected:
         raise ValueError(f"`importance` has shapes {tuple(importance.heads.shape)} and {tuple(importance.units.shape)};"
                          f" this model needs {expected[0]} (heads) and {expected[1]} (units).")
-    probe = SubNetwork.uniform(dims, dims.num_layers, dims.num_heads // dims.num_key_value_heads, 1)
-    sliceable = family_for(model.config).head_dim_in_config and sliced_heads(model, probe)
+    sliceable = sliced_heads(model)
 
     def network(width: int) -> SubNetwork:
         n_heads = _head_count(dims, width / dims.intermediate_size, sliceable)

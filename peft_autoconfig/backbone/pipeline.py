@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from .export import save_exported
 from .recipe import PruneRecipe
 from .sandwich import SandwichTrainer
 from .search import OBJECTIVE_KEYS, SubNetworkScorer, score_record, search_subnetworks, subnetwork_key
-from .space import BackboneSpace, SubNetwork
+from .space import BackboneSpace, SubNetwork, family_for
 
 FRONT_FORMAT_VERSION = 1
 
@@ -51,6 +52,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def sliced_heads_for(config: Any) -> bool:
+    """Whether the export of a model of `config` slices heads (see `export.head_plan`)."""
+    return family_for(config).head_dim_in_config
+
+
 def check_recipe(recipe: PruneRecipe) -> BackboneSpace:
     """The space over the recipe's model (read from its config only): errors naming the field, before training."""
     from transformers import AutoConfig
@@ -60,6 +66,12 @@ def check_recipe(recipe: PruneRecipe) -> BackboneSpace:
     except OSError as error:
         raise FileNotFoundError(f"recipe field `model`: cannot read a model config from {recipe.model!r}: {error}") from None
     space = recipe.build_space(config)
+    if not sliced_heads_for(config) and space.granularity != "layer" and space.min_heads < space.dims.num_heads:
+        warnings.warn(
+            f"space: heads removed from a {config.model_type} model are zeroed in the exported model, not removed "
+            f"(a {config.model_type} config ties the head size to hidden_size / num_attention_heads), so they save "
+            "no exported parameters or latency (only `effective_parameters`); set `space.min_heads: "
+            f"{space.dims.num_heads}` to search layers and FFN units only. See docs/backbone.md.", stacklevel=2)
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None:
         positions -= 2 if config.model_type == "roberta" else 0  # RoBERTa's positions start after the padding id
