@@ -11,7 +11,8 @@ Steps (each resumable: re-running reuses OUT/prune, OUT/full_finetune and OUT/st
    training settings (the reference accuracy and the unit of cost);
 3. every front point is reloaded from its exported folder with plain `AutoModelForSequenceClassification`, its
    parameters are counted and its latency measured again (batch x sequence length of the recipe's `latency:`,
-   `--repeats` forward passes), and it is scored on the report split (`--report-split`, default test, which the
+   the smallest of `--rounds` medians of `--repeats` forward passes, rounds interleaved over all models), and it
+   is scored on the report split (`--report-split`, default test, which the
    search never saw); the baselines (exported from the super-network) and the unpruned super-network likewise;
 4. with `--kendall N`: N scored sub-networks (spread over the journal by size) are exported from the *pre-trained*
    model and fine-tuned stand-alone with the super-network's settings, scored on the search's split, and Kendall's
@@ -46,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output folder (created; reused to resume)")
     parser.add_argument("--report-split", default="test", help="split the table's metric is measured on")
     parser.add_argument("--repeats", type=int, default=20, help="forward passes per latency measurement (median)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="latency rounds over all models, interleaved; the smallest median counts (load noise)")
     parser.add_argument("--kendall", type=int, default=0, metavar="N",
                         help="fine-tune N sub-networks stand-alone and report Kendall tau (0: skip; the issue asks >= 10)")
     parser.add_argument("--standalone-max-steps", type=int, default=None,
@@ -74,10 +77,23 @@ def fine_tune(recipe: PruneRecipe, model_dir: str, out: Path, max_steps: int | N
 
 
 def measure(name: str, kind: str, model: torch.nn.Module, batches: list, compute_metrics: Any, metric_name: str,
-            latency: dict[str, int], **extra: Any) -> dict[str, Any]:
+            **extra: Any) -> dict[str, Any]:
+    """A table row: size and metric of `model` (its latency is measured later, in interleaved rounds)."""
     scores, n = evaluate_model(model.eval(), batches, compute_metrics)
     return {"name": name, "kind": kind, "parameters": model.num_parameters(), "metric": scores[metric_name],
-            "n_report": n, "latency_s": measure_latency(model, **latency), **extra}
+            "n_report": n, **extra}
+
+
+def measure_latencies(rows: list[dict[str, Any]], loaders: list[Any], latency: dict[str, int], rounds: int) -> None:
+    """`latency_s` of every row: `rounds` passes over all models in turn (so a burst of machine load hits one round
+    of every model, not every round of one), the smallest median of `latency["repeats"]` forward passes."""
+    for row in rows:
+        row["latency_rounds_s"] = []
+    for _ in range(rounds):
+        for row, load in zip(rows, loaders):
+            row["latency_rounds_s"].append(measure_latency(load().eval(), **latency))
+    for row in rows:
+        row["latency_s"] = min(row["latency_rounds_s"])
 
 
 def spread(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
@@ -162,29 +178,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "repeats": args.repeats}
     supernet = load_supernetwork(recipe, prune_dir / "supernet", num_labels, tokenizer, task.label_names)
 
-    def row(name: str, kind: str, model: torch.nn.Module, **extra: Any) -> dict[str, Any]:
-        return measure(name, kind, model, batches, compute_metrics, metric_name, latency, **extra)
+    rows, loaders = [], []
 
-    rows = [row("unpruned", "super-network", supernet, description="the super-network's full model")]
+    def row(name: str, kind: str, load: Any, **extra: Any) -> None:
+        rows.append(measure(name, kind, load(), batches, compute_metrics, metric_name, **extra))
+        loaders.append(load)
+
+    def plain(path: Path) -> Any:  # plain transformers, as a user loads it
+        return lambda: AutoModelForSequenceClassification.from_pretrained(path)
+
+    row("unpruned", "super-network", lambda: supernet, description="the super-network's full model")
     full = None
     if not args.no_full_finetune:
         full = fine_tune(recipe, recipe.model, out / "full_finetune", None, args.progress)
-        rows.append(row("unpruned", "fine-tuned alone",
-                        AutoModelForSequenceClassification.from_pretrained(out / "full_finetune"),
-                        description="full fine-tuning, the super-network's settings"))
+        row("unpruned", "fine-tuned alone", plain(out / "full_finetune"),
+            description="full fine-tuning, the super-network's settings")
     for point in document["points"]:
-        reloaded = AutoModelForSequenceClassification.from_pretrained(prune_dir / point["path"])  # plain transformers
-        rows.append(row(point["name"], "front", reloaded, description=point["description"],
-                        front_parameters=point["parameters"], front_latency_s=point["objectives"]["latency_s"],
-                        selection_metric=point["metric"]))
+        row(point["name"], "front", plain(prune_dir / point["path"]), description=point["description"],
+            front_parameters=point["parameters"], front_latency_s=point["objectives"]["latency_s"],
+            selection_metric=point["metric"])
         if "retrained" in point:
-            rows.append(row(point["name"], "front re-trained",
-                            AutoModelForSequenceClassification.from_pretrained(prune_dir / point["retrained"]["path"]),
-                            description=point["description"]))
+            row(point["name"], "front re-trained", plain(prune_dir / point["retrained"]["path"]),
+                description=point["description"])
     for baseline in document.get("baselines", []):
-        model = export_model(supernet, SubNetwork.from_dict(baseline["subnetwork"]))
-        rows.append(row(baseline["name"], baseline["rule"], model, description=baseline["description"],
-                        target_parameters=baseline["target_parameters"], selection_metric=baseline["metric"]))
+        sub = SubNetwork.from_dict(baseline["subnetwork"])
+        row(baseline["name"], baseline["rule"], lambda sub=sub: export_model(supernet, sub),
+            description=baseline["description"], target_parameters=baseline["target_parameters"],
+            selection_metric=baseline["metric"])
+    measure_latencies(rows, loaders, latency, args.rounds)
 
     results: dict[str, Any] = {"recipe": args.recipe, "model": recipe.model, "task": recipe.task,
                                "report_split": args.report_split, "metric": metric_name, "latency": latency,
@@ -199,8 +220,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["wall_time_s"] = time.perf_counter() - start
 
     lines = [f"# Backbone pruning: {recipe.model} on {recipe.task}", "",
-             f"{metric_name} on `{args.report_split}`; latency: median of {args.repeats} passes, batch "
-             f"{latency['batch_size']} x {latency['sequence_length']} tokens, {torch.get_num_threads()} threads, CPU.",
+             f"{metric_name} on `{args.report_split}`; latency: the smallest of {args.rounds} interleaved medians of "
+             f"{args.repeats} passes, batch {latency['batch_size']} x {latency['sequence_length']} tokens, "
+             f"{torch.get_num_threads()} threads, CPU.",
              "", format_table(rows, metric_name, args.report_split), ""]
     cost = results["cost"]
     lines.append(f"cost: stage 1 {stage1:.0f} s + stage 2 {stage2:.0f} s"
