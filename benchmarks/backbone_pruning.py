@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3,
                         help="latency rounds over all models, interleaved; the smallest median counts (load noise)")
     parser.add_argument("--kendall", type=int, default=0, metavar="N",
-                        help="fine-tune N sub-networks stand-alone and report Kendall tau (0: skip; the issue asks >= 10)")
+                        help="fine-tune N sub-networks stand-alone and report Kendall tau (0: skip; the issue "
+                        "asks >= 10)")
     parser.add_argument("--standalone-max-steps", type=int, default=None,
                         help="budget of each --kendall stand-alone run (default: the super-network's; the full "
                         "fine-tuning always has the super-network's, as it is the unit of cost)")
@@ -144,7 +145,8 @@ def format_table(rows: list[dict[str, Any]], metric_name: str, split: str) -> st
             check = (f"params {'=' if r['parameters'] == r['front_parameters'] else '!='}, "
                      f"latency x{r['latency_s'] / r['front_latency_s']:.2f}")
         elif r.get("target_parameters") is not None:
-            check = f"target {r['target_parameters']:,}" + (" (larger)" if r["parameters"] > r["target_parameters"] else "")
+            larger = " (larger)" if r["parameters"] > r["target_parameters"] else ""
+            check = f"target {r['target_parameters']:,}{larger}"
         lines.append((r["name"], r["kind"], f"{r['parameters']:,}", f"{1000 * r['latency_s']:.2f}",
                       f"{r['metric']:.4f}", check, r.get("description", "")))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
@@ -234,8 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lines.append(f"Kendall tau, super-network score vs. stand-alone fine-tuning on {k.get('split')}, "
                      f"{k['n']} sub-networks: {tau}")
         lines += ["", "| sub-network | params | super-network score | stand-alone score |", "|---|---:|---:|---:|"]
-        lines += [f"| {x['subnetwork']} | {x['parameters']:,} | {x['supernet_score']:.4f} | {x['standalone_score']:.4f} |"
-                  for x in k["pairs"]]
+        lines += [f"| {x['subnetwork']} | {x['parameters']:,} | {x['supernet_score']:.4f} | "
+                  f"{x['standalone_score']:.4f} |" for x in k["pairs"]]
     text = "\n".join(lines)
     print(text)
     out.mkdir(parents=True, exist_ok=True)

@@ -127,7 +127,7 @@ def taylor_importance(model: nn.Module, batches: Iterable[dict[str, torch.Tensor
     blocks = getattr(holder, name)
     heads = torch.ones(dims.num_layers, dims.num_heads, requires_grad=True)
     units = torch.ones(dims.num_layers, dims.intermediate_size, requires_grad=True)
-    scores = Importance(torch.zeros(dims.num_layers, dims.num_heads), torch.zeros(dims.num_layers, dims.intermediate_size))
+    scores = Importance(torch.zeros_like(heads, requires_grad=False), torch.zeros_like(units, requires_grad=False))
 
     def hook(mask: torch.Tensor, repeat: int):
         def apply(module: nn.Module, args: tuple) -> tuple:
@@ -137,7 +137,8 @@ def taylor_importance(model: nn.Module, batches: Iterable[dict[str, torch.Tensor
 
     handles = []
     for i, block in enumerate(blocks):
-        handles.append(block.get_submodule(family.attention_output).register_forward_pre_hook(hook(heads[i], dims.head_dim)))
+        attention_output = block.get_submodule(family.attention_output)
+        handles.append(attention_output.register_forward_pre_hook(hook(heads[i], dims.head_dim)))
         handles.append(block.get_submodule(family.ffn_output).register_forward_pre_hook(hook(units[i], 1)))
     was_training = model.training
     model.eval()
@@ -169,8 +170,9 @@ def magnitude_importance(model: nn.Module) -> Importance:
                 return per.repeat_interleave(repeat)
 
             output = block.get_submodule(family.attention_output).weight.float()
+            columns = output.reshape(output.shape[0], -1, dims.head_dim).pow(2).sum(dim=(0, 2))
             head = rows(family.query, dims.head_dim) + rows(family.key, dims.head_dim, group) + rows(
-                family.value, dims.head_dim, group) + output.reshape(output.shape[0], -1, dims.head_dim).pow(2).sum(dim=(0, 2))
+                family.value, dims.head_dim, group) + columns
             unit = sum(block.get_submodule(p).weight.float().pow(2).sum(dim=1) for p in family.intermediate)
             unit = unit + block.get_submodule(family.ffn_output).weight.float().pow(2).sum(dim=0)
             heads.append(head.sqrt())

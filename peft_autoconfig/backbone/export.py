@@ -86,8 +86,11 @@ def head_plan(model: nn.Module, sub: SubNetwork) -> Optional[list[tuple[int, ...
     group = dims.num_heads // dims.num_key_value_heads
     touched = [_groups(heads, group) for heads in sub.heads]
     width = max(len(groups) for groups in touched)
-    return [tuple(sorted(groups + [g for g in range(dims.num_key_value_heads) if g not in groups][: width - len(groups)]))
-            for groups in touched]
+    plan = []
+    for groups in touched:
+        unused = [g for g in range(dims.num_key_value_heads) if g not in groups]
+        plan.append(tuple(sorted(groups + unused[: width - len(groups)])))
+    return plan
 
 
 def _head_sizes(model: nn.Module) -> tuple[int, int]:

@@ -93,7 +93,8 @@ def format_prune_front(document: dict[str, Any]) -> str:
                      f"{1000 * point['objectives']['latency_s']:.2f}", point["description"]
                      + (f"  (re-trained: {point['retrained']['metric']:.4f})" if "retrained" in point else "")))
     for baseline in document.get("baselines", []):
-        size = "" if baseline["parameters"] <= baseline["target_parameters"] else "  (larger than its target: the rule cannot go smaller)"
+        larger = baseline["parameters"] > baseline["target_parameters"]
+        size = "  (larger than its target: the rule cannot go smaller)" if larger else ""
         rows.append((baseline["name"], f"{baseline['metric']:.4f}", f"{baseline['parameters']:,}",
                      f"{1000 * baseline['objectives']['latency_s']:.2f}", baseline["description"] + size))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

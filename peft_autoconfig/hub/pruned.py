@@ -21,7 +21,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..front import FRONT_FILE, PLOT_FILE
 from .card import looks_like_repo_id, template_path
 from .errors import HubConfigError
-from .push import CARD_FILE, PushResult, _check_no_local_path, _json_bytes, commit_upload, strip_local_paths, write_dry_run
+from .push import (
+    CARD_FILE, PushResult, _check_no_local_path, _json_bytes, commit_upload, strip_local_paths, write_dry_run,
+)
 from .source import PICKLE_SUFFIXES
 
 PRUNED_TEMPLATE = "pruned_model.md"
@@ -70,7 +72,8 @@ def read_pruned_source(directory: str | os.PathLike, point: str | None = None, r
     """Check `directory` and pick the point; errors name the field (`point`, `points[i].path`, ...)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"`dir` must be a prune-model output folder or a point folder; {directory} is not a folder.")
+        raise FileNotFoundError(f"`dir` must be a prune-model output folder or a point folder; {directory} is not "
+                                "a folder.")
     found = _find_front(directory)
     if found is None:
         raise HubConfigError(f"{directory}: no {FRONT_FILE} of kind {PRUNE_KIND!r} here or above; run "
@@ -85,15 +88,19 @@ def read_pruned_source(directory: str | os.PathLike, point: str | None = None, r
                 raise HubConfigError(f"{root / FRONT_FILE} points[{index}]: field `{field}` is missing.")
     by_name = {entry["name"]: entry for entry in points}
     if directory.resolve() != root:  # a point folder: the point is the one whose folder it is
-        matches = [e for e in points if (root / e["path"]).resolve() == directory.resolve()
-                   or ("retrained" in e and (root / e["retrained"]["path"]).resolve() == directory.resolve())]
+        here = directory.resolve()
+
+        def retrained_here(entry: dict[str, Any]) -> bool:
+            return "retrained" in entry and (root / entry["retrained"]["path"]).resolve() == here
+
+        matches = [e for e in points if (root / e["path"]).resolve() == here or retrained_here(e)]
         if not matches:
             raise HubConfigError(f"{directory}: not the folder of any point of {root / FRONT_FILE}.")
         if point is not None and point != matches[0]["name"]:
             raise HubConfigError(f"`point` {point!r} does not match the folder {directory} (point "
                                  f"{matches[0]['name']!r}).")
         chosen = matches[0]
-        retrained = retrained or "retrained" in chosen and (root / chosen["retrained"]["path"]).resolve() == directory.resolve()
+        retrained = retrained or retrained_here(chosen)
     elif point is not None:
         if point not in by_name:
             raise HubConfigError(f"`point` {point!r} is not in {root / FRONT_FILE}; allowed: {sorted(by_name)}.")
