@@ -131,3 +131,23 @@ def test_prune_model_push_flag(tiny_bert_dir, synthetic_task_dir, hub, tmp_path,
     pushed = json.loads(Path(downloaded).read_text())
     exported = json.loads((out / "front" / "p00" / "config.json").read_text())
     assert pushed == exported
+
+
+def test_push_a_retrained_point_sends_only_the_model(tiny_bert_dir, synthetic_task_dir, tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_bert_dir, synthetic_task_dir, retrain={"max_steps": 2},
+                          baselines=None, search={"n_trials": 3, "objectives": ["metric", "parameters"]})
+    out = tmp_path / "run"
+    assert main(["prune-model", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    point = json.loads((out / "front.json").read_text())["points"][0]
+    folder = out / point["retrained"]["path"]
+    (folder / "training_args.bin").write_bytes(b"pickle")
+    with pytest.warns(UserWarning, match="pickled weights are not uploaded"):
+        result = push_pruned_model(out, REPO, point=point["name"], retrained=True, dry_run=tmp_path / "dry")
+    assert set(result.files) == {"README.md", "pareto.png", PRUNED_FRONT_FILE} | MODEL_FILES
+    assert (tmp_path / "dry" / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+    card = (tmp_path / "dry" / "README.md").read_text()
+    assert "then re-trained on its own" in card and f"{point['retrained']['metric']:.4f}" in card
+    assert ModelCard.load(tmp_path / "dry" / "README.md").data.eval_results[0].metric_value == point["retrained"]["metric"]
+    # the re-trained folder itself is recognised as that point's re-trained model
+    again = push_pruned_model(folder, REPO, dry_run=tmp_path / "dry2")
+    assert (tmp_path / "dry2" / "README.md").read_text() == card and again.files == result.files

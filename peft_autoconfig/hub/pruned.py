@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,12 @@ PRUNED_FRONT_FILE = "pruning_front.json"
 """The front as published: not `front.json`, which the Hub code reads as a front of PEFT configs."""
 PRUNE_KIND = "prune-model"
 LOCAL_TOKENIZER_KEYS = ("is_local", "local_files_only")
+MODEL_FILES = frozenset({
+    "config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
+    "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
+})
+"""What travels from a model folder besides `*.safetensors` (a re-trained folder also holds the runner's logs)."""
 """Loading options that transformers records in tokenizer_config.json and that must not travel to the Hub."""
 
 
@@ -120,7 +127,9 @@ def _model_files(source: PrunedSource) -> dict[str, bytes]:
     """The model folder's files for the repo root: configs with local paths stripped, safetensors, tokenizer."""
     files = {}
     for path in sorted(source.model_dir.iterdir()):
-        if not path.is_file() or path.suffix in PICKLE_SUFFIXES or path.name in ("metrics.json", "training_args.json"):
+        if not path.is_file() or not (path.suffix == ".safetensors" or path.name in MODEL_FILES):
+            if path.is_file() and path.suffix in PICKLE_SUFFIXES:
+                warnings.warn(f"{path}: pickled weights are not uploaded (only safetensors).")
             continue
         content = path.read_bytes()
         if path.suffix == ".json":
