@@ -196,3 +196,20 @@ def test_recipe_warns_that_bert_heads_are_only_zeroed(tiny_bert_dir):
         warnings.simplefilter("error")
         check_recipe(recipe(min_heads=4))
         check_recipe(recipe(granularity="layer"))
+
+
+def test_llama_classifier_with_fewer_heads_loads_with_auto_sequence_classification(tmp_path):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=40, pad_token_id=0, num_labels=3)).eval()
+    sub = SubNetwork((0, 2), ((2, 3), (0,)), ((0, 5, 9), tuple(range(20))))
+    with SuperNetwork(model).use(sub):
+        masked = logits(model)
+    small = AutoModelForSequenceClassification.from_pretrained(save_exported(model, sub, tmp_path / "small")).eval()
+    assert type(small) is LlamaForSequenceClassification
+    assert (small.config.num_attention_heads, small.config.num_key_value_heads, small.config.intermediate_size) == (2, 1, 20)
+    assert small.num_parameters() == exported_parameters(model, sub) < model.num_parameters()
+    torch.testing.assert_close(logits(small), masked, atol=1e-5, rtol=0)
