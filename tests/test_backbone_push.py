@@ -90,13 +90,12 @@ def test_push_cli_point_choice_and_point_folder(prune_output, tmp_path, capsys):
     result = push_pruned_model(prune_output / first["path"], REPO, dry_run=tmp_path / "dry2")
     assert (tmp_path / "dry2" / "config.json").read_bytes() == (tmp_path / "dry" / "config.json").read_bytes()
     assert set(result.files) >= MODEL_FILES
-    # the PEFT push hands a prune-model output over (its default point)
+    # the PEFT push refuses it, naming the way (the CLI dispatches on its own)
     from peft_autoconfig.hub import push_to_hub
 
-    handed = push_to_hub(prune_output, REPO, dry_run=tmp_path / "dry3")
-    direct = push_pruned_model(prune_output, REPO, dry_run=tmp_path / "dry4")
-    assert handed.files == direct.files and set(handed.files) >= MODEL_FILES | {PRUNED_FRONT_FILE}
-    assert (tmp_path / "dry3" / "README.md").read_bytes() == (tmp_path / "dry4" / "README.md").read_bytes()
+    with pytest.raises(HubConfigError, match="is a prune-model output.*push_pruned_model"):
+        push_to_hub(prune_output, REPO, dry_run=tmp_path / "dry3")
+    assert not (tmp_path / "dry3").exists()
 
 
 def test_push_bad_input_names_the_field(prune_output, tmp_path, capsys):

@@ -25,12 +25,11 @@ from .errors import HubConfigError
 from .push import (
     CARD_FILE, PushResult, _check_no_local_path, _json_bytes, commit_upload, strip_local_paths, write_dry_run,
 )
-from .source import PICKLE_SUFFIXES
+from .source import PICKLE_SUFFIXES, PRUNE_KIND
 
 PRUNED_TEMPLATE = "pruned_model.md"
 PRUNED_FRONT_FILE = "pruning_front.json"
 """The front as published: not `front.json`, which the Hub code reads as a front of PEFT configs."""
-PRUNE_KIND = "prune-model"
 LOCAL_TOKENIZER_KEYS = ("is_local", "local_files_only")
 MODEL_FILES = frozenset({
     "config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",

@@ -184,8 +184,8 @@ def push_to_hub(
     """Upload a search output folder or a PEFT config folder to `repo_id` as one commit, with a model card.
 
     Args:
-        directory: a search output (front.json, front/<name>/, pareto.png) or a folder with adapter_config.json;
-            a `prune-model` output (or a point folder of one) is handed to `push_pruned_model`.
+        directory: a search output (front.json, front/<name>/, pareto.png) or a folder with adapter_config.json
+            (a `prune-model` output is pushed with `hub.pruned.push_pruned_model`; the CLI picks it).
         repo_id: "org/name"; created if missing (`private` applies only then).
         revision: branch to commit to (created from main if missing); default main.
         token: Hub token; default huggingface_hub's resolution (HF_TOKEN, then the saved login).
@@ -193,12 +193,6 @@ def push_to_hub(
         base_model, dataset, license: override the card metadata (a local model path is never used as base_model).
         endpoint: Hub URL; default HF_ENDPOINT or https://huggingface.co.
     """
-    from .pruned import is_prune_output, push_pruned_model
-
-    if is_prune_output(directory):  # a prune-model output: its best-metric pruned model (see `push_pruned_model`)
-        return push_pruned_model(directory, repo_id, private=private, revision=revision, token=token,
-                                 dry_run=dry_run, commit_message=commit_message, base_model=base_model,
-                                 dataset=dataset, license=license, endpoint=endpoint)
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError(f"`repo_id` must look like 'org/name', got {repo_id!r}.")
     upload = collect_upload(directory, repo_id, base_model=base_model, dataset=dataset, license=license)
