@@ -75,7 +75,7 @@ class RunConfig:
         save_adapter (`bool`): save the adapter (or full model) when `output_dir` is set.
         show_progress (`bool`): progress bars and library logs; False = silent (the search).
         trainer_class (`type`, *optional*): a `transformers.Trainer` subclass to train with (the backbone
-            pruning's `SandwichTrainer`); None = `Trainer`.
+            sandwich rule's `training.sandwich.SandwichTrainer`); None = `Trainer`.
         trainer_kwargs (`dict`): extra keyword arguments of `trainer_class`.
     """
 

@@ -1,0 +1,198 @@
+"""The weight-sharing super-PET: slices equal stand-alone configs, sandwich gradients stay in the slice, errors,
+and the `supernet` one-shot strategy end to end."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from peft import get_peft_model
+
+from peft_autoconfig import MixedPetConfig
+from peft_autoconfig.search.space import SearchSpace, SpaceSpec
+from peft_autoconfig.search.superpet import PetSupernet, super_config
+from peft_autoconfig.training.sandwich import sandwich_losses
+from peft_autoconfig.tuners.blocks import Bottleneck, LoraDelta, PrefixKV
+from peft_autoconfig.tuners.slicing import SliceError, SuperPet
+
+SPACE = SpaceSpec(
+    modules=("serial_adapter", "parallel_adapter", "prefix", "lora"),
+    sizes={"serial_adapter": (0, 2, 8), "parallel_adapter": (0, 3, 8), "prefix": (0, 2, 5), "lora": (0, 2, 4)},
+    lora_targets=(("query", "value"), ("key",)),
+)
+
+
+def space_of(model, spec: SpaceSpec = SPACE) -> SearchSpace:
+    return SearchSpace(model.config, spec)
+
+
+@torch.no_grad()
+def randomize(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every trainable tensor random values (B and `up` start at zero, which would hide slicing errors)."""
+    generator = torch.Generator().manual_seed(seed)
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+
+
+def make_superpet(make_tiny_model, spec: SpaceSpec = SPACE, lora_alpha=None):
+    base = make_tiny_model("bert")
+    space = space_of(base, spec)
+    config = super_config(space)
+    if lora_alpha is not None:
+        config = copy.deepcopy(config)
+        config.lora_alpha = lora_alpha
+    model = get_peft_model(copy.deepcopy(base), config)
+    randomize(model)
+    return base, space, model.eval(), SuperPet(model, space)
+
+
+def inputs():
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 100, (3, 9), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0  # padding, so the prefix's mask widening is exercised
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+SUBS = [
+    MixedPetConfig(task_type="SEQ_CLS", serial_adapter_size=2, parallel_adapter_size=3, prefix_length=2, lora_rank=2,
+                   target_modules=["query", "value"], layers_to_transform=[0, 2]),
+    MixedPetConfig(task_type="SEQ_CLS", serial_adapter_size=8, prefix_length=5, lora_rank=4, target_modules=["key"],
+                   layers_to_transform=[1]),
+    MixedPetConfig(task_type="SEQ_CLS", parallel_adapter_size={0: 8, 2: 3}, prefix_length={1: 2}),
+]
+
+
+@pytest.mark.parametrize("index", range(len(SUBS)))
+def test_slice_equals_standalone_config_with_copied_weights(make_tiny_model, index):
+    base, space, model, superpet = make_superpet(make_tiny_model)
+    sub = SUBS[index]
+    standalone = get_peft_model(copy.deepcopy(base), copy.deepcopy(sub)).eval()
+    assert superpet.copy_slice_into(standalone) > 0
+    with torch.no_grad():
+        with superpet.use(sub):
+            sliced = model(**inputs()).logits
+        expected = standalone(**inputs()).logits
+        full = model(**inputs()).logits
+    assert torch.allclose(sliced, expected, atol=1e-5), (sliced, expected)
+    assert not torch.allclose(full, expected, atol=1e-3)  # the slice really differs from the whole super-PET
+    assert superpet.active is None
+
+
+def test_slice_equals_super_pet_with_the_other_units_zeroed(make_tiny_model):
+    """Without a prefix (zero prefix tokens still take attention), zeroing what lies outside the slice in the
+    super-PET's own weights gives the slice's logits."""
+    spec = SpaceSpec(modules=("serial_adapter", "parallel_adapter", "lora"),
+                     sizes={"serial_adapter": (0, 2, 8), "parallel_adapter": (0, 3, 8), "lora": (0, 2, 4)})
+    base, space, model, superpet = make_superpet(make_tiny_model, spec)
+    sub = MixedPetConfig(task_type="SEQ_CLS", serial_adapter_size=2, parallel_adapter_size=3, lora_rank=2)
+    with torch.no_grad():
+        with superpet.use(sub):
+            sliced = model(**inputs()).logits
+        for module in model.modules():
+            if isinstance(module, LoraDelta):
+                module.A.weight[2:] = 0
+                module.B.weight[:, 2:] = 0
+            elif isinstance(module, Bottleneck):
+                keep = 2 if module.down.out_features == 8 and module is _serial(model, module) else 3
+                module.down.weight[keep:] = 0
+                module.down.bias[keep:] = 0
+                module.up.weight[:, keep:] = 0
+        zeroed = model(**inputs()).logits
+    assert torch.allclose(sliced, zeroed, atol=1e-5)
+
+
+def _serial(model, block):
+    """`block` if it is a serial adapter (its container is `mixed_pet_serial`), else None."""
+    for name, module in model.named_modules():
+        if module is block:
+            return block if ".mixed_pet_serial." in name else None
+    return None
+
+
+def test_largest_slice_is_the_whole_super_pet(make_tiny_model):
+    base, space, model, superpet = make_superpet(make_tiny_model)
+    with torch.no_grad():
+        full = model(**inputs()).logits
+        with superpet.use(super_config(space)):
+            largest = model(**inputs()).logits
+        with superpet.use(space.largest_point()):  # one LoRA target set only: a proper slice of the union
+            point = model(**inputs()).logits
+    assert torch.equal(full, largest)
+    assert not torch.allclose(full, point, atol=1e-4)
+    single = SpaceSpec(modules=SPACE.modules, sizes=SPACE.sizes)  # the default target set: the union is the largest
+    base, space, model, superpet = make_superpet(make_tiny_model, single)
+    with torch.no_grad():
+        full = model(**inputs()).logits
+        with superpet.use(space.largest_point()):
+            assert torch.equal(model(**inputs()).logits, full)
+
+
+def test_lora_scaling_follows_the_sub_configuration(make_tiny_model):
+    """With `lora_alpha`, a rank-2 slice is scaled by alpha / 2, as a stand-alone rank-2 LoRA."""
+    spec = SpaceSpec(modules=("lora",), sizes={"lora": (0, 2, 4)}, fixed={"lora_alpha": 8.0})
+    base, space, model, superpet = make_superpet(make_tiny_model, spec)
+    sub = MixedPetConfig(task_type="SEQ_CLS", lora_rank=2, lora_alpha=8.0)
+    standalone = get_peft_model(copy.deepcopy(base), copy.deepcopy(sub)).eval()
+    superpet.copy_slice_into(standalone)
+    with torch.no_grad(), superpet.use(sub):
+        sliced = model(**inputs()).logits
+    with torch.no_grad():
+        assert torch.allclose(sliced, standalone(**inputs()).logits, atol=1e-5)
+
+
+def test_sandwich_gradients_reach_only_the_active_slice(make_tiny_model):
+    base, space, model, superpet = make_superpet(make_tiny_model)
+    model.train()
+    sub = SUBS[0]  # layers 0 and 2; LoRA rank 2 on query/value; serial 2, parallel 3, prefix 2
+    batch = {**inputs(), "labels": torch.tensor([0, 1, 1])}
+    losses, _ = sandwich_losses(model, superpet, {"sub": sub}, batch)
+    assert set(losses) == {"largest", "distill_sub"} and losses["distill_sub"].item() > 0
+    losses["distill_sub"].backward()
+    layer = model.base_model.model.bert.encoder.layer
+    query = layer[0].attention.self.query
+    lora = query.mixed_pet_lora["default"]
+    assert lora.A.weight.grad[:2].abs().sum() > 0 and lora.A.weight.grad[2:].abs().sum() == 0
+    assert lora.B.weight.grad[:, :2].abs().sum() > 0 and lora.B.weight.grad[:, 2:].abs().sum() == 0
+    key_lora = layer[0].attention.self.key.mixed_pet_lora["default"]
+    assert key_lora.A.weight.grad is None  # the target set ("query", "value") has no `key`
+    parallel = layer[0].output.dense.mixed_pet_parallel["default"]
+    assert parallel.down.weight.grad[:3].abs().sum() > 0 and parallel.down.weight.grad[3:].abs().sum() == 0
+    assert parallel.up.weight.grad[:, 3:].abs().sum() == 0
+    prefix = layer[0].attention.self.key.mixed_pet_prefix["default"]
+    assert prefix.key.grad[:, :2].abs().sum() > 0 and prefix.key.grad[:, 2:].abs().sum() == 0
+    skipped = layer[1]  # not selected: none of its blocks learns from this student
+    for module in skipped.modules():
+        if isinstance(module, (LoraDelta, Bottleneck, PrefixKV)):
+            assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.parameters())
+    assert superpet.active is None
+
+
+def test_sandwich_students_are_points_of_the_space(make_tiny_model):
+    base, space, model, superpet = make_superpet(make_tiny_model)
+    switch, students = PetSupernet(space)(model)
+    smallest = students.smallest()
+    config = space.decode(smallest)
+    assert (config.serial_adapter_size, config.parallel_adapter_size, config.prefix_length, config.lora_rank) == (2, 3, 2, 2)
+    assert config.layers_to_transform is None and config.target_modules == ["key"]
+    rng = np.random.default_rng(0)
+    samples = [students.sample(rng) for _ in range(20)]
+    assert len({space.key(x) for x in samples}) > 10
+    for x in samples:
+        switch.check(x)  # every point of the space is a slice
+
+
+def test_a_size_larger_than_trained_names_the_field(make_tiny_model):
+    base, space, model, superpet = make_superpet(make_tiny_model)
+    with pytest.raises(SliceError, match=r"`lora_rank` = 8 in layer 0 is larger than the super-PET's 4"):
+        superpet.select(MixedPetConfig(task_type="SEQ_CLS", lora_rank=8))
+    with pytest.raises(SliceError, match=r"`prefix_length` = 6 in layer 1 is larger"):
+        superpet.select(MixedPetConfig(task_type="SEQ_CLS", prefix_length={1: 6}))
+    with pytest.raises(SliceError, match=r"`target_modules`: 'attention.output.dense' \(layer 0\) has no LoRA"):
+        superpet.select(MixedPetConfig(task_type="SEQ_CLS", lora_rank=2, target_modules=["attention.output.dense"]))
+    with pytest.raises(SliceError, match=r"`adapter_non_linearity` = 'gelu' differs"):
+        superpet.select(MixedPetConfig(task_type="SEQ_CLS", serial_adapter_size=2, adapter_non_linearity="gelu"))
+    assert superpet.active is None  # a refused slice leaves the super-PET as it was
