@@ -74,7 +74,7 @@ class RunConfig:
         deepspeed (`str`, *optional*): a DeepSpeed JSON config (see recipes/deepspeed/).
         save_adapter (`bool`): save the adapter (or full model) when `output_dir` is set.
         show_progress (`bool`): progress bars and library logs; False = silent (the search).
-        trainer_class (`type`, *optional*): a `transformers.Trainer` subclass to train with (the backbone
+        trainer_class (`type`, *optional*): a `transformers.Trainer` subclass to train with (the
             sandwich rule's `training.sandwich.SandwichTrainer`); None = `Trainer`.
         trainer_kwargs (`dict`): extra keyword arguments of `trainer_class`.
     """
