@@ -264,16 +264,23 @@ class Search:
         """Each config (by name) re-trained at the final budget once per seed, scored on the report split."""
         final = self.recipe.final
         budget = final.budget()
-        runs: dict[str, list[TrialRequest]] = {}
-        for name, config in configs.items():
-            runs[name] = [
-                self._request("final", f"final:{_config_key(config)}|{json.dumps(budget, sort_keys=True)}|seed={seed}",
-                              None, config, -1, budget, name=name, seed=seed, split=self.recipe.evaluation.report_split)
-                for seed in final.seed_list(self.recipe.seed)
-            ]
+        # seed-major order: an interrupted final stage has every config's first seed before any second seed
+        requests = [
+            self._request("final", f"final:{_config_key(config)}|{json.dumps(budget, sort_keys=True)}|seed={seed}",
+                          None, config, -1, budget, name=name, seed=seed, split=self.recipe.evaluation.report_split)
+            for seed in final.seed_list(self.recipe.seed) for name, config in configs.items()
+        ]
         if self._bar is not None:
-            self._bar.total += sum(len(r) for r in runs.values())
-        return {name: self._evaluate(executor, requests) for name, requests in runs.items()}
+            self._bar.total += len(requests)
+        records = self._evaluate(executor, requests)
+        return {name: [r for q, r in zip(requests, records) if q.name == name] for name in configs}
+
+    def _final_limit(self) -> int | None:
+        """`final.max_parameters` as a count (None: every front point is re-trained)."""
+        limit = self.recipe.final.max_parameters
+        if isinstance(limit, str):
+            return int(float(limit.strip()[:-1]) / 100.0 * backbone_parameter_count(self.space.model_config))
+        return limit
 
     def expected_trials(self) -> int:
         if self.one_shot:  # corrected once the one-shot stage has returned its configurations
@@ -306,7 +313,8 @@ class Search:
                 front = sorted(last, key=lambda r: (r.trainable_parameters, r.trial_id)) if self.one_shot and self.budgets else _front(last)
                 finals: dict[str, list[TrialRecord]] = {}
                 if self.recipe.final is not None:
-                    configs = {f"trial:{r.trial_id}": r.config for r in front}
+                    limit = self._final_limit()
+                    configs = {f"trial:{r.trial_id}": r.config for r in front if limit is None or r.trainable_parameters <= limit}
                     configs.update(self.baselines.configs)
                     finals = self._final_phase(executor, configs)
         finally:

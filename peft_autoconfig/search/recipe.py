@@ -179,6 +179,21 @@ class FinalSpec(RecipeModel):
     num_epochs: PositiveFloat = 3.0
     seeds: Optional[list[Annotated[int, Field(strict=True, ge=0)]]] = Field(None, min_length=1)
     n_seeds: Optional[PositiveInt] = None
+    max_parameters: Optional[Union[Annotated[int, Field(strict=True, ge=1)], str]] = None
+    """Re-train only the front points with at most this many trainable parameters (a count or "0.5%" of the
+    backbone); the others keep their selection value only. Baselines are always re-trained."""
+
+    @field_validator("max_parameters")
+    @classmethod
+    def _count_or_percent(cls, value: Optional[Union[int, str]]) -> Optional[Union[int, str]]:
+        if isinstance(value, str):
+            try:
+                ok = value.strip().endswith("%") and float(value.strip()[:-1]) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"must be a parameter count or a positive percentage of the backbone like '0.5%', got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _one_seed_rule(self) -> "FinalSpec":
