@@ -4,6 +4,8 @@ and the `supernet` one-shot strategy end to end."""
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +198,88 @@ def test_a_size_larger_than_trained_names_the_field(make_tiny_model):
     with pytest.raises(SliceError, match=r"`adapter_non_linearity` = 'gelu' differs"):
         superpet.select(MixedPetConfig(task_type="SEQ_CLS", serial_adapter_size=2, adapter_non_linearity="gelu"))
     assert superpet.active is None  # a refused slice leaves the super-PET as it was
+
+
+# -- the `supernet` one-shot strategy -------------------------------------------------------------------------------
+def supernet_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, **settings):
+    from test_search_fakes import write_recipe
+
+    return write_recipe(
+        tmp_path, tiny_bert_dir, synthetic_task_dir,
+        algorithm={"name": "supernet", "settings": {"inner_trials": 40, "inner_pop_size": 8, "max_results": 3,
+                                                    "num_random": 1, **settings}},
+        space={"modules": ["serial_adapter", "lora"], "sizes": {"serial_adapter": [0, 2, 8], "lora": [0, 2, 4]}},
+        fidelity={"levels": [{"train_subset": 128, "max_steps": 12}, {"train_subset": 64, "max_steps": 3}]},
+    )
+
+
+def test_supernet_search_end_to_end(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    from safetensors.torch import load_file
+
+    from peft_autoconfig.search import load_recipe, read_journal, run_search
+
+    path = supernet_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, warm_start_from_slice=True)
+    out = tmp_path / "out"
+    result = run_search(load_recipe(path), out, progress=False)
+
+    work = out / "oneshot"
+    manifest = json.loads((work / "superpet" / "superpet.json").read_text())
+    assert manifest["config"]["serial_adapter_size"] == 8 and manifest["config"]["lora_rank"] == 4
+    weights = load_file(work / "superpet" / "adapter_model.safetensors")
+    ups = [v for k, v in weights.items() if k.endswith("mixed_pet_serial.up.weight")]
+    assert ups and all(v.abs().sum() > 0 for v in ups)  # the sandwich training moved the zero-initialised weights
+    inner = [json.loads(line) for line in (work / "inner.jsonl").read_text().splitlines()]
+    assert 10 <= len(inner) <= 40 and len({e["key"] for e in inner}) == len(inner)
+
+    cached = json.loads((out / "oneshot.json").read_text())
+    results = cached["results"]
+    assert 1 <= len(results) <= 3
+    space = SearchSpace.from_pretrained(str(tiny_bert_dir), load_recipe(path).space)
+    best = {}
+    for entry in inner:
+        best[entry["trainable_parameters"]] = max(best.get(entry["trainable_parameters"], 0), entry["metric"])
+    for r in results:
+        config = space.decode(r["details"]["x"])
+        assert r["trainable_parameters"] == space.cost(config) and r["score"] == r["details"]["superpet_metric"]
+        # non-dominated among everything scored: nothing at most as large scores better
+        assert all(metric <= r["score"] for size, metric in best.items() if size <= r["trainable_parameters"])
+        slice_dir = Path(r["details"]["init_adapter"])  # the sliced weights, a plain peft adapter folder
+        assert json.loads((slice_dir / "adapter_config.json").read_text())["lora_rank"] == config.lora_rank
+    # each configuration re-trained stand-alone at the last level by the driver
+    searched = [t for t in read_journal(out / "journal.jsonl") if t["kind"] == "search"]
+    assert len(searched) == len(results) and {t["level"] for t in searched} == {1}
+    assert result.front and (out / "front.json").is_file()
+
+    # a resume neither trains the super-PET nor scores slices again
+    before = (work / "inner.jsonl").read_text()
+    run_search(load_recipe(path), out, progress=False)
+    assert (work / "inner.jsonl").read_text() == before
+
+
+def test_a_super_pet_of_another_model_is_refused(tmp_path, tiny_bert_dir, synthetic_task_dir, make_tiny_model):
+    from peft_autoconfig.search.superpet import SuperPetMismatchError, load_superpet, model_signature
+
+    space = SearchSpace.from_pretrained(str(tiny_bert_dir), SpaceSpec(modules=("lora",), sizes={"lora": (0, 2)}))
+    folder = tmp_path / "superpet"
+    folder.mkdir()
+    other = make_tiny_model("roberta").config
+    (folder / "superpet.json").write_text(json.dumps({"model": "tiny-roberta", "model_signature": model_signature(other)}))
+    with pytest.raises(SuperPetMismatchError, match=r"`model`: the super-PET in .* was trained on 'tiny-roberta'"):
+        load_superpet(folder, str(tiny_bert_dir), str(synthetic_task_dir), space)
+    (folder / "superpet.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"`algorithm.settings.superpet`: .* holds no finished super-PET"):
+        load_superpet(folder, str(tiny_bert_dir), str(synthetic_task_dir), space)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"inner": "supernet"}, r"`algorithm.settings.inner`: must be an ask/tell strategy, one of \[.*'nsga2'.*\]"),
+    ({"inner": "nsga3"}, r"`algorithm.settings.inner`: unknown algorithm 'nsga3'"),
+    ({"inner_trials": 0}, r"`algorithm.settings.inner_trials`"),
+    ({"inner_trails": 10}, r"unknown recipe field `algorithm.settings.inner_trails`"),
+])
+def test_bad_supernet_settings_name_the_field(tmp_path, tiny_bert_dir, synthetic_task_dir, settings, message):
+    from peft_autoconfig.search import load_recipe
+    from peft_autoconfig.search.schema import RecipeError
+
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(supernet_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, **settings))
