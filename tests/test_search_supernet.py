@@ -283,3 +283,36 @@ def test_bad_supernet_settings_name_the_field(tmp_path, tiny_bert_dir, synthetic
 
     with pytest.raises(RecipeError, match=message):
         load_recipe(supernet_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, **settings))
+
+
+def test_warm_start_from_a_slice_through_the_runner(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """`RunConfig.init_adapter`: a run starts from a saved slice (a learning rate of ~0 keeps its weights)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from peft_autoconfig.training.runner import RunConfig, run
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    space = SearchSpace(base.config, SpaceSpec(modules=("serial_adapter", "lora"),
+                                               sizes={"serial_adapter": (0, 2, 8), "lora": (0, 2, 4)}))
+    superpet_model = get_peft_model(copy.deepcopy(base), super_config(space))
+    randomize(superpet_model)
+    sub = MixedPetConfig(task_type="SEQ_CLS", serial_adapter_size=2, lora_rank=2, layers_to_transform=[1])
+    standalone = get_peft_model(copy.deepcopy(base), copy.deepcopy(sub))
+    SuperPet(superpet_model, space).copy_slice_into(standalone)
+    standalone.save_pretrained(tmp_path / "slice")
+    saved = load_file(tmp_path / "slice" / "adapter_model.safetensors")
+
+    run(RunConfig(model_name_or_path=str(tiny_bert_dir), task=str(synthetic_task_dir), peft_config=sub,
+                  init_adapter=str(tmp_path / "slice"), output_dir=str(tmp_path / "run"), max_steps=1,
+                  learning_rate=1e-12, batch_size=8, max_length=16, eval_subset=8, show_progress=False))
+    trained = load_file(tmp_path / "run" / "adapter_model.safetensors")
+    assert set(trained) == set(saved)
+    assert all(torch.allclose(trained[k], saved[k], atol=1e-6) for k in saved)
+    assert any(saved[k].abs().sum() > 0 for k in saved if k.endswith("up.weight"))  # not the zero initialisation
+
+    with pytest.raises(ValueError, match=r"`init_adapter`: the weights in .* do not fit the config"):
+        run(RunConfig(model_name_or_path=str(tiny_bert_dir), task=str(synthetic_task_dir), show_progress=False,
+                      peft_config=MixedPetConfig(task_type="SEQ_CLS", serial_adapter_size=8, lora_rank=2,
+                                                 layers_to_transform=[1]),
+                      init_adapter=str(tmp_path / "slice"), max_steps=1, batch_size=8, max_length=16))
