@@ -248,6 +248,7 @@ def test_supernet_search_end_to_end(tmp_path, tiny_bert_dir, synthetic_task_dir)
     # each configuration re-trained stand-alone at the last level by the driver
     searched = [t for t in read_journal(out / "journal.jsonl") if t["kind"] == "search"]
     assert len(searched) == len(results) and {t["level"] for t in searched} == {1}
+    assert all("|init=" in t["key"] for t in searched)  # each started from its slice (`warm_start_from_slice`)
     assert result.front and (out / "front.json").is_file()
 
     # a resume neither trains the super-PET nor scores slices again
