@@ -43,6 +43,8 @@ class SupernetSettings(RecipeModel):
         num_random: random sub-configurations per sandwich step (besides the largest and the smallest).
         distill: in-place distillation of the students from the largest (else they train on the labels).
         temperature: distillation temperature.
+        score_subset: score the slices on this many examples of the selection split (a fixed subset); default
+            `evaluation.eval_subset`. The driver's stand-alone re-training still scores on `evaluation.eval_subset`.
         eval_batch_size: batch size of the scoring passes (default twice `training.batch_size`).
         superpet: a super-PET folder to reuse instead of training one (it must be of the same model and contain the
             space; its own training settings are taken as they are).
@@ -59,6 +61,7 @@ class SupernetSettings(RecipeModel):
     num_random: int = Field(2, strict=True, ge=0)
     distill: bool = True
     temperature: float = Field(1.0, gt=0)
+    score_subset: Optional[int] = Field(None, strict=True, ge=1)
     eval_batch_size: Optional[int] = Field(None, strict=True, ge=1)
     superpet: Optional[str] = Field(None, min_length=1)
     warm_start_from_slice: bool = False
@@ -154,7 +157,8 @@ class SupernetStrategy(OneShotStrategy):
         superpet = load_superpet(directory, context.model, context.task, context.space)
         batch_size = settings.eval_batch_size or 2 * int(context.training.get("batch_size", 16))
         scorer = SliceScorer.for_task(superpet, context.model, context.task, context.selection_split,
-                                      context.eval_subset, int(context.training.get("max_length", 128)), batch_size)
+                                      settings.score_subset or context.eval_subset,
+                                      int(context.training.get("max_length", 128)), batch_size)
         entries = inner_search(context.space, scorer, work_dir / "inner.jsonl", inner=settings.inner,
                                n_trials=settings.inner_trials, pop_size=settings.inner_pop_size, seed=context.seed,
                                progress=context.progress)
