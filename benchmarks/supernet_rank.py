@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "recipe": str(args.recipe), "model": recipe.model, "n": len(rows),
         "superpet_vs_standalone": correlations(superpet_scores, cold),
-        "superpet_training_s": manifest["wall_time_s"], "scoring_s_per_config": float(np.mean([r["scoring_s"] for r in rows])),
+        "superpet_training_s": manifest["wall_time_s"],
+        "scoring_s_per_config": float(np.mean([r["scoring_s"] for r in rows])),
         "standalone_s_per_config": standalone_s,
         "superpet_training_in_standalone_runs": manifest["wall_time_s"] / standalone_s if standalone_s else None,
         "rows": [{k: r[k] for k in ("x", "parameters", "superpet", "cold", "warm") if k in r} for r in rows],
@@ -154,13 +155,14 @@ def format_report(results: dict[str, Any]) -> str:
         f"- Kendall tau {_f(c['kendall_tau'])} (p {_f(c['kendall_p'])}), Spearman rho {_f(c['spearman_rho'])} "
         f"(p {_f(c['spearman_p'])})",
         f"- super-PET training {results['superpet_training_s']:.0f} s = "
-        f"{_f(results['superpet_training_in_standalone_runs'])} stand-alone runs of {results['standalone_s_per_config']:.0f} s; "
+        f"{_f(results['superpet_training_in_standalone_runs'])} stand-alone runs of "
+        f"{results['standalone_s_per_config']:.0f} s; "
         f"scoring one slice {results['scoring_s_per_config']:.2f} s",
     ]
     if "cold_vs_warm" in results:
         w = results["cold_vs_warm"]
-        lines.append(f"- warm start from the slice: mean gain {results['warm_gain_mean']:+.4f}; Kendall tau cold vs warm "
-                     f"{_f(w['kendall_tau'])}")
+        lines.append(f"- warm start from the slice: mean gain {results['warm_gain_mean']:+.4f}; "
+                     f"Kendall tau cold vs warm {_f(w['kendall_tau'])}")
     lines += ["", "| parameters | super-PET | stand-alone | warm start |", "|---:|---:|---:|---:|"]
     for r in sorted(results["rows"], key=lambda r: r["parameters"]):
         warm = f"{r['warm']['metric']:.4f}" if "warm" in r else ""

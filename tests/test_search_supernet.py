@@ -178,7 +178,8 @@ def test_sandwich_students_are_points_of_the_space(make_tiny_model):
     switch, students = PetSupernet(space)(model)
     smallest = students.smallest()
     config = space.decode(smallest)
-    assert (config.serial_adapter_size, config.parallel_adapter_size, config.prefix_length, config.lora_rank) == (2, 3, 2, 2)
+    sizes = (config.serial_adapter_size, config.parallel_adapter_size, config.prefix_length, config.lora_rank)
+    assert sizes == (2, 3, 2, 2)
     assert config.layers_to_transform is None and config.target_modules == ["key"]
     rng = np.random.default_rng(0)
     samples = [students.sample(rng) for _ in range(20)]
@@ -264,7 +265,8 @@ def test_a_super_pet_of_another_model_is_refused(tmp_path, tiny_bert_dir, synthe
     folder = tmp_path / "superpet"
     folder.mkdir()
     other = make_tiny_model("roberta").config
-    (folder / "superpet.json").write_text(json.dumps({"model": "tiny-roberta", "model_signature": model_signature(other)}))
+    manifest = {"model": "tiny-roberta", "model_signature": model_signature(other)}
+    (folder / "superpet.json").write_text(json.dumps(manifest))
     with pytest.raises(SuperPetMismatchError, match=r"`model`: the super-PET in .* was trained on 'tiny-roberta'"):
         load_superpet(folder, str(tiny_bert_dir), str(synthetic_task_dir), space)
     (folder / "superpet.json").unlink()

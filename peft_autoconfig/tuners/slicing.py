@@ -58,7 +58,7 @@ class _PrefixSlice:
     def __init__(self, block: PrefixKV, length: int) -> None:
         self.block, self.length = block, length
 
-    def __call__(self, batch_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    def __call__(self, batch_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, Any]:
         key, value, bias = PrefixKV.keys_values(self.block, batch_size, dtype)
         return key[..., : self.length, :], value[..., : self.length, :], bias
 
@@ -79,7 +79,8 @@ class SuperPet:
         self.adapter_name = adapter_name or getattr(model, "active_adapter", None) or next(iter(configs))
         self.config = configs[self.adapter_name]
         if type(self.config) is not MixedPetConfig:
-            raise TypeError(f"A super-PET needs a `MixedPetConfig` adapter (no gates), got {type(self.config).__name__}.")
+            raise TypeError(f"A super-PET needs a `MixedPetConfig` adapter (no gates), "
+                            f"got {type(self.config).__name__}.")
         base = model.get_base_model()
         self.model_config = base.config
         self.plans: dict[tuple[int, str], BlockPlan] = module_plans(self.config, self.model_config)
@@ -150,8 +151,8 @@ class SuperPet:
                 if size <= largest:
                     continue
                 if kind == "lora" and not largest:
-                    raise SliceError(f"`target_modules`: {path!r} (layer {layer}) has no LoRA in the super-PET; its LoRA "
-                                     f"targets are {self.config.target_modules or 'the default ones'}.")
+                    raise SliceError(f"`target_modules`: {path!r} (layer {layer}) has no LoRA in the super-PET; "
+                                     f"its LoRA targets are {self.config.target_modules or 'the default ones'}.")
                 raise SliceError(f"`{config_field}` = {size} in layer {layer} is larger than the super-PET's {largest} "
                                  f"there (trained sizes: {config_field}={getattr(self.config, config_field)!r}).")
         return plans

@@ -97,7 +97,8 @@ def inner_search(
     strategy.setup(SearchProblem(space, ["metric", "trainable_parameters"]), seed=seed)
     asked: dict[str, dict[str, Any]] = {}
     count = 0
-    with open(log, "a") as handle, tqdm(total=n_trials, desc="super-PET slices", unit="point", disable=not progress) as bar:
+    bar = tqdm(total=n_trials, desc="super-PET slices", unit="point", disable=not progress)
+    with open(log, "a") as handle, bar:
         while count < n_trials:
             points = strategy.ask()[: n_trials - count]
             if not points:
@@ -171,8 +172,8 @@ class SupernetStrategy(OneShotStrategy):
             if settings.warm_start_from_slice:
                 path = save_slice(superpet, config, context.model, context.task, work_dir / "slices" / str(i))
                 details["init_adapter"] = str(path)
-            results.append(OneShotResult(config=config_to_dict(config), trainable_parameters=entry["trainable_parameters"],
-                                         score=entry["metric"], details=details))
+            results.append(OneShotResult(config=config_to_dict(config), score=entry["metric"], details=details,
+                                         trainable_parameters=entry["trainable_parameters"]))
         summary = {
             "superpet": str(directory), "superpet_training_s": trained - start, "scoring_s": scored - trained,
             "n_scored": len(entries), "n_front": len(front), "metric_name": scorer.metric_name,
