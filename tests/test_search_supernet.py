@@ -319,3 +319,23 @@ def test_warm_start_from_a_slice_through_the_runner(tmp_path, tiny_bert_dir, syn
                       peft_config=MixedPetConfig(task_type="SEQ_CLS", serial_adapter_size=8, lora_rank=2,
                                                  layers_to_transform=[1]),
                       init_adapter=str(tmp_path / "slice"), max_steps=1, batch_size=8, max_length=16))
+
+
+def test_a_reused_super_pet_must_contain_the_space(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """`settings.superpet`: a folder of this model loads; one trained at smaller sizes than the space is refused."""
+    from transformers import AutoModelForSequenceClassification
+
+    from peft_autoconfig.search.superpet import load_superpet, model_signature
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    small = MixedPetConfig(task_type="SEQ_CLS", serial_adapter_size=2, lora_rank=4)
+    get_peft_model(base, small).save_pretrained(tmp_path / "superpet")
+    manifest = {"model": str(tiny_bert_dir), "model_signature": model_signature(base.config)}
+    (tmp_path / "superpet" / "superpet.json").write_text(json.dumps(manifest))
+    inside = SpaceSpec(modules=("serial_adapter", "lora"), sizes={"serial_adapter": (0, 2), "lora": (0, 2, 4)})
+    space = SearchSpace(base.config, inside)
+    superpet = load_superpet(tmp_path / "superpet", str(tiny_bert_dir), str(synthetic_task_dir), space)
+    assert superpet.config.serial_adapter_size == 2 and not superpet.model.training
+    larger = SearchSpace(base.config, SpaceSpec(modules=("serial_adapter",), sizes={"serial_adapter": (0, 2, 8)}))
+    with pytest.raises(SliceError, match=r"`serial_adapter_size` = 8 in layer 0 is larger than the super-PET's 2"):
+        load_superpet(tmp_path / "superpet", str(tiny_bert_dir), str(synthetic_task_dir), larger)
