@@ -11,8 +11,9 @@ weights (nothing is copied):
 - a block the sub-configuration lacks in a layer (size 0, layer not selected, LoRA target not chosen) is skipped.
 
 Units are removed by forward hooks that zero them (LoRA: the output of `A`, times the scaling ratio; adapters: the
-output of the non-linearity), an absent block's output is replaced by zeros, and a prefix is cut by a wrapper of
-its `keys_values` installed while the slice is active. So a slice computes what the stand-alone configuration with
+output of the non-linearity); while the slice is active, an absent block's `forward` is shadowed by one that returns
+zeros without computing anything, and a prefix's `keys_values` by one that cuts it (instance attributes, removed
+again when the slice changes). So a slice computes what the stand-alone configuration with
 the sliced weights computes, and training a slice only updates (gives gradients to) the weights it uses. Which
 block goes where comes from `tuners.plan.module_plans`, the same plan the tuner injects with.
 """
@@ -63,6 +64,16 @@ class _PrefixSlice:
         return key[..., : self.length, :], value[..., : self.length, :], bias
 
 
+class _Absent:
+    """Stands in for an absent block's `forward` while a slice is active: zeros of its output's shape, no compute."""
+
+    def __init__(self, out_features: int) -> None:
+        self.out_features = out_features
+
+    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return x.new_zeros(*x.shape[:-1], self.out_features)
+
+
 class SuperPet:
     """Switches a peft model holding one `MixedPetConfig` adapter between its slices; see the module docstring.
 
@@ -91,9 +102,8 @@ class SuperPet:
             if isinstance(module, PetLayer) and located in self.plans:
                 self.layers[located] = module
         self.active: Optional[MixedPetConfig] = None
-        self._absent: set[nn.Module] = set()
         self._masks: dict[nn.Module, torch.Tensor] = {}
-        self._prefixes: list[PrefixKV] = []
+        self._shadowed: list[tuple[nn.Module, str]] = []
         self._handles = []
         for layer in self.layers.values():
             for kind in SIZES:
@@ -104,8 +114,6 @@ class SuperPet:
                     self._handles.append(block.A.register_forward_hook(self._mask_hook(block)))
                 elif isinstance(block, Bottleneck):
                     self._handles.append(block.act.register_forward_hook(self._mask_hook(block)))
-                if not isinstance(block, PrefixKV):
-                    self._handles.append(block.register_forward_hook(self._absent_hook(block)))
 
     # -- hooks ----------------------------------------------------------------------------------------------------
     def _mask_hook(self, block: nn.Module):
@@ -115,11 +123,10 @@ class SuperPet:
 
         return hook
 
-    def _absent_hook(self, block: nn.Module):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> Optional[torch.Tensor]:
-            return torch.zeros_like(output) if block in self._absent else None
-
-        return hook
+    def _shadow(self, block: nn.Module, name: str, function: Any) -> None:
+        """Shadow method `name` of `block` by `function` (an instance attribute) until the slice changes."""
+        setattr(block, name, function)
+        self._shadowed.append((block, name))
 
     # -- sub-configurations ---------------------------------------------------------------------------------------
     def config_of(self, sub: SubConfig) -> Optional[MixedPetConfig]:
@@ -173,10 +180,10 @@ class SuperPet:
                 size, largest = getattr(plan, plan_field, 0), getattr(self.plans[key], plan_field)
                 if kind == "prefix":
                     if size < largest:
-                        block.keys_values = _PrefixSlice(block, size)
-                        self._prefixes.append(block)
+                        self._shadow(block, "keys_values", _PrefixSlice(block, size))
                 elif size == 0:
-                    self._absent.add(block)
+                    out_features = block.B.out_features if isinstance(block, LoraDelta) else block.up.out_features
+                    self._shadow(block, "forward", _Absent(out_features))
                 elif kind == "lora":
                     factor = config.lora_scaling(size) / block.scaling
                     if size < largest or factor != 1.0:
@@ -187,10 +194,9 @@ class SuperPet:
 
     def _clear(self) -> None:
         self._masks.clear()
-        self._absent.clear()
-        for block in self._prefixes:
-            block.__dict__.pop("keys_values", None)
-        self._prefixes.clear()
+        for block, name in self._shadowed:
+            block.__dict__.pop(name, None)
+        self._shadowed.clear()
         self.active = None
 
     @contextlib.contextmanager
