@@ -33,7 +33,7 @@ from ..search.pareto import hypervolume, non_dominated
 from ..search.recipe import RecipeError
 from .export import save_exported
 from .recipe import PruneRecipe
-from .sandwich import SandwichTrainer
+from .sandwich import BackboneSupernet, SandwichTrainer
 from .search import OBJECTIVE_KEYS, SubNetworkScorer, score_record, search_subnetworks, subnetwork_key
 from .space import BackboneSpace, SubNetwork, family_for
 
@@ -108,7 +108,8 @@ def train_supernetwork(recipe: PruneRecipe, directory: Path, progress: bool) -> 
         learning_rate=spec.learning_rate, batch_size=spec.batch_size, max_length=spec.max_length,
         eval_split=recipe.search.eval_split, eval_subset=recipe.search.eval_subset, deepspeed=spec.deepspeed,
         show_progress=progress, trainer_class=SandwichTrainer,
-        trainer_kwargs={**recipe.space.model_dump(), "num_random": spec.num_random, "temperature": spec.temperature},
+        trainer_kwargs={"supernet": BackboneSupernet(**recipe.space.model_dump()), "num_random": spec.num_random,
+                        "temperature": spec.temperature},
     ))
     if is_main_process():
         done.write_text(json.dumps({"fingerprint": fingerprint, "wall_time_s": result.wall_time_s,

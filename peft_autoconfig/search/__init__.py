@@ -1,5 +1,6 @@
 """Multi-objective search over mixed PET configurations (pymoo): recipe -> journal -> Pareto front of PEFT configs."""
 
+from . import strategies  # first: the one-shot strategies import `oneshot`, which imports `strategies.base`
 from .driver import Search, SearchResult, run_search
 from .journal import Journal, JournalMismatchError, read_journal
 from .recipe import Recipe, RecipeError, load_recipe, parse_recipe
