@@ -9,7 +9,7 @@ from .trial import TrialRecord, TrialRequest
 
 # One-shot strategies register here, not in `strategies/__init__.py`: they subclass `oneshot.OneShotStrategy`, and
 # `oneshot` imports `strategies.base`, so importing them from the strategies package would be an import circle.
-from .strategies import prune as _prune  # noqa: E402,F401  (registration)
+from .strategies import prune as _prune, supernet as _supernet  # noqa: E402,F401  (registration)
 
 __all__ = [
     "Journal",
