@@ -221,3 +221,26 @@ def test_a_journal_written_before_the_bias_rate_existed_still_resumes(tmp_path):
     Journal(tmp_path / "journal.jsonl", "fp", {}, rates)  # resumes
     with pytest.raises(JournalMismatchError, match=r"lora: 0.003 -> 0.001"):
         Journal(tmp_path / "journal.jsonl", "fp", {}, {**rates, "lora": 1e-3})
+
+
+def test_a_super_pet_slice_without_bias_in_a_layer_equals_the_standalone_config():
+    """The weight-sharing super-PET (tuners/slicing.py) knows the BitFit block: a slice that turns it off in a layer
+    computes what the stand-alone sub-configuration computes."""
+    import copy
+
+    from peft_autoconfig.search.superpet import super_config
+    from peft_autoconfig.tuners.slicing import SuperPet
+
+    base = tiny_model("bert")
+    space = SearchSpace(base.config, SpaceSpec(modules=("lora", "bias"), sizes={"lora": (0, 2)}, layer_mode="sizes"))
+    model = get_peft_model(copy.deepcopy(base), super_config(space)).eval()
+    randomize_bias(model)
+    superpet = SuperPet(model, space)
+    sub = MixedPetConfig(lora_rank={0: 2}, bias_tuning={1: 1}, target_modules=["query", "value"], task_type="SEQ_CLS")
+    standalone = get_peft_model(copy.deepcopy(base), copy.deepcopy(sub)).eval()
+    with torch.no_grad():
+        superpet.copy_slice_into(standalone)
+        with superpet.use(sub):
+            sliced = model(inputs()).logits
+        assert torch.allclose(sliced, standalone(inputs()).logits, atol=1e-5)
+        assert not torch.allclose(model(inputs()).logits, sliced, atol=1e-3)

@@ -8,6 +8,7 @@ weights (nothing is copied):
   the sub-configuration sets `lora_alpha`/`use_rslora`);
 - serial/parallel adapter of size k: the first k bottleneck units (rows of `down`, columns of `up`);
 - prefix of length l: the first l key/value tokens;
+- BitFit (`bias_tuning`, on/off per layer): the layer's bias deltas, or none;
 - a block the sub-configuration lacks in a layer (size 0, layer not selected, LoRA target not chosen) is skipped.
 
 Units are removed by forward hooks that zero them (LoRA: the output of `A`, times the scaling ratio; adapters: the
@@ -40,6 +41,7 @@ SIZES: dict[str, tuple[str, str]] = {
     "serial": ("serial_size", "serial_adapter_size"),
     "parallel": ("parallel_size", "parallel_adapter_size"),
     "prefix": ("prefix_length", "prefix_length"),
+    "bias": ("bias", "bias_tuning"),
 }
 """Block kind -> (its `BlockPlan` field, its `MixedPetConfig` field)."""
 
@@ -72,6 +74,16 @@ class _Absent:
 
     def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return x.new_zeros(*x.shape[:-1], self.out_features)
+
+
+class _AbsentBias:
+    """Stands in for an absent BitFit block's `forward`: a zero delta."""
+
+    def __init__(self, delta: torch.Tensor) -> None:
+        self.delta = delta
+
+    def __call__(self) -> torch.Tensor:
+        return torch.zeros_like(self.delta, requires_grad=False)
 
 
 class SuperPet:
@@ -181,6 +193,9 @@ class SuperPet:
                 if kind == "prefix":
                     if size < largest:
                         self._shadow(block, "keys_values", _PrefixSlice(block, size))
+                elif kind == "bias":
+                    if not size:
+                        self._shadow(block, "forward", _AbsentBias(block.delta))
                 elif size == 0:
                     out_features = block.B.out_features if isinstance(block, LoraDelta) else block.up.out_features
                     self._shadow(block, "forward", _Absent(out_features))
