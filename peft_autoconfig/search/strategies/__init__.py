@@ -4,7 +4,7 @@ Importing this package registers the built-in strategies; a new one is a module 
 `@register_strategy` and imported below.
 """
 
-from . import mobo, nsga2, random  # noqa: F401  (registration)
+from . import mobo, nsga2, random, s3pet  # noqa: F401  (registration)
 from .base import STRATEGIES, PymooStrategy, SpaceRepair, Strategy, make_strategy, register_strategy
 from .nsga2 import NSGA2Strategy
 from .random import RandomStrategy

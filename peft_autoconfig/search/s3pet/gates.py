@@ -1,0 +1,158 @@
+"""Gates on the super-configuration's blocks: each block's output is scaled by its position's gate value z_i.
+
+The layers are not rewritten. LoRA and both adapters get a forward hook on their block (`LoraDelta`, `Bottleneck`)
+that multiplies the block's output, i.e. exactly its contribution, by z_i. A prefix is not called as a module; it
+takes z_i through the block's own gate slot (`PrefixKV.gate`, used by UniPELT): a `PositionGate` reports itself as
+per-position, so `PrefixKV.keys_values` adds log(z_i) to the attention scores of the prefix, which multiplies the
+prefix's attention weight by z_i (0 removes it exactly, 1 leaves it as trained). Nothing here has parameters or
+buffers: state dicts and saved configs are unchanged, and `GateHandles.remove()` restores the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...tuners.blocks import PrefixKV
+from ...tuners.layer import PetLayer
+from .positions import SuperConfiguration
+from .shift import EPS, keep_probabilities
+
+_KIND_OF_MODULE = {"lora": "lora", "serial_adapter": "serial", "parallel_adapter": "parallel", "prefix": "prefix"}
+
+
+class GateController:
+    """The architecture parameters alpha (one per position) and the gate values z the hooks read.
+
+    Not an `nn.Module` on purpose: alpha must never become a parameter of the PEFT model (the weight optimizer would
+    train it). Modes: `sample` (search steps, differentiable or detached), `use_probabilities` (deterministic p,
+    for scoring the super-configuration) and `set_mask` (a hard 0/1 structure, for scoring a discretisation).
+    """
+
+    def __init__(self, counts: tuple[int, ...] | list[int], budget: int, temperature: float = 1.0,
+                 shift_detach: bool = True, device: torch.device | str = "cpu") -> None:
+        self.counts = np.asarray(counts, dtype=np.float64)
+        self.budget = int(budget)
+        self.temperature = float(temperature)
+        self.shift_detach = shift_detach
+        self.alpha = nn.Parameter(torch.zeros(len(self.counts), device=device))  # S3Delta initialises alpha at 0
+        self.z: Optional[torch.Tensor] = None
+        self.shift = 0.0
+
+    def to(self, device: torch.device | str) -> "GateController":
+        if self.alpha.device != torch.device(device):
+            self.alpha = nn.Parameter(self.alpha.detach().to(device))
+        return self
+
+    def probabilities(self) -> torch.Tensor:
+        """p (differentiable in alpha) at the current budget and temperature."""
+        p, self.shift = keep_probabilities(self.alpha, self.counts, self.budget, self.temperature, self.shift_detach)
+        return p
+
+    def draw_noise(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return torch.rand(len(self.counts), generator=generator).to(self.alpha.device)
+
+    def sample(self, noise: Optional[torch.Tensor] = None, detach: bool = False) -> torch.Tensor:
+        """Set z for the next forward pass: binary-concrete `sigmoid(logit p + logit u)` with `noise` u, else p."""
+        p = self.probabilities()
+        if noise is not None:
+            u = noise.clamp(EPS, 1 - EPS)
+            z = torch.sigmoid(torch.log(p / (1 - p)) + torch.log(u / (1 - u)))
+        else:
+            z = p
+        self.z = z.detach() if detach else z
+        return self.z
+
+    def use_probabilities(self) -> None:
+        with torch.no_grad():
+            self.z = self.probabilities().detach()
+
+    def set_mask(self, keep: list[int] | np.ndarray) -> None:
+        mask = torch.zeros(len(self.counts), device=self.alpha.device)
+        mask[list(keep)] = 1.0
+        self.z = mask
+
+    def expected_parameters(self) -> float:
+        with torch.no_grad():
+            return float((self.probabilities().double().cpu().numpy() * self.counts).sum())
+
+    def value(self, index: int) -> torch.Tensor:
+        if self.z is None:
+            raise RuntimeError("No gate values: call `sample`, `use_probabilities` or `set_mask` before the forward pass.")
+        return self.z[index]
+
+
+class PositionGate(nn.Module):
+    """Stands in the gate slot of a `PrefixKV`: returns z_i as a per-position gate (see the module docstring)."""
+
+    per_position = True
+
+    def __init__(self, read: Callable[[], torch.Tensor]) -> None:
+        super().__init__()
+        self._read = read
+        self.force: Optional[float] = None
+        self.last_value: Optional[torch.Tensor] = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._read().to(x.dtype).reshape(1, 1, 1).expand(x.shape[0], 1, 1)
+
+
+class GateHandles:
+    """What `install_gates` changed, to undo it."""
+
+    def __init__(self) -> None:
+        self.hooks: list[Any] = []
+        self.prefixes: list[PrefixKV] = []
+
+    def remove(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        for prefix in self.prefixes:
+            prefix.gate = None
+            prefix.pending_gate = None
+        self.hooks, self.prefixes = [], []
+
+
+def _scale_output(controller: GateController, index: int) -> Callable[..., torch.Tensor]:
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output * controller.value(index).to(output.dtype)
+
+    return hook
+
+
+def install_gates(model: nn.Module, superconfig: SuperConfiguration, controller: GateController) -> GateHandles:
+    """Gate every block of `model` (a PEFT model of `superconfig.super_config()`) by its position's z."""
+    spec = superconfig.space.arch
+    index_of: dict[tuple[str, int, str], int] = {}
+    for i, position in enumerate(superconfig.positions):
+        for path in position.paths:
+            index_of[(_KIND_OF_MODULE[position.module], position.layer, path)] = i
+    handles, gated = GateHandles(), set()
+    for name, module in model.named_modules():
+        if not isinstance(module, PetLayer):
+            continue
+        located = spec.split_key(name)
+        if located is None:
+            continue
+        layer, path = located
+        for kind in ("lora", "serial", "parallel", "prefix"):
+            for block in module.blocks(kind).values():
+                index = index_of.get((kind, layer, path))
+                if index is None:
+                    raise RuntimeError(f"The {kind} block at {name} is not a position of the super-configuration.")
+                if kind == "prefix":
+                    if block.gate is not None:
+                        raise RuntimeError(f"The prefix at {name} already has a gate; S3PET needs an ungated prefix.")
+                    block.gate = PositionGate(lambda i=index: controller.value(i))
+                    handles.prefixes.append(block)
+                else:
+                    handles.hooks.append(block.register_forward_hook(_scale_output(controller, index)))
+                gated.add(index)
+    missing = [superconfig.positions[i].name for i in range(len(superconfig)) if i not in gated]
+    if missing:
+        handles.remove()
+        raise RuntimeError(f"No block found in the model for the positions {missing}; is it the super-configuration's model?")
+    return handles
