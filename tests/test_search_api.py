@@ -106,3 +106,29 @@ def test_search_peft_names_a_missing_metric(tmp_path, tiny_bert_dir):
     with pytest.raises(KeyError, match=r"`metric='f1'` is not among the evaluation metrics \['eval_accuracy'"):
         evaluator._metric({"eval_accuracy": 0.5, "eval_loss": 1.0})
     assert TrainerEvaluator(None, None, None, None)._metric({"eval_loss": 0.25, "epoch": 1.0}) == ("neg_loss", -0.25)
+
+
+def test_search_peft_passes_strategy_options_validated(tmp_path, tiny_bert_dir):
+    pytest.importorskip("botorch")
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, TrainingArguments
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    train = Dataset.from_list(synthetic_rows(32, seed=0)).map(
+        lambda b: tokenizer(b["sentence"], truncation=True, max_length=16), batched=True, remove_columns=["sentence"])
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=8, use_cpu=True,
+                             report_to=[], logging_strategy="no", disable_tqdm=True, seed=0)
+    kwargs = dict(out_dir=tmp_path / "search", n_trials=3, pop_size=2, fidelity=[{"max_steps": 1}],
+                  space={"modules": ["lora"], "sizes": {"lora": [0, 2, 4]}}, data_collator=DataCollatorWithPadding(tokenizer))
+
+    def model_init():
+        return AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+
+    with pytest.raises(ValueError, match=r"`algorithm.n_initial` applies to algorithm \['mobo'\] only, not 'nsga2'"):
+        search_peft(model_init, train, train, args, algorithm_options={"n_initial": 2}, **kwargs)
+    with pytest.raises(ValueError, match=r"algorithm.surrogate"):
+        search_peft(model_init, train, train, args, algorithm="mobo", algorithm_options={"surrogate": "forest"}, **kwargs)
+    front = search_peft(model_init, train, train, args, algorithm="mobo", algorithm_options={"n_initial": 2}, **kwargs)
+    assert front
+    header = json.loads((tmp_path / "search" / "journal.jsonl").read_text().splitlines()[0])
+    assert header["recipe"]["algorithm"]["name"] == "mobo" and header["recipe"]["algorithm"]["n_initial"] == 2

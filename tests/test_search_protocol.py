@@ -89,3 +89,32 @@ def test_retry_failed_reruns_failed_trials_only_when_asked(tmp_path, tiny_bert_d
     assert retried["status"] == "ok" and retried["trial_id"] == failed[0]["trial_id"]
     assert not [t for t in trials if t["status"] == "failed"]
     capsys.readouterr()
+
+
+def test_final_max_parameters_retrains_only_small_points_seed_major(tmp_path, tiny_bert_dir, synthetic_task_dir, monkeypatch):
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("SEARCH_CALL_LOG", str(log))
+    monkeypatch.setenv("SEARCH_FAKE_SLEEP", "0")
+    common = dict(evaluator="test_search_fakes:logged_slow_evaluate", baselines=["lora_r8"],
+                  evaluation={"selection_split": "validation", "report_split": "test", "eval_subset": 32})
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, **common,
+                        final={"train_subset": 128, "num_epochs": 1, "seeds": [0, 1]})
+    everything = run_search(load_recipe(path), tmp_path / "all", progress=False)
+    sizes = sorted(p["trainable_parameters"] for p in everything.front)
+    assert len(sizes) >= 2 and sizes[0] < sizes[-1]
+    limit = sizes[0]
+
+    log.unlink()
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, **common,
+                        final={"train_subset": 128, "num_epochs": 1, "seeds": [0, 1], "max_parameters": limit})
+    result = run_search(load_recipe(path), tmp_path / "limited", progress=False)
+    finals = [k for k in calls(log) if k.startswith("final:")]
+    n_small = sum(p["trainable_parameters"] <= limit for p in result.front)
+    assert len(finals) == (n_small + 1) * 2  # the small points and the baseline, per seed
+    assert [k.endswith("seed=0") for k in finals] == [True] * (n_small + 1) + [False] * (n_small + 1)  # seed-major
+    for point in result.front:
+        assert (point["report"] is not None) == (point["trainable_parameters"] <= limit)
+
+    with pytest.raises(Exception, match=r"final.max_parameters`: .*percentage of the backbone like '0.5%'"):
+        load_recipe(write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, **common,
+                                 final={"train_subset": 128, "max_parameters": "half"}))

@@ -115,6 +115,7 @@ def search_peft(
     task_type: str = "SEQ_CLS",
     progress: bool = False,
     learning_rates: Optional[Mapping[str, float]] = None,
+    algorithm_options: Optional[Mapping[str, Any]] = None,
     **trainer_kwargs: Any,
 ) -> list[tuple[Any, dict[str, float]]]:
     """Search PET configs for a `Trainer` workflow; returns the front as `(PEFT config, objectives)` pairs.
@@ -132,19 +133,32 @@ def search_peft(
         learning_rates: per-block peak learning rates (`{"lora": 3e-3, "head": 1e-3, ...}`) over
             `peft_autoconfig.training.optim.DEFAULT_LEARNING_RATES`; every trial trains with these optimiser groups
             (`training_args.learning_rate` is not used; its scheduler, warm-up and weight decay are).
+        algorithm_options: the strategy's own recipe fields, e.g. for `mobo`
+            `{"surrogate": "gp", "n_initial": 8, "warm_start": "runs/other_task"}` (validated like a recipe's
+            `algorithm:` block). One-shot strategies (`s3pet`, `prune`, `supernet`) train through the recipe's runner
+            and are not available here: use `peft-autoconfig search` with a recipe.
         trainer_kwargs: passed to every `Trainer` (e.g. `data_collator`, `processing_class`).
 
     Returns:
         The front, fewest trainable parameters first: each config (load it with `get_peft_model`) with its
         objectives, e.g. `{"accuracy": 0.81, "trainable_parameters": 9216}`.
     """
+    from .oneshot import OneShotStrategy
+    from .strategies import STRATEGIES
+
+    if isinstance(STRATEGIES.get(algorithm), type) and issubclass(STRATEGIES[algorithm], OneShotStrategy):
+        raise ValueError(
+            f"`algorithm` {algorithm!r} is a one-shot strategy, which trains through the recipe runner; run it with "
+            f"`peft-autoconfig search RECIPE`. Allowed here: {sorted(n for n, s in STRATEGIES.items() if not issubclass(s, OneShotStrategy))}"
+        )
     model_config = model_init().config
     recipe = Recipe.parse({
         "model": str(getattr(model_config, "_name_or_path", "") or model_config.model_type),
         "task": "trainer",
         "seed": training_args.seed if seed is None else seed,
         "objectives": list(objectives),
-        "algorithm": {"name": algorithm, "n_trials": n_trials, **({"pop_size": pop_size} if pop_size else {})},
+        "algorithm": {"name": algorithm, "n_trials": n_trials, **({"pop_size": pop_size} if pop_size else {}),
+                      **dict(algorithm_options or {})},
         "space": dict(space or {}),
         "fidelity": {"levels": [dict(level) for level in fidelity], "eta": eta},
         "training": {"learning_rates": dict(learning_rates or {})},  # validated, and part of the journal's fingerprint

@@ -25,12 +25,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .baselines import baseline_configs
+from .baselines import backbone_parameter_count, baseline_configs
 from ..front import config_to_dict
 from .evaluator import evaluate_trial, resolve_evaluator
 from .executors import open_executor
 from .export import export_front
 from .journal import Journal
+from .oneshot import OneShotContext, OneShotStrategy, read_cached_results, resolve_budgets, write_results
 from .pareto import default_reference_point, hypervolume, promotion_size, select_for_promotion
 from .problem import SearchProblem
 from .recipe import Recipe, resolve_model
@@ -107,6 +108,13 @@ class Search:
         self.objectives = list(recipe.objectives)
         self.max_parameters = self.space.max_cost()
         self.levels = recipe.fidelity_levels
+        algorithm = recipe.algorithm
+        self.strategy = make_strategy(algorithm.name, algorithm.pop_size, self.space.repair, **algorithm.options())
+        self.one_shot = isinstance(self.strategy, OneShotStrategy)
+        self.budgets: list[int] = []
+        if recipe.budgets is not None:
+            self.budgets = resolve_budgets(recipe.budgets, backbone_parameter_count(self.space.model_config), self.max_parameters)
+        self.oneshot_time_s = 0.0
         self.journal: Journal | None = None
         self.n_evaluated = 0
         self._next_id = 0
@@ -185,8 +193,7 @@ class Search:
     # -- phases ---------------------------------------------------------------------------------------------------
     def _search_phase(self, executor: Any) -> list[TrialRecord]:
         problem = SearchProblem(self.space, self.objectives)
-        algorithm = self.recipe.algorithm
-        strategy = make_strategy(algorithm.name, algorithm.pop_size, self.space.repair, **algorithm.options())
+        strategy = self.strategy
         strategy.setup(problem, seed=self.recipe.seed)
         records: list[TrialRecord] = []
         n_trials = self.recipe.algorithm.n_trials
@@ -209,6 +216,41 @@ class Search:
             current = _unique_ok(self._evaluate(executor, [self._point_request("promotion", current[i].x, level) for i in chosen]))
         return current
 
+    def _oneshot_phase(self, executor: Any) -> list[TrialRecord]:
+        """A one-shot strategy's `search` (cached in oneshot.json), then each configuration it returns re-trained
+        from scratch at the last fidelity level on the selection split; returns those records (the front's pool)."""
+        fingerprint = self.recipe.fingerprint()
+        results = read_cached_results(self.out_dir, fingerprint, self.budgets)
+        if results is None:
+            context = OneShotContext(
+                model=self.model, task=self.recipe.task, space=self.space, training=self.recipe.training.run_kwargs(),
+                fidelity=dict(self.levels[0]), selection_split=self.recipe.evaluation.selection_split,
+                eval_subset=self.recipe.evaluation.eval_subset, seed=self.recipe.seed, budgets=list(self.budgets),
+                work_dir=self.out_dir / "oneshot", progress=self.progress,
+            )
+            context.work_dir.mkdir(parents=True, exist_ok=True)
+            self.strategy.setup(SearchProblem(self.space, self.objectives), seed=self.recipe.seed)
+            start = time.perf_counter()
+            results = self.strategy.search(context)
+            self.oneshot_time_s = time.perf_counter() - start
+            if not results:
+                raise RuntimeError(f"algorithm {self.recipe.algorithm.name!r} returned no configuration.")
+            write_results(self.out_dir, fingerprint, self.budgets, results, self.oneshot_time_s, self.recipe.algorithm.name)
+        else:
+            self.oneshot_time_s = float(json.loads((self.out_dir / "oneshot.json").read_text()).get("wall_time_s") or 0.0)
+        level = len(self.levels) - 1
+        requests, seen = [], set()
+        for i, result in enumerate(results):
+            key = f"oneshot|{_config_key(result.config)}|{self._fidelity_key(level)}"
+            if key in seen:  # two budgets may give the same configuration: train it once
+                continue
+            seen.add(key)
+            name = f"budget={result.budget}" if result.budget is not None else f"oneshot:{i}"
+            requests.append(self._request("search", key, None, result.config, level, self.levels[level], name=name))
+        if self._bar is not None:
+            self._bar.total = len(requests) + (len(self.baselines.configs) if self.recipe.final is None else 0)
+        return _unique_ok(self._evaluate(executor, requests))
+
     def _baseline_phase(self, executor: Any) -> list[TrialRecord]:
         level = len(self.levels) - 1
         requests = [
@@ -222,18 +264,27 @@ class Search:
         """Each config (by name) re-trained at the final budget once per seed, scored on the report split."""
         final = self.recipe.final
         budget = final.budget()
-        runs: dict[str, list[TrialRequest]] = {}
-        for name, config in configs.items():
-            runs[name] = [
-                self._request("final", f"final:{_config_key(config)}|{json.dumps(budget, sort_keys=True)}|seed={seed}",
-                              None, config, -1, budget, name=name, seed=seed, split=self.recipe.evaluation.report_split)
-                for seed in final.seed_list(self.recipe.seed)
-            ]
+        # seed-major order: an interrupted final stage has every config's first seed before any second seed
+        requests = [
+            self._request("final", f"final:{_config_key(config)}|{json.dumps(budget, sort_keys=True)}|seed={seed}",
+                          None, config, -1, budget, name=name, seed=seed, split=self.recipe.evaluation.report_split)
+            for seed in final.seed_list(self.recipe.seed) for name, config in configs.items()
+        ]
         if self._bar is not None:
-            self._bar.total += sum(len(r) for r in runs.values())
-        return {name: self._evaluate(executor, requests) for name, requests in runs.items()}
+            self._bar.total += len(requests)
+        records = self._evaluate(executor, requests)
+        return {name: [r for q, r in zip(requests, records) if q.name == name] for name in configs}
+
+    def _final_limit(self) -> int | None:
+        """`final.max_parameters` as a count (None: every front point is re-trained)."""
+        limit = self.recipe.final.max_parameters
+        if isinstance(limit, str):
+            return int(float(limit.strip()[:-1]) / 100.0 * backbone_parameter_count(self.space.model_config))
+        return limit
 
     def expected_trials(self) -> int:
+        if self.one_shot:  # corrected once the one-shot stage has returned its configurations
+            return max(1, len(self.budgets)) + (len(self.baselines.configs) if self.recipe.final is None else 0)
         n = total = self.recipe.algorithm.n_trials
         for _ in range(1, len(self.levels)):
             n = promotion_size(n, self.recipe.fidelity.eta)
@@ -250,15 +301,20 @@ class Search:
             self._bar = tqdm(total=self.expected_trials(), desc="trials", unit="trial", dynamic_ncols=True)
         try:
             with open_executor(self.workers, self.scheduler, self.processes) as executor:
-                searched = self._search_phase(executor)
-                last = self._promotion_phase(executor, searched) if len(self.levels) > 1 else _unique_ok(searched)
+                if self.one_shot:
+                    last = self._oneshot_phase(executor)
+                else:
+                    searched = self._search_phase(executor)
+                    last = self._promotion_phase(executor, searched) if len(self.levels) > 1 else _unique_ok(searched)
                 # with a final stage, baselines are trained there only (same protocol as the front), not at the
                 # last fidelity level too
                 baselines = self._baseline_phase(executor) if self.recipe.final is None else []
-                front = _front(last)
+                # a budgeted one-shot search returns one configuration per budget: all of them are the front
+                front = sorted(last, key=lambda r: (r.trainable_parameters, r.trial_id)) if self.one_shot and self.budgets else _front(last)
                 finals: dict[str, list[TrialRecord]] = {}
                 if self.recipe.final is not None:
-                    configs = {f"trial:{r.trial_id}": r.config for r in front}
+                    limit = self._final_limit()
+                    configs = {f"trial:{r.trial_id}": r.config for r in front if limit is None or r.trainable_parameters <= limit}
                     configs.update(self.baselines.configs)
                     finals = self._final_phase(executor, configs)
         finally:
@@ -267,6 +323,7 @@ class Search:
         document, points = export_front(
             self.out_dir, self.recipe, self.space, self.model, front=front, baselines=baselines, finals=finals,
             trials=list(self.journal), last_level=last, wall_time=time.perf_counter() - start,
+            oneshot_time_s=self.oneshot_time_s if self.one_shot else None,
         )
         return SearchResult(self.out_dir, document, len(self.journal), self.n_evaluated, points)
 

@@ -62,6 +62,7 @@ def export_front(
     trials: list[TrialRecord],
     last_level: list[TrialRecord],
     wall_time: float,
+    oneshot_time_s: Optional[float] = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Write the outputs; returns the `front.json` document and the point dicts given to `write_front`."""
     from .plot import plot_front
@@ -82,7 +83,7 @@ def export_front(
     points = [with_protocol(r, f"trial:{r.trial_id}") for r in front]
     searched = [r for r in trials if r.kind != "final"]
     full_runs = [r.wall_time_s for r in last_level]
-    search_time = sum(r.wall_time_s for r in searched)
+    search_time = sum(r.wall_time_s for r in searched) + (oneshot_time_s or 0.0)
     header = {
         "model": hub_id(recipe.model),
         "model_path": model_path,
@@ -100,6 +101,7 @@ def export_front(
             "seed": recipe.seed,
             "wall_time_s": wall_time,
             "trials_time_s": search_time,
+            "oneshot_time_s": oneshot_time_s,
             "final_time_s": sum(r.wall_time_s for r in trials if r.kind == "final"),
             "cost_full_runs": search_time / float(np.mean(full_runs)) if full_runs else None,
             "fidelity_levels": recipe.fidelity_levels,

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import Field, field_validator, model_serializer, model_validator
@@ -35,7 +35,7 @@ PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]  # lax: YAML reads 1e-3 (no dot) as a string
 
 
-STRATEGY_OPTIONS = ("surrogate", "n_initial", "warm_start")
+STRATEGY_OPTIONS = ("surrogate", "n_initial", "warm_start", "settings")
 """`algorithm.*` fields of particular strategies (`Strategy.option_names`); unset = the strategy's default."""
 
 
@@ -52,6 +52,9 @@ class AlgorithmSpec(RecipeModel):
     """`mobo` only: Sobol points before the first model-based batch (default `pop_size`)."""
     warm_start: Optional[str] = Field(None, min_length=1)
     """`mobo` only: a journal.jsonl, or a search folder holding one, whose trials seed the surrogate."""
+    settings: Optional[dict[str, Any]] = None
+    """One-shot strategies (`s3pet`, `prune`, `supernet`): their own options, validated by the strategy's
+    `settings_model` (errors name `algorithm.settings.<field>`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -85,8 +88,23 @@ class AlgorithmSpec(RecipeModel):
         return {k: v for k, v in handler(self).items() if k not in STRATEGY_OPTIONS or v is not None}
 
     def options(self) -> dict[str, Any]:
-        """The strategy's own fields that the recipe sets (`make_strategy` keyword arguments)."""
-        return {k: getattr(self, k) for k in STRATEGY_OPTIONS if getattr(self, k) is not None}
+        """The strategy's own fields that the recipe sets (`make_strategy` keyword arguments); `settings` comes
+        validated by the strategy's `settings_model`."""
+        options = {k: getattr(self, k) for k in STRATEGY_OPTIONS if getattr(self, k) is not None}
+        if "settings" in options:
+            from .strategies import STRATEGIES
+
+            strategy = STRATEGIES[self.name]
+            if hasattr(strategy, "parse_settings"):
+                options["settings"] = strategy.parse_settings(options["settings"])
+        return options
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether the strategy reads configurations off one training per parameter budget (`budgets:`)."""
+        from .strategies import STRATEGIES
+
+        return bool(getattr(STRATEGIES[self.name], "budgeted", False))
 
 
 class TrainingSpec(RecipeModel):
@@ -161,6 +179,21 @@ class FinalSpec(RecipeModel):
     num_epochs: PositiveFloat = 3.0
     seeds: Optional[list[Annotated[int, Field(strict=True, ge=0)]]] = Field(None, min_length=1)
     n_seeds: Optional[PositiveInt] = None
+    max_parameters: Optional[Union[Annotated[int, Field(strict=True, ge=1)], str]] = None
+    """Re-train only the front points with at most this many trainable parameters (a count or "0.5%" of the
+    backbone); the others keep their selection value only. Baselines are always re-trained."""
+
+    @field_validator("max_parameters")
+    @classmethod
+    def _count_or_percent(cls, value: Optional[Union[int, str]]) -> Optional[Union[int, str]]:
+        if isinstance(value, str):
+            try:
+                ok = value.strip().endswith("%") and float(value.strip()[:-1]) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"must be a parameter count or a positive percentage of the backbone like '0.5%', got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _one_seed_rule(self) -> "FinalSpec":
@@ -222,6 +255,9 @@ class Recipe(RecipeModel):
     baselines: list[BaselineSpec] = Field(default_factory=list)
     reference_point: Optional[list[float]] = None
     evaluator: Optional[str] = None
+    budgets: Optional[list[Union[Annotated[int, Field(strict=True, ge=1)], str]]] = Field(None, min_length=1)
+    """Budgeted one-shot strategies (`s3pet`, `prune`): trainable-parameter budgets, counts or "0.1%" of the
+    backbone; one configuration per budget (resolved by `search.oneshot.resolve_budgets`)."""
 
     @field_validator("task")
     @classmethod
@@ -260,6 +296,16 @@ class Recipe(RecipeModel):
             )
         if self.final is not None:
             self._final_not_smaller()
+        if self.algorithm.budgeted and self.budgets is None:
+            raise ValueError(
+                f"recipe field `budgets`: algorithm {self.algorithm.name!r} needs parameter budgets, e.g. "
+                "`budgets: [\"0.01%\", \"0.1%\", 10000]` (counts or percentages of the backbone)"
+            )
+        if not self.algorithm.budgeted and self.budgets is not None:
+            from .strategies import STRATEGIES
+
+            users = sorted(n for n, s in STRATEGIES.items() if getattr(s, "budgeted", False))
+            raise ValueError(f"recipe field `budgets` applies to algorithm {users} only, not {self.algorithm.name!r}")
         return self
 
     def _final_not_smaller(self) -> None:
@@ -307,6 +353,8 @@ class Recipe(RecipeModel):
             include={"model", "task", "seed", "objectives", "algorithm", "space", "training", "fidelity", "evaluator"},
         )
         search_part["evaluation"] = self.evaluation.model_dump(mode="json", exclude={"report_split"})
+        if self.budgets is not None:  # only when set, so recipes without budgets keep their fingerprint
+            search_part["budgets"] = self.budgets
         return hashlib.sha256(json.dumps(search_part, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
