@@ -358,3 +358,48 @@ def test_strategy_searches_each_budget_and_writes_diagnostics(tmp_path, tiny_ber
     assert (tmp_path / "oneshot" / "s3pet_positions.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match=r"`budgets\[0\]`"):
         strategy.search(OneShotContext(**{**context.__dict__, "budgets": [superconfig.total + 1]}))
+
+
+# -- end to end: `peft-autoconfig search` with `algorithm.name: s3pet` --------------------------------------------------------
+def test_cli_search_gives_one_config_per_budget_and_resumes(tmp_path, tiny_bert_dir, synthetic_task_dir, space):
+    from test_search_fakes import write_recipe
+
+    from peft_autoconfig.cli import main
+    from peft_autoconfig.search import read_journal
+
+    superconfig = SuperConfiguration(space, ("lora", "prefix", "serial_adapter"))
+    budgets = [min(superconfig.counts) * 2, superconfig.total // 2]
+    recipe = write_recipe(
+        tmp_path, tiny_bert_dir, synthetic_task_dir, space=SPACE.model_dump(mode="json"),
+        algorithm={"name": "s3pet", "settings": {"modules": ["lora", "prefix", "serial_adapter"]}}, budgets=budgets,
+        fidelity={"levels": [{"train_subset": 64, "max_steps": 3}, {"train_subset": 64, "max_steps": 2}]},
+    )
+    out = tmp_path / "out"
+    assert main(["search", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    document = json.loads((out / "front.json").read_text())
+    assert document["search"]["algorithm"] == "s3pet" and document["search"]["oneshot_time_s"] > 0
+    points = document["points"]
+    assert len(points) == 2 and [p["trainable_parameters"] <= b for p, b in zip(points, budgets)] == [True, True]
+    for point in points:  # each point's folder loads with plain peft and has the analytic count
+        model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir),
+                               peft_autoconfig.AutoSearchedConfig.from_pretrained(str(out / point["config_path"])))
+        assert pet_count(model) == point["trainable_parameters"]
+    trials = read_journal(out / "journal.jsonl")
+    assert sorted(t["name"] for t in trials) == [f"budget={b}" for b in sorted(budgets, key=str)]
+    assert all(t["status"] == "ok" and t["fidelity"] == {"train_subset": 64, "max_steps": 2} for t in trials)
+    assert (out / "oneshot" / "s3pet.json").is_file() and (out / "oneshot" / "s3pet_positions.png").is_file()
+    cached = (out / "oneshot.json").read_text()
+    assert main(["search", str(recipe), "--out", str(out), "--no-progress"]) == 0  # resumed: nothing trains again
+    assert (out / "oneshot.json").read_text() == cached and len(read_journal(out / "journal.jsonl")) == 2
+
+
+def test_recipe_budget_s3pet_cannot_emit_fails_before_the_journal(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    from test_search_fakes import write_recipe
+
+    from peft_autoconfig.search import load_recipe, run_search
+
+    recipe = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, space=SPACE.model_dump(mode="json"),
+                          algorithm={"name": "s3pet", "settings": {"modules": ["serial_adapter"]}}, budgets=[10])
+    with pytest.raises(ValueError, match=r"`budgets\[0\]`: 10 trainable parameters is outside what S3PET can emit"):
+        run_search(load_recipe(recipe), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "journal.jsonl").exists()

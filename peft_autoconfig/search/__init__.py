@@ -5,6 +5,7 @@ from .journal import Journal, JournalMismatchError, read_journal
 from .recipe import Recipe, RecipeError, load_recipe, parse_recipe
 from .space import SearchSpace, SpaceSpec
 from .strategies import STRATEGIES, Strategy, make_strategy, register_strategy
+from .strategies import s3pet as _s3pet  # noqa: F401  (registers the one-shot strategy `s3pet`; see strategies/__init__)
 from .trial import TrialRecord, TrialRequest
 
 __all__ = [

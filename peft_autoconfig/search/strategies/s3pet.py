@@ -31,18 +31,21 @@ class S3PETStrategy(OneShotStrategy):
     settings_model = S3PETSettings
     option_names = ("settings",)
 
-    def prepare(self, context: OneShotContext) -> SuperConfiguration:
+    def prepare(self, space: Any, budgets: list[int]) -> SuperConfiguration:
         """The super-configuration, with the budgets checked against it (`ValueError` naming the field)."""
         settings: S3PETSettings = self.settings
-        superconfig = SuperConfiguration(context.space, settings.modules, settings.sizes)
-        if not context.budgets:
+        superconfig = SuperConfiguration(space, settings.modules, settings.sizes)
+        if not budgets:
             raise ValueError("recipe field `budgets`: s3pet needs one or more parameter budgets.")
-        superconfig.check_budgets(list(context.budgets))
+        superconfig.check_budgets(list(budgets))
         return superconfig
+
+    def check(self, space: Any, budgets: list[int]) -> None:
+        self.prepare(space, budgets)
 
     def search(self, context: OneShotContext) -> list[OneShotResult]:
         settings: S3PETSettings = self.settings
-        superconfig = self.prepare(context)
+        superconfig = self.prepare(context.space, list(context.budgets))
         budgets = sorted(context.budgets)
         runs = [(budgets[-1], budgets)] if settings.nested else [(b, [b]) for b in budgets]
         results: list[OneShotResult] = []
