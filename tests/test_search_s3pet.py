@@ -25,7 +25,9 @@ from peft_autoconfig.tuners.plan import count_trainable_parameters
 
 MODULES = ("serial_adapter", "parallel_adapter", "prefix", "lora")
 SPACE = SpaceSpec(modules=MODULES, layer_mode="sizes", lora_targets=(("query", "value"), ("query",)),
-                  sizes={"serial_adapter": (0, 2, 4), "parallel_adapter": (0, 4), "prefix": (0, 2), "lora": (0, 2)})
+                  sizes={"serial_adapter": (0, 2, 4), "parallel_adapter": (0, 4), "prefix": (0, 1, 2), "lora": (0, 2, 4)})
+CHUNKED = {"serial_adapter": [2, 4], "prefix": [1, 2], "lora": [2, 4]}
+"""Nested positions: each block's first size, then the channels up to the next size."""
 
 
 def pet_count(model) -> int:
@@ -41,9 +43,9 @@ def space(tiny_bert_dir) -> SearchSpace:
     return SearchSpace(AutoConfig.from_pretrained(tiny_bert_dir), SPACE)
 
 
-@pytest.fixture(scope="module")
-def superconfig(space) -> SuperConfiguration:
-    return SuperConfiguration(space)
+@pytest.fixture(scope="module", params=["single", "chunked"])
+def superconfig(space, request) -> SuperConfiguration:
+    return SuperConfiguration(space, sizes=CHUNKED if request.param == "chunked" else None)
 
 
 def gated_model(tiny_bert_dir, superconfig, budget=None, seed=0):
@@ -100,11 +102,12 @@ def test_keep_probabilities_give_the_budget_as_expected_count(superconfig):
 
 
 # -- super-configuration -------------------------------------------------------------------------------------------------
-def test_positions_and_counts_come_from_the_plan(superconfig, space, tiny_bert_dir):
+def test_positions_and_counts_come_from_the_plan(space, tiny_bert_dir):
+    superconfig = SuperConfiguration(space)
     assert [p.name for p in superconfig.positions[:5]] == [
         "serial_adapter[0]", "parallel_adapter[0]", "prefix[0]", "lora[0].query", "lora[0].value"]
     assert len(superconfig) == 2 * 5  # 2 layers x (serial, parallel, prefix, LoRA on query, LoRA on value)
-    assert superconfig.sizes == {"serial_adapter": 4, "parallel_adapter": 4, "prefix": 2, "lora": 2}  # the largest
+    assert superconfig.sizes == {"serial_adapter": 4, "parallel_adapter": 4, "prefix": 2, "lora": 4}  # the largest
     assert sum(superconfig.counts) == superconfig.total  # blocks do not share parameters
     for i, position in enumerate(superconfig.positions):
         config = superconfig.config_for([i])
@@ -114,8 +117,24 @@ def test_positions_and_counts_come_from_the_plan(superconfig, space, tiny_bert_d
 
 
 def test_settings_choose_candidate_modules_and_sizes(space):
-    small = SuperConfiguration(space, modules=("lora", "prefix"), sizes={"prefix": 2})
-    assert {p.module for p in small.positions} == {"lora", "prefix"} and small.sizes == {"lora": 2, "prefix": 2}
+    small = SuperConfiguration(space, modules=("lora", "prefix"), sizes={"prefix": 1})
+    assert {p.module for p in small.positions} == {"lora", "prefix"} and small.sizes == {"lora": 4, "prefix": 1}
+
+
+def test_nested_positions_add_channels_and_emit_sizes_of_the_list(space, tiny_bert_dir):
+    superconfig = SuperConfiguration(space, sizes=CHUNKED)
+    names = [p.name for p in superconfig.positions]
+    assert names[:4] == ["serial_adapter[0]#2", "serial_adapter[0]#4", "parallel_adapter[0]", "prefix[0]#1"]
+    assert len(superconfig) == 2 * (2 + 1 + 2 + 2 * 2)
+    assert sum(superconfig.counts) == superconfig.total == count_trainable_parameters(superconfig.super_config(),
+                                                                                      space.model_config)
+    second = names.index("serial_adapter[0]#4")
+    assert superconfig.counts[second] == superconfig.cost([second]) - superconfig.cost([second - 1])
+    config = superconfig.config_for([second, names.index("lora[1].value#2")])  # the larger size holds the smaller
+    assert config.serial_adapter_size == {0: 4} and config.lora_rank == {1: 2} and config.target_modules == ["value"]
+    assert set(superconfig.kept(config)) == {second - 1, second, names.index("lora[1].value#2")}
+    model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir), superconfig.super_config())
+    assert pet_count(model) == superconfig.total
 
 
 # -- gates ------------------------------------------------------------------------------------------------------------------
@@ -149,17 +168,26 @@ def test_hard_gates_switch_blocks_exactly_and_leave_the_state_dict_alone(tiny_be
     assert not torch.allclose(on, base, atol=1e-3)
 
 
-def test_a_mask_equals_the_discretised_config_with_the_same_weights(tiny_bert_dir, superconfig):
-    """Scoring a discretisation with hard gates is scoring the emitted config: same outputs, same weights."""
+@pytest.mark.parametrize("first_sizes_only", [False, True])
+def test_a_mask_equals_the_discretised_config_with_the_same_weights(tiny_bert_dir, superconfig, first_sizes_only):
+    """Scoring a discretisation with hard gates is scoring the emitted config: same outputs, same weights (with
+    nested positions: the first channels of each block, the first position's share of an adapter's bias)."""
     model, controller, _ = gated_model(tiny_bert_dir, superconfig)
     p = np.linspace(0.9, 0.1, len(superconfig))
-    chosen = discretise(superconfig, p, superconfig.total // 2)
+    budget = superconfig.total // 2
+    if first_sizes_only:  # every block at its first size
+        first = [i for i, position in enumerate(superconfig.positions) if position.chunk == 0]
+        p = np.where([position.chunk == 0 for position in superconfig.positions], 0.9, 0.1)
+        budget = superconfig.cost(first)
+    chosen = discretise(superconfig, p, budget)
+    if first_sizes_only:
+        assert chosen.kept == first
     small = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir), copy.deepcopy(chosen.config))
     full = dict(model.named_parameters())
     with torch.no_grad():
         for name, parameter in small.named_parameters():
-            if "mixed_pet_" in name:
-                parameter.copy_(full[name])
+            if "mixed_pet_" in name:  # a smaller block holds the first channels of the super-configuration's
+                parameter.copy_(full[name][tuple(slice(0, n) for n in parameter.shape)])
     model.eval(), small.eval()
     inputs = batch(labels=False)
     with torch.no_grad():
@@ -254,7 +282,7 @@ def test_temperature_schedule():
 @pytest.mark.parametrize("seed", range(4))
 def test_discretisation_stays_under_the_budget_and_grows_with_it(superconfig, seed):
     p = np.random.default_rng(seed).uniform(size=len(superconfig))
-    budgets = sorted({int(b) for b in np.linspace(min(superconfig.counts), superconfig.total, 25)})
+    budgets = sorted({int(b) for b in np.linspace(superconfig.smallest_block(), superconfig.total, 25)})
     counts = []
     for budget in budgets:
         chosen = discretise(superconfig, p, budget)
@@ -266,7 +294,8 @@ def test_discretisation_stays_under_the_budget_and_grows_with_it(superconfig, se
     assert counts[-1] == superconfig.total
 
 
-def test_discretisation_keeps_the_most_probable_and_pays_for_implied_lora(superconfig):
+def test_discretisation_keeps_the_most_probable_and_pays_for_implied_lora(space):
+    superconfig = SuperConfiguration(space)
     names = [p.name for p in superconfig.positions]
     p = np.full(len(names), 0.01)
     p[names.index("lora[0].query")] = 0.9
@@ -275,7 +304,7 @@ def test_discretisation_keeps_the_most_probable_and_pays_for_implied_lora(superc
     chosen = discretise(superconfig, p, 4 * n_query)  # layers 0 and 1 get LoRA on both query and value
     assert [names[i] for i in chosen.chosen[:2]] == ["lora[0].query", "lora[1].value"]
     assert {"lora[0].value", "lora[1].query"} <= {names[i] for i in chosen.kept}
-    assert chosen.config.target_modules == ["query", "value"] and chosen.config.lora_rank == {0: 2, 1: 2}
+    assert chosen.config.target_modules == ["query", "value"] and chosen.config.lora_rank == {0: 4, 1: 4}
     assert chosen.trainable_parameters <= 4 * n_query
 
 
@@ -290,7 +319,7 @@ def test_emitted_config_loads_with_plain_peft_and_counts_exactly(superconfig, ti
 
 # -- bad input --------------------------------------------------------------------------------------------------------------
 def test_budgets_outside_what_can_be_emitted_are_refused_naming_the_field(superconfig):
-    smallest, total = min(superconfig.counts), superconfig.total
+    smallest, total = superconfig.smallest_block(), superconfig.total
     for bad in (0, -5, smallest - 1, total + 1):
         with pytest.raises(ValueError, match=rf"`budgets\[1\]`: {bad} .*allowed: {smallest:,} .* \.\. {total:,}"):
             superconfig.check_budgets([smallest, bad])
@@ -313,7 +342,8 @@ def test_empty_or_foreign_candidate_sets_are_refused(space):
     ({"arch_learning_rate": -1}, r"`algorithm.settings.arch_learning_rate`: Input should be greater than 0"),
     ({"arch_fraction": 1.0}, r"`algorithm.settings.arch_fraction`: Input should be less than 1"),
     ({"modules": []}, r"`algorithm.settings.modules`"),
-    ({"sizes": {"lora": 0}}, r"`algorithm.settings.sizes.lora`: Input should be greater than or equal to 1"),
+    ({"sizes": {"lora": 0}}, r"`algorithm.settings.sizes.lora\[0\]`: Input should be greater than or equal to 1"),
+    ({"sizes": {"lora": [4, 2]}}, r"`algorithm.settings.sizes`: `lora` must be a size or a non-empty ascending list"),
     ({"lr": 0.1}, r"unknown recipe field `algorithm.settings.lr`; allowed fields in `algorithm.settings`"),
     ({"modules": ["lora"], "sizes": {"prefix": 2}}, r"`algorithm.settings.sizes` names \['prefix'\]"),
 ])
@@ -331,7 +361,7 @@ def test_strategy_searches_each_budget_and_writes_diagnostics(tmp_path, tiny_ber
     settings = S3PETStrategy.parse_settings({"modules": ["lora", "prefix", "serial_adapter"], "final_temperature": 0.2})
     strategy = make_strategy("s3pet", 1, space.repair, settings=settings)
     superconfig = SuperConfiguration(space, settings.modules, settings.sizes)
-    budgets = [min(superconfig.counts) * 2, superconfig.total // 2]
+    budgets = [superconfig.smallest_block() * 2, superconfig.total // 2]
     context = OneShotContext(
         model=str(tiny_bert_dir),
         task={"name": "synthetic", "data_files": {"train": str(synthetic_task_dir / "train.csv"),
@@ -368,7 +398,7 @@ def test_cli_search_gives_one_config_per_budget_and_resumes(tmp_path, tiny_bert_
     from peft_autoconfig.search import read_journal
 
     superconfig = SuperConfiguration(space, ("lora", "prefix", "serial_adapter"))
-    budgets = [min(superconfig.counts) * 2, superconfig.total // 2]
+    budgets = [superconfig.smallest_block() * 2, superconfig.total // 2]
     recipe = write_recipe(
         tmp_path, tiny_bert_dir, synthetic_task_dir, space=SPACE.model_dump(mode="json"),
         algorithm={"name": "s3pet", "settings": {"modules": ["lora", "prefix", "serial_adapter"]}}, budgets=budgets,

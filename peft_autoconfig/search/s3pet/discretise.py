@@ -53,7 +53,7 @@ def discretise(superconfig: SuperConfiguration, probabilities: Sequence[float] |
             chosen, cost = candidate, candidate_cost
     if not chosen:
         raise ValueError(
-            f"budget {budget:,} is below the smallest candidate block ({min(superconfig.counts):,} parameters): "
+            f"budget {budget:,} is below the smallest candidate block ({superconfig.smallest_block():,} parameters): "
             "nothing can be kept."
         )
     config = superconfig.config_for(chosen)

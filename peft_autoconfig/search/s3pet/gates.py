@@ -1,11 +1,14 @@
-"""Gates on the super-configuration's blocks: each block's output is scaled by its position's gate value z_i.
+"""Gates on the super-configuration's blocks: each position's channels are scaled by its gate value z_i.
 
-The layers are not rewritten. LoRA and both adapters get a forward hook on their block (`LoraDelta`, `Bottleneck`)
-that multiplies the block's output, i.e. exactly its contribution, by z_i. A prefix is not called as a module; it
-takes z_i through the block's own gate slot (`PrefixKV.gate`, used by UniPELT): a `PositionGate` reports itself as
-per-position, so `PrefixKV.keys_values` adds log(z_i) to the attention scores of the prefix, which multiplies the
-prefix's attention weight by z_i (0 removes it exactly, 1 leaves it as trained). Nothing here has parameters or
-buffers: state dicts and saved configs are unchanged, and `GateHandles.remove()` restores the model.
+The layers are not rewritten; forward hooks on the blocks' own submodules do it. A position owns channels of its
+block (see `positions`): LoRA ranks (the output of `A`, hooked), adapter units (the output of the non-linearity
+`act`, hooked, plus `up`'s bias, which belongs to the first position and is scaled by its z), prefix slots. So a
+block whose positions all have z = 1 computes exactly its ungated output, and z = 0 removes exactly those channels.
+A prefix is not called as a module; it takes its gates through the block's own gate slot (`PrefixKV.gate`, used by
+UniPELT): a `PositionGate` returns one value per prefix slot as a per-position gate, so `PrefixKV.keys_values` adds
+log(z) to the attention scores of each slot, which multiplies that slot's attention weight by z (0 removes it). The
+hooks and gates own no parameters or buffers: state dicts and saved configs are unchanged, and
+`GateHandles.remove()` restores the model.
 """
 
 from __future__ import annotations
@@ -79,25 +82,27 @@ class GateController:
         with torch.no_grad():
             return float((self.probabilities().double().cpu().numpy() * self.counts).sum())
 
-    def value(self, index: int) -> torch.Tensor:
+    def values(self) -> torch.Tensor:
         if self.z is None:
             raise RuntimeError("No gate values: call `sample`, `use_probabilities` or `set_mask` before the forward pass.")
-        return self.z[index]
+        return self.z
 
 
 class PositionGate(nn.Module):
-    """Stands in the gate slot of a `PrefixKV`: returns z_i as a per-position gate (see the module docstring)."""
+    """Stands in the gate slot of a `PrefixKV`: one gate per prefix slot, reported per position (see the module
+    docstring), shape `(batch, 1, length)`."""
 
     per_position = True
 
-    def __init__(self, read: Callable[[], torch.Tensor]) -> None:
+    def __init__(self, controller: GateController, channels: torch.Tensor) -> None:
         super().__init__()
-        self._read = read
+        self._gates = lambda: controller.values()[channels.to(controller.alpha.device)]
         self.force: Optional[float] = None
         self.last_value: Optional[torch.Tensor] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._read().to(x.dtype).reshape(1, 1, 1).expand(x.shape[0], 1, 1)
+        gates = self._gates().to(x.dtype)
+        return gates.reshape(1, 1, -1).expand(x.shape[0], 1, -1)
 
 
 class GateHandles:
@@ -116,20 +121,39 @@ class GateHandles:
         self.hooks, self.prefixes = [], []
 
 
-def _scale_output(controller: GateController, index: int) -> Callable[..., torch.Tensor]:
+def _scale_channels(controller: GateController, channels: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """Forward hook: multiply the last dimension of the output by each channel's position gate."""
+
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return output * controller.value(index).to(output.dtype)
+        gates = controller.values()[channels.to(output.device)]
+        return output * gates.to(output.dtype)
 
     return hook
 
 
+def _scale_bias(controller: GateController, index: int) -> Callable[..., torch.Tensor]:
+    """Forward hook on an adapter's `up`: its bias counts as its first position's, so it is scaled by that z."""
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output + (controller.values()[index] - 1).to(output.dtype) * module.bias
+
+    return hook
+
+
+def _channel_map(superconfig: SuperConfiguration) -> dict[tuple[str, int, str], torch.Tensor]:
+    """(block kind, layer, path) -> position index of each channel of that block."""
+    owners: dict[tuple[str, int, str], list[int]] = {}
+    for i, p in enumerate(superconfig.positions):
+        for path in p.paths:
+            channels = owners.setdefault((_KIND_OF_MODULE[p.module], p.layer, path), [])
+            channels.extend([i] * (p.size - p.start))
+    return {key: torch.tensor(value, dtype=torch.long) for key, value in owners.items()}
+
+
 def install_gates(model: nn.Module, superconfig: SuperConfiguration, controller: GateController) -> GateHandles:
-    """Gate every block of `model` (a PEFT model of `superconfig.super_config()`) by its position's z."""
+    """Gate every block of `model` (a PEFT model of `superconfig.super_config()`) by its positions' z."""
     spec = superconfig.space.arch
-    index_of: dict[tuple[str, int, str], int] = {}
-    for i, position in enumerate(superconfig.positions):
-        for path in position.paths:
-            index_of[(_KIND_OF_MODULE[position.module], position.layer, path)] = i
+    channel_map = _channel_map(superconfig)
     handles, gated = GateHandles(), set()
     for name, module in model.named_modules():
         if not isinstance(module, PetLayer):
@@ -140,17 +164,21 @@ def install_gates(model: nn.Module, superconfig: SuperConfiguration, controller:
         layer, path = located
         for kind in ("lora", "serial", "parallel", "prefix"):
             for block in module.blocks(kind).values():
-                index = index_of.get((kind, layer, path))
-                if index is None:
-                    raise RuntimeError(f"The {kind} block at {name} is not a position of the super-configuration.")
-                if kind == "prefix":
+                channels = channel_map.get((kind, layer, path))
+                width = {"lora": lambda b: b.rank, "prefix": lambda b: b.length}.get(kind, lambda b: b.down.out_features)(block)
+                if channels is None or len(channels) != width:
+                    raise RuntimeError(f"The {kind} block at {name} is not a block of the super-configuration.")
+                if kind == "lora":
+                    handles.hooks.append(block.A.register_forward_hook(_scale_channels(controller, channels)))
+                elif kind == "prefix":
                     if block.gate is not None:
                         raise RuntimeError(f"The prefix at {name} already has a gate; S3PET needs an ungated prefix.")
-                    block.gate = PositionGate(lambda i=index: controller.value(i))
+                    block.gate = PositionGate(controller, channels)
                     handles.prefixes.append(block)
                 else:
-                    handles.hooks.append(block.register_forward_hook(_scale_output(controller, index)))
-                gated.add(index)
+                    handles.hooks.append(block.act.register_forward_hook(_scale_channels(controller, channels)))
+                    handles.hooks.append(block.up.register_forward_hook(_scale_bias(controller, int(channels[0]))))
+                gated.update(int(i) for i in channels.unique())
     missing = [superconfig.positions[i].name for i in range(len(superconfig)) if i not in gated]
     if missing:
         handles.remove()

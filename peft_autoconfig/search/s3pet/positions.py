@@ -1,14 +1,18 @@
 """The super-configuration: every candidate position of the composite, each with its analytic parameter count.
 
-A position is one block in one layer: the serial adapter, the parallel adapter, the prefix, or LoRA on one target
-name of the space (a name may resolve to several projections, which then share the position). All positions of a
-module have one size (the space's largest, or `algorithm.settings.sizes`). Counts come from
-`tuners.plan.count_trainable_parameters` of a config holding that position alone, never from a formula here, and
-the configuration of any set of positions is a standard `MixedPetConfig` with per-layer sizes.
+A *slot* is one block in one layer: the serial adapter, the parallel adapter, the prefix, or LoRA on one target name
+of the space (a name may resolve to several projections, which then share the slot). Each module has an ascending
+list of sizes (default: the space's largest size alone). Slot s at sizes [s_0 < s_1 < ...] gives one position per
+size: position 0 is the block at size s_0, position k > 0 the channels s_{k-1}..s_k (LoRA ranks, adapter units,
+prefix slots) added on top. The super-configuration holds every block at its largest size.
 
-One `MixedPetConfig` has one `target_modules` list for every layer, so LoRA on `query` in layer 0 and on `value` in
-layer 1 is not expressible: `config_for` gives the smallest expressible config holding a set (LoRA on the union of
-the kept names in every layer with LoRA), and `SuperConfiguration.cost` counts that config.
+Positions are nested: a configuration holding position k of a slot holds the slot at size s_k, i.e. positions
+0..k too, so every size it emits is one of the list. One `MixedPetConfig` has one `target_modules` list and one LoRA
+rank per layer, so LoRA positions of one layer share their rank (the largest kept) and every kept target name is
+adapted in every layer with LoRA. `config_for(indices)` is the smallest expressible configuration holding `indices`
+and `cost` is its count from the plan (`tuners.plan.count_trainable_parameters`), never a formula here. A position's
+count n_i is the plan's count of its slot at s_k minus at s_{k-1} (s_{-1}: absent), so the counts add up to the
+super-configuration's count.
 """
 
 from __future__ import annotations
@@ -23,29 +27,41 @@ from ..space import MODULE_FIELDS, SearchSpace
 
 @dataclass(frozen=True)
 class Position:
-    """One candidate block: `module` ("serial_adapter", "parallel_adapter", "prefix", "lora") in `layer`;
-    `target` is the LoRA target name (None for the others); `paths` are the leaves inside the layer it occupies."""
+    """Position `chunk` of the slot (`module`, `layer`, `target`): channels `start`..`size` of the block (`size` is
+    the slot's size when this position is the largest kept). `target` is the LoRA target name (None otherwise);
+    `paths` are the leaves inside the layer whose blocks belong to the slot."""
 
     module: str
     layer: int
     target: Optional[str]
     paths: tuple[str, ...]
+    chunk: int = 0
+    start: int = 0
+    size: int = 0
+    chunked: bool = False
+    """Whether the slot has several sizes (names then carry the size)."""
+
+    @property
+    def slot(self) -> tuple[str, int, Optional[str]]:
+        return (self.module, self.layer, self.target)
 
     @property
     def name(self) -> str:
-        return f"{self.module}[{self.layer}]" + (f".{self.target}" if self.target else "")
+        base = f"{self.module}[{self.layer}]" + (f".{self.target}" if self.target else "")
+        return base + (f"#{self.size}" if self.chunked else "")
 
 
 class SuperConfiguration:
     """All positions of `space` (restricted by `modules`), their sizes and counts, and configs of position sets."""
 
     def __init__(self, space: SearchSpace, modules: Optional[Iterable[str]] = None,
-                 sizes: Optional[dict[str, int]] = None) -> None:
+                 sizes: Optional[dict[str, int | list[int]]] = None) -> None:
         self.space = space
         self.modules = self._modules(space, modules)
-        self.sizes = self._sizes(space, self.modules, dict(sizes or {}))
+        self.size_lists = self._sizes(space, self.modules, dict(sizes or {}))
+        self.sizes = {module: sizes[-1] for module, sizes in self.size_lists.items()}
         self.lora_targets = self._lora_targets(space) if "lora" in self.modules else ()
-        spec, dims = space.arch, space.dims
+        spec = space.arch
         placement = space.spec.fixed.get("serial_adapter_placement", "houlsby")
         site = {
             "serial_adapter": spec.serial_adapter_site(placement) if "serial_adapter" in self.modules else "",
@@ -53,16 +69,17 @@ class SuperConfiguration:
             "prefix": spec.prefix_holder_path,
         }
         positions: list[Position] = []
-        for layer in range(dims.num_layers):
+        for layer in range(space.dims.num_layers):
             for module in self.modules:
-                if module == "lora":
-                    for target in self.lora_targets:
-                        paths = tuple(spec.resolve_lora_targets([target]))
-                        positions.append(Position("lora", layer, target, paths))
-                else:
-                    positions.append(Position(module, layer, None, (site[module],)))
+                slots = ([(t, tuple(spec.resolve_lora_targets([t]))) for t in self.lora_targets] if module == "lora"
+                         else [(None, (site[module],))])
+                sizes_here = self.size_lists[module]
+                for target, paths in slots:
+                    for chunk, size in enumerate(sizes_here):
+                        start = sizes_here[chunk - 1] if chunk else 0
+                        positions.append(Position(module, layer, target, paths, chunk, start, size, len(sizes_here) > 1))
         self.positions: tuple[Position, ...] = tuple(positions)
-        self.counts: tuple[int, ...] = tuple(self.cost([i]) for i in range(len(self.positions)))
+        self.counts: tuple[int, ...] = tuple(self._marginal_count(p) for p in self.positions)
         self.total = self.cost(range(len(self.positions)))
 
     # -- construction checks ----------------------------------------------------------------------------------------
@@ -85,19 +102,25 @@ class SuperConfiguration:
         return modules
 
     @staticmethod
-    def _sizes(space: SearchSpace, modules: tuple[str, ...], sizes: dict[str, int]) -> dict[str, int]:
-        resolved: dict[str, int] = {}
+    def _sizes(space: SearchSpace, modules: tuple[str, ...], sizes: dict[str, int | list[int]]) -> dict[str, list[int]]:
+        resolved: dict[str, list[int]] = {}
         for module in modules:
             options = [s for s in space.size_options[module] if s > 0]
             if not options:
                 raise ValueError(f"recipe field `space.sizes.{module}` has no positive size: no candidate block.")
-            size = sizes.pop(module, max(options))
-            if size not in options:
+            value = sizes.pop(module, max(options))
+            chosen = list(value) if isinstance(value, (list, tuple)) else [value]
+            bad = [s for s in chosen if s not in options]
+            if bad or not chosen:
                 raise ValueError(
-                    f"recipe field `algorithm.settings.sizes.{module}`: {size} is not a size of the space; allowed: "
-                    f"{options}."
+                    f"recipe field `algorithm.settings.sizes.{module}`: {bad[0] if bad else chosen} is not a size of "
+                    f"the space; allowed: {options}."
                 )
-            resolved[module] = size
+            if sorted(set(chosen)) != chosen:
+                raise ValueError(
+                    f"recipe field `algorithm.settings.sizes.{module}`: sizes must ascend without repeats, got {chosen}."
+                )
+            resolved[module] = chosen
         if sizes:
             raise ValueError(
                 f"recipe field `algorithm.settings.sizes`: {sorted(sizes)} are not candidate modules; allowed: "
@@ -123,20 +146,32 @@ class SuperConfiguration:
     def __len__(self) -> int:
         return len(self.positions)
 
-    def config_for(self, indices: Iterable[int]) -> MixedPetConfig:
-        """The `MixedPetConfig` (per-layer sizes) holding the positions `indices` (see the module docstring)."""
-        chosen = [self.positions[i] for i in indices]
-        if not chosen:
-            raise ValueError("a configuration needs at least one position.")
+    def _config(self, slot_sizes: dict[tuple[str, int, Optional[str]], int]) -> MixedPetConfig:
         kwargs: dict[str, Any] = dict(self.space.spec.fixed)
-        for module in self.modules:
-            layers = sorted({p.layer for p in chosen if p.module == module})
-            if layers:
-                kwargs[MODULE_FIELDS[module]] = {layer: self.sizes[module] for layer in layers}
-        targets = sorted({p.target for p in chosen if p.module == "lora"})
+        per_layer: dict[str, dict[int, int]] = {}
+        for (module, layer, _), size in slot_sizes.items():
+            layers = per_layer.setdefault(MODULE_FIELDS[module], {})
+            layers[layer] = max(layers.get(layer, 0), size)  # LoRA: one rank per layer for every target
+        kwargs.update(per_layer)
+        targets = sorted({target for (module, _, target) in slot_sizes if module == "lora"})
         if targets:
             kwargs["target_modules"] = targets
         return MixedPetConfig(task_type=self.space.task_type, **kwargs)
+
+    def slot_sizes(self, indices: Iterable[int]) -> dict[tuple[str, int, Optional[str]], int]:
+        """Each slot holding some of `indices`, with its size (the largest kept position's)."""
+        sizes: dict[tuple[str, int, Optional[str]], int] = {}
+        for i in indices:
+            p = self.positions[i]
+            sizes[p.slot] = max(sizes.get(p.slot, 0), p.size)
+        return sizes
+
+    def config_for(self, indices: Iterable[int]) -> MixedPetConfig:
+        """The `MixedPetConfig` (per-layer sizes) holding the positions `indices` (see the module docstring)."""
+        slot_sizes = self.slot_sizes(indices)
+        if not slot_sizes:
+            raise ValueError("a configuration needs at least one position.")
+        return self._config(slot_sizes)
 
     def super_config(self) -> MixedPetConfig:
         """Every position at once: the model the search trains."""
@@ -146,27 +181,32 @@ class SuperConfiguration:
         """Analytic trainable parameters of `config_for(indices)` (the plan's count)."""
         return count_trainable_parameters(self.config_for(indices), self.space.model_config)
 
+    def _marginal_count(self, position: Position) -> int:
+        model_config = self.space.model_config
+        count = count_trainable_parameters(self._config({position.slot: position.size}), model_config)
+        if position.start:
+            count -= count_trainable_parameters(self._config({position.slot: position.start}), model_config)
+        return count
+
     def kept(self, config: MixedPetConfig) -> list[int]:
-        """The positions present in `config` (LoRA positions implied by the shared target list included)."""
+        """The positions present in `config` (those implied by nesting and by the shared LoRA rank and targets too)."""
         targets = set(config.target_modules or ())
-        present = []
-        for i, p in enumerate(self.positions):
-            size = config.size(MODULE_FIELDS[p.module], p.layer)
-            if size > 0 and (p.module != "lora" or p.target in targets):
-                present.append(i)
-        return present
+        return [
+            i for i, p in enumerate(self.positions)
+            if config.size(MODULE_FIELDS[p.module], p.layer) >= p.size and (p.module != "lora" or p.target in targets)
+        ]
 
     def describe(self) -> list[dict[str, Any]]:
-        """JSON-plain table of the positions (name, module, layer, target, size, count)."""
+        """JSON-plain table of the positions (name, module, layer, target, channels, count)."""
         return [
-            {"name": p.name, "module": p.module, "layer": p.layer, "target": p.target, "size": self.sizes[p.module],
-             "parameters": n}
+            {"name": p.name, "module": p.module, "layer": p.layer, "target": p.target, "chunk": p.chunk,
+             "channels": [p.start, p.size], "parameters": n}
             for p, n in zip(self.positions, self.counts)
         ]
 
     def check_budgets(self, budgets: list[int]) -> None:
         """`ValueError` naming `budgets[i]` and the allowed range for a budget no discretisation can meet."""
-        smallest = min(self.counts)
+        smallest = self.smallest_block()
         for i, budget in enumerate(budgets):
             if isinstance(budget, bool) or not isinstance(budget, int) or not smallest <= budget <= self.total:
                 raise ValueError(
@@ -174,3 +214,7 @@ class SuperConfiguration:
                     f"here; allowed: {smallest:,} (the smallest candidate block) .. {self.total:,} (the "
                     f"super-configuration). Smaller budgets need smaller blocks (`algorithm.settings.sizes`)."
                 )
+
+    def smallest_block(self) -> int:
+        """The count of the cheapest configuration: one slot at its first size."""
+        return min(self.cost([i]) for i, p in enumerate(self.positions) if p.chunk == 0)

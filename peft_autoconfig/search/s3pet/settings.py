@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Optional
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -10,6 +11,7 @@ from ..schema import RecipeModel
 
 Module = Literal["serial_adapter", "parallel_adapter", "prefix", "lora"]
 PositiveFloat = Annotated[float, Field(gt=0)]
+Size = Annotated[int, Field(strict=True, ge=1)]
 
 
 class S3PETSettings(RecipeModel):
@@ -32,8 +34,11 @@ class S3PETSettings(RecipeModel):
             `--shift_detach` true); the values are unchanged.
         clip_grad_norm: gradient-norm clip of the alpha step (S3Delta `--clip_grad_norm` 2.0).
         modules: which of the space's modules become candidate positions (default: all of `space.modules`).
-        sizes: per module, the size of its candidate blocks (one of the space's size options; default the largest).
-            Small budgets need small blocks: at 0.01 % of MiniLM (2,270 parameters) a rank-16 LoRA does not fit.
+        sizes: per module, the size of its candidate blocks, or an ascending list of sizes (each one of the space's
+            size options; default: the largest). A list makes nested positions per block: the first size, then each
+            next size's extra channels (LoRA ranks, adapter units, prefix slots), so one super-configuration serves
+            budgets from one small block to many large ones; kept chunks always give a size of the list. Small
+            budgets need small first sizes: at 0.01 % of MiniLM (2,270 parameters) a rank-16 LoRA does not fit.
         nested: False (S3Delta): one search per budget, the shift solved for that budget. True: one search at the
             largest budget, discretised at every budget (cheaper, not what the paper does).
     """
@@ -49,7 +54,7 @@ class S3PETSettings(RecipeModel):
     shift_detach: bool = True
     clip_grad_norm: PositiveFloat = 2.0
     modules: Optional[tuple[Module, ...]] = Field(None, min_length=1)
-    sizes: dict[Module, Annotated[int, Field(strict=True, ge=1)]] = Field(default_factory=dict)
+    sizes: dict[Module, list[Size]] = Field(default_factory=dict)
     nested: bool = False
 
     @field_validator("modules")
@@ -58,6 +63,21 @@ class S3PETSettings(RecipeModel):
         if modules is not None and len(set(modules)) != len(modules):
             raise ValueError(f"must list distinct modules, got {list(modules)}")
         return modules
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _one_size_is_a_list(cls, sizes: Any) -> Any:
+        if isinstance(sizes, Mapping):
+            return {m: [v] if isinstance(v, int) and not isinstance(v, bool) else v for m, v in sizes.items()}
+        return sizes
+
+    @field_validator("sizes")
+    @classmethod
+    def _ascending(cls, sizes: dict[str, list[int]]) -> dict[str, list[int]]:
+        for module, value in sizes.items():
+            if not value or sorted(set(value)) != value:
+                raise ValueError(f"`{module}` must be a size or a non-empty ascending list of distinct sizes, got {value}")
+        return sizes
 
     @model_validator(mode="after")
     def _sizes_of_candidates(self) -> "S3PETSettings":
