@@ -112,3 +112,24 @@ def test_running_front_keeps_only_the_non_dominated_points():
     assert not front.add([-0.4, 15])  # dominated by the first
     assert front.add([-0.8, 5])  # dominates both
     assert front.points == [[-0.8, 5.0]] and front.worst == [-0.4, 20.0]
+
+
+def test_resume_under_changed_default_learning_rates_is_refused(tmp_path, tiny_bert_dir, synthetic_task_dir, monkeypatch):
+    """`learning_rates: {}` leaves the rates to the package defaults, which the fingerprint cannot see: the header
+    records the resolved rates and a resume under other defaults is refused, naming what changed."""
+    from test_search_fakes import write_recipe
+
+    from peft_autoconfig.search import load_recipe, run_search
+    from peft_autoconfig.training import optim
+
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:fake_evaluate",
+                        training={"batch_size": 8, "max_length": 16, "learning_rates": {}},
+                        algorithm={"name": "random", "n_trials": 2, "pop_size": 2})
+    run_search(load_recipe(path), tmp_path / "out", progress=False)
+    header = json.loads((tmp_path / "out" / "journal.jsonl").read_text().splitlines()[0])
+    assert header["learning_rates"] == optim.DEFAULT_LEARNING_RATES
+    run_search(load_recipe(path), tmp_path / "out", progress=False)  # same defaults: resumes
+
+    monkeypatch.setitem(optim.DEFAULT_LEARNING_RATES, "lora", 5e-4)
+    with pytest.raises(JournalMismatchError, match=r"other per-block learning rates \(lora: 0.003 -> 0.0005"):
+        run_search(load_recipe(path), tmp_path / "out", progress=False)

@@ -195,7 +195,7 @@ def test_missing_botorch_fails_at_recipe_check(monkeypatch):
 
 def test_saas_without_numpyro_fails_at_recipe_check(monkeypatch):
     monkeypatch.setitem(sys.modules, "numpyro", None)
-    with pytest.raises(RecipeError, match=r"`algorithm.surrogate`: `saas` needs numpyro .*`pip install numpyro`"):
+    with pytest.raises(RecipeError, match=r"`algorithm.surrogate`: `saas` needs numpyro .*`pip install \"peft_autoconfig\[saas\]\"`"):
         parse_recipe({**BASE, "algorithm": {"name": "mobo", "surrogate": "saas"}})
 
 

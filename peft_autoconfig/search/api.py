@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .driver import Search
-from ..front import load_point_config as config_from_dict
+from ..front import load_point_config
 from .recipe import Recipe
 
 IGNORED_EVAL_KEYS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "epoch")
@@ -45,7 +45,7 @@ class TrainerEvaluator:
 
         model = self.model_init()
         if request["config"] is not None:
-            model = get_peft_model(model, config_from_dict(request["config"]))
+            model = get_peft_model(model, load_point_config(request["config"]))
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         fidelity = request["fidelity"]
         with tempfile.TemporaryDirectory(prefix="peft-search-") as scratch:
@@ -168,4 +168,4 @@ def search_peft(
     folder = Path(out_dir) if out_dir is not None else Path(training_args.output_dir) / "peft_search"
     result = Search(recipe, folder, progress=progress, evaluate=evaluate, model_config=model_config,
                     task_type=task_type).run()
-    return [(config_from_dict(point["config"]), dict(point["objectives"])) for point in result.front]
+    return [(load_point_config(point["config"]), dict(point["objectives"])) for point in result.front]

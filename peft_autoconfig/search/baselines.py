@@ -69,10 +69,10 @@ class Baselines:
             return backbone_parameter_count(self.space.model_config)
         if config.get("peft_type") not in ("MIXED_PET", "UNIPELT"):
             return None
-        from ..front import load_point_config as config_from_dict
+        from ..front import load_point_config
         from ..tuners.plan import count_trainable_parameters
 
-        return count_trainable_parameters(config_from_dict(config), self.space.model_config)
+        return count_trainable_parameters(load_point_config(config), self.space.model_config)
 
 
 def backbone_parameter_count(model_config: Any) -> int:
@@ -87,7 +87,7 @@ def backbone_parameter_count(model_config: Any) -> int:
 
 def baseline_configs(specs: list[Any], space: Any) -> Baselines:
     """Build every baseline's PEFT config now (before any training); `RecipeError` naming the bad entry."""
-    from ..front import config_to_dict, load_point_config as config_from_dict
+    from ..front import config_to_dict, load_point_config
     from .schema import RecipeError
 
     configs: dict[str, Optional[dict[str, Any]]] = {}
@@ -99,7 +99,7 @@ def baseline_configs(specs: list[Any], space: Any) -> Baselines:
             configs[spec.name] = None
             continue
         try:
-            config = config_from_dict({"peft_type": "MIXED_PET", "task_type": space.task_type, **mapping})
+            config = load_point_config({"peft_type": "MIXED_PET", "task_type": space.task_type, **mapping})
         except (TypeError, ValueError, KeyError) as error:
             raise RecipeError(f"recipe field `baselines[{i}].{field_name}`: {error}") from None
         configs[spec.name] = config_to_dict(config)

@@ -296,7 +296,10 @@ class Search:
     def run(self) -> SearchResult:
         start = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(self.out_dir / "journal.jsonl", self.recipe.fingerprint(), self.recipe.raw)
+        from ..training.optim import resolve_learning_rates
+
+        rates = resolve_learning_rates(self.recipe.training.learning_rates or None, self.recipe.training.learning_rate)
+        self.journal = Journal(self.out_dir / "journal.jsonl", self.recipe.fingerprint(), self.recipe.raw, rates)
         if self.progress:
             from tqdm.auto import tqdm
 

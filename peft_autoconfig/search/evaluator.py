@@ -17,7 +17,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from ..front import load_point_config as config_from_dict  # the one config loader
+from ..front import load_point_config
 
 DEFAULT_EVALUATOR = "peft_autoconfig.search.evaluator:train_and_evaluate"
 
@@ -45,7 +45,7 @@ def train_and_evaluate(request: dict[str, Any]) -> dict[str, Any]:
         RunConfig(
             model_name_or_path=request["model"],
             task=task,
-            peft_config=config_from_dict(config) if config is not None else None,  # None: full fine-tuning
+            peft_config=load_point_config(config) if config is not None else None,  # None: full fine-tuning
             output_dir=None,
             seed=request["seed"],
             eval_split=request["eval_split"],

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..front import load_point_config as config_from_dict
+from ..front import load_point_config
 from .pareto import default_reference_point, hypervolume, objective_label, write_front
 from .recipe import Recipe, hub_id
 from .space import SearchSpace
@@ -112,7 +112,7 @@ def export_front(
             "recipe": recipe.raw,
         },
     }
-    configs = [config_from_dict(r.config) for r in front]
+    configs = [load_point_config(r.config) for r in front]
     for config in configs:
         config.base_model_name_or_path = hub_id(recipe.model)
     baseline_docs = [

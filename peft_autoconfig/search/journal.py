@@ -33,15 +33,21 @@ class JournalMismatchError(ValueError):
 class Journal:
     """The trials of one search, keyed by `key` (a point and its fidelity); see the module docstring."""
 
-    def __init__(self, path: str | Path, fingerprint: str, recipe: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: str | Path, fingerprint: str, recipe: dict[str, Any] | None = None,
+                 learning_rates: dict[str, float] | None = None) -> None:
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self.learning_rates = learning_rates
+        """The resolved per-block rates (the recipe's over the package defaults): a recipe that leaves them to the
+        defaults has the same fingerprint after the defaults change, so the header records them and a resume under
+        other rates is refused."""
         self.records: dict[str, TrialRecord] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size > 0:
             self._load()
         else:
-            self._append({"type": "header", "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "recipe": recipe})
+            self._append({"type": "header", "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "recipe": recipe,
+                          **({"learning_rates": learning_rates} if learning_rates is not None else {})})
 
     # -- reading --------------------------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -79,6 +85,7 @@ class Journal:
                         f"{self.path} was written by a different recipe (fingerprint {record.get('fingerprint')}, "
                         f"this recipe {self.fingerprint}); use another `--out` folder or delete it to start over."
                     )
+                self._check_learning_rates(record.get("learning_rates"))
             elif record.get("type") == "trial":
                 if not header_seen:
                     break
@@ -91,6 +98,16 @@ class Journal:
                     self.records[trial.key] = trial
         if not header_seen:
             raise JournalMismatchError(f"{self.path} has no header line; it is not a peft-autoconfig journal.")
+
+    def _check_learning_rates(self, recorded: dict[str, float] | None) -> None:
+        if recorded is None or self.learning_rates is None or recorded == self.learning_rates:
+            return  # journals written before the header recorded the rates cannot be checked
+        changed = sorted(k for k in set(recorded) | set(self.learning_rates) if recorded.get(k) != self.learning_rates.get(k))
+        details = ", ".join(f"{k}: {recorded.get(k)} -> {self.learning_rates.get(k)}" for k in changed)
+        raise JournalMismatchError(
+            f"{self.path} was trained with other per-block learning rates ({details}; the package defaults changed, "
+            "or the recipe's `training.learning_rates`); use another `--out` folder, or pin the old rates in the recipe."
+        )
 
     def __contains__(self, key: str) -> bool:
         return key in self.records

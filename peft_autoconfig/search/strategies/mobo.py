@@ -37,7 +37,7 @@ from .base import Point, RepairFn, Strategy, register_strategy
 from .mobo_encoding import SpaceEncoding
 
 BO_INSTALL_HINT = 'pip install "peft_autoconfig[bo]"'
-SAAS_INSTALL_HINT = "pip install numpyro"
+SAAS_INSTALL_HINT = 'pip install "peft_autoconfig[saas]"'
 EXACT_OBJECTIVES = ("trainable_parameters",)
 
 
