@@ -390,6 +390,26 @@ def test_strategy_searches_each_budget_and_writes_diagnostics(tmp_path, tiny_ber
         strategy.search(OneShotContext(**{**context.__dict__, "budgets": [superconfig.total + 1]}))
 
 
+def test_nested_setting_runs_one_search_for_all_budgets(tmp_path, tiny_bert_dir, synthetic_task_dir, space):
+    from peft_autoconfig.search.oneshot import OneShotContext
+    from peft_autoconfig.search.strategies.s3pet import S3PETStrategy
+
+    settings = S3PETStrategy.parse_settings({"nested": True, "sizes": CHUNKED, "stochastic": False})
+    strategy = S3PETStrategy(1, space.repair, settings)
+    superconfig = SuperConfiguration(space, sizes=CHUNKED)
+    budgets = [superconfig.smallest_block(), superconfig.total // 3, superconfig.total]
+    results = strategy.search(OneShotContext(
+        model=str(tiny_bert_dir), task={"name": "synthetic", "data_files": {
+            "train": str(synthetic_task_dir / "train.csv"), "validation": str(synthetic_task_dir / "validation.csv")}},
+        space=space, training={"batch_size": 8, "max_length": 16}, fidelity={"train_subset": 32, "max_steps": 2},
+        selection_split="validation", eval_subset=8, seed=0, budgets=budgets, work_dir=tmp_path))
+    assert [r.details["search_budget"] for r in results] == [superconfig.total] * 3
+    counts = [r.trainable_parameters for r in results]
+    assert counts == sorted(counts) and counts[-1] == superconfig.total  # nested discretisations of one search
+    assert all(c <= b for c, b in zip(counts, budgets))
+    assert len(json.loads((tmp_path / "s3pet.json").read_text())["searches"]) == 1
+
+
 # -- end to end: `peft-autoconfig search` with `algorithm.name: s3pet` --------------------------------------------------------
 def test_cli_search_gives_one_config_per_budget_and_resumes(tmp_path, tiny_bert_dir, synthetic_task_dir, space):
     from test_search_fakes import write_recipe

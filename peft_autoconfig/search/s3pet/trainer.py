@@ -169,10 +169,6 @@ class S3PETTrainer(Trainer):
             state.scores[budget] = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         controller.use_probabilities()
         state.super_metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        state.last["eval"] = next(
-            (v for k, v in state.super_metrics.items() if k not in (f"{metric_key_prefix}_loss",)
-             and isinstance(v, float) and not k.endswith(("runtime", "per_second"))), math.nan
-        )
         self.progress_callback.close()
         return state.super_metrics
 
