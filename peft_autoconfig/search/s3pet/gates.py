@@ -88,15 +88,32 @@ class GateController:
         return self.z
 
 
+class _Channels:
+    """The position index of each channel of one block, kept once per device (no copy per forward pass)."""
+
+    def __init__(self, indices: torch.Tensor) -> None:
+        self.first = int(indices[0])
+        self._on: dict[torch.device, torch.Tensor] = {indices.device: indices}
+
+    def on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._on:
+            self._on[device] = next(iter(self._on.values())).to(device)
+        return self._on[device]
+
+    def gates(self, controller: GateController) -> torch.Tensor:
+        values = controller.values()
+        return values[self.on(values.device)]
+
+
 class PositionGate(nn.Module):
     """Stands in the gate slot of a `PrefixKV`: one gate per prefix slot, reported per position (see the module
     docstring), shape `(batch, 1, length)`."""
 
     per_position = True
 
-    def __init__(self, controller: GateController, channels: torch.Tensor) -> None:
+    def __init__(self, controller: GateController, channels: _Channels) -> None:
         super().__init__()
-        self._gates = lambda: controller.values()[channels.to(controller.alpha.device)]
+        self._gates = lambda: channels.gates(controller)
         self.force: Optional[float] = None
         self.last_value: Optional[torch.Tensor] = None
 
@@ -121,12 +138,11 @@ class GateHandles:
         self.hooks, self.prefixes = [], []
 
 
-def _scale_channels(controller: GateController, channels: torch.Tensor) -> Callable[..., torch.Tensor]:
+def _scale_channels(controller: GateController, channels: _Channels) -> Callable[..., torch.Tensor]:
     """Forward hook: multiply the last dimension of the output by each channel's position gate."""
 
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        gates = controller.values()[channels.to(output.device)]
-        return output * gates.to(output.dtype)
+        return output * channels.gates(controller).to(device=output.device, dtype=output.dtype)
 
     return hook
 
@@ -135,19 +151,19 @@ def _scale_bias(controller: GateController, index: int) -> Callable[..., torch.T
     """Forward hook on an adapter's `up`: its bias counts as its first position's, so it is scaled by that z."""
 
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return output + (controller.values()[index] - 1).to(output.dtype) * module.bias
+        return output + (controller.values()[index] - 1).to(device=output.device, dtype=output.dtype) * module.bias
 
     return hook
 
 
-def _channel_map(superconfig: SuperConfiguration) -> dict[tuple[str, int, str], torch.Tensor]:
+def _channel_map(superconfig: SuperConfiguration) -> dict[tuple[str, int, str], _Channels]:
     """(block kind, layer, path) -> position index of each channel of that block."""
     owners: dict[tuple[str, int, str], list[int]] = {}
     for i, p in enumerate(superconfig.positions):
         for path in p.paths:
             channels = owners.setdefault((_KIND_OF_MODULE[p.module], p.layer, path), [])
             channels.extend([i] * (p.size - p.start))
-    return {key: torch.tensor(value, dtype=torch.long) for key, value in owners.items()}
+    return {key: _Channels(torch.tensor(value, dtype=torch.long)) for key, value in owners.items()}
 
 
 def install_gates(model: nn.Module, superconfig: SuperConfiguration, controller: GateController) -> GateHandles:
@@ -166,7 +182,7 @@ def install_gates(model: nn.Module, superconfig: SuperConfiguration, controller:
             for block in module.blocks(kind).values():
                 channels = channel_map.get((kind, layer, path))
                 width = {"lora": lambda b: b.rank, "prefix": lambda b: b.length}.get(kind, lambda b: b.down.out_features)(block)
-                if channels is None or len(channels) != width:
+                if channels is None or len(channels.on(torch.device("cpu"))) != width:
                     raise RuntimeError(f"The {kind} block at {name} is not a block of the super-configuration.")
                 if kind == "lora":
                     handles.hooks.append(block.A.register_forward_hook(_scale_channels(controller, channels)))
@@ -177,8 +193,8 @@ def install_gates(model: nn.Module, superconfig: SuperConfiguration, controller:
                     handles.prefixes.append(block)
                 else:
                     handles.hooks.append(block.act.register_forward_hook(_scale_channels(controller, channels)))
-                    handles.hooks.append(block.up.register_forward_hook(_scale_bias(controller, int(channels[0]))))
-                gated.update(int(i) for i in channels.unique())
+                    handles.hooks.append(block.up.register_forward_hook(_scale_bias(controller, channels.first)))
+                gated.update(int(i) for i in channels.on(torch.device("cpu")).unique())
     missing = [superconfig.positions[i].name for i in range(len(superconfig)) if i not in gated]
     if missing:
         handles.remove()

@@ -17,6 +17,7 @@ and the super-configuration with p as gates, on the evaluation split the runner 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
@@ -138,11 +139,13 @@ class S3PETTrainer(Trainer):
     # -- one bi-level step ------------------------------------------------------------------------------------------
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         state, controller = self.s3pet, self.s3pet.controller
+        start = time.perf_counter()
         controller.temperature = state.settings.temperature_at(self.state.global_step, self.state.max_steps)
         noise = controller.draw_noise(self.noise_generator) if state.settings.stochastic else None
         record = self.architecture_step(model, noise)
         controller.sample(noise, detach=True)
         loss = super().training_step(model, inputs, num_items_in_batch)
+        record["step_s"] = time.perf_counter() - start  # both passes (the optimizer step of the weights excluded)
         record.update(step=self.state.global_step + 1, temperature=controller.temperature, shift=controller.shift,
                       expected_parameters=controller.expected_parameters())
         if record["step"] % self._refresh_every == 0 or record["step"] >= self.state.max_steps:
