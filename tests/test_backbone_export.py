@@ -121,17 +121,95 @@ def test_repair_keeps_a_layer_and_a_head_per_layer(make_tiny_model):
 
 
 @pytest.mark.parametrize(
-    "heads, sliced",
-    [(((0, 1), (2, 3)), True), (((0, 1, 2, 3), (0, 1, 2, 3)), True), (((0, 2), (0, 1)), False), (((0,), (0, 1)), False)],
+    "heads, kept_groups, zeroed_queries, unused_groups",
+    [
+        (((0, 1), (2, 3)), 1, 0, 0),  # whole groups, one per layer: 2 query heads on 1 key/value head
+        (((0, 1, 2, 3), (0, 1, 2, 3)), 2, 0, 0),  # everything kept
+        (((0, 2), (0, 1)), 2, 2 + 2, 1),  # layer 0 reads both groups: no head is saved; layer 1 is padded
+        (((0,), (0, 1)), 1, 1, 0),  # one group each; head 1 of layer 0 is zeroed inside its kept group
+        (((3,), (0, 1, 2)), 2, 3 + 1, 1),  # the widest layer decides; the other is padded with an unused group
+    ],
 )
-def test_llama_heads_are_sliced_when_whole_groups_are_kept(heads, sliced, make_tiny_model, tmp_path):
-    model = make_tiny_model("llama")  # 4 query heads reading 2 key/value heads
+def test_llama_heads_are_sliced_to_the_widest_layer(heads, kept_groups, zeroed_queries, unused_groups,
+                                                    make_tiny_model, tmp_path):
+    model = make_tiny_model("llama")  # 4 query heads reading 2 key/value heads, head_dim 8, hidden 32
     sub = SubNetwork((0, 2), heads, ((0, 1, 2), (5, 6, 7, 8)))
     with SuperNetwork(model).use(sub):
         masked = logits(model)
     small = AutoModelForCausalLM.from_pretrained(save_exported(model, sub, tmp_path / "small")).eval()
     torch.testing.assert_close(logits(small), masked, atol=1e-5, rtol=0)
     assert small.num_parameters() == exported_parameters(model, sub)
-    assert small.config.num_attention_heads == (len(heads[0]) if sliced else 4)
+    assert small.config.num_key_value_heads == kept_groups and small.config.num_attention_heads == 2 * kept_groups
+    assert small.model.layers[0].self_attn.q_proj.weight.shape == (2 * kept_groups * 8, 32)
     padding = 3 * 32  # layer 0's one padded unit: its gate and up rows and down column
-    assert (exported_parameters(model, sub) - effective_parameters(model, sub) == padding) == sliced
+    query_head, key_value_head = 2 * 8 * 32, 2 * 8 * 32  # (q rows + o columns), (k rows + v rows)
+    assert exported_parameters(model, sub) - effective_parameters(model, sub) == (
+        padding + zeroed_queries * query_head + unused_groups * key_value_head)
+    full = model.num_parameters()
+    assert exported_parameters(model, SubNetwork.full(Dims.from_config(model.config))) == full
+
+
+def test_bert_heads_are_zeroed_not_sliced(make_tiny_model, tmp_path):
+    """transformers 5's BertSelfAttention ties the head size to hidden_size / num_attention_heads: fewer heads of
+    the same size cannot be expressed by a plain config, so the export keeps 4 heads and zeroes the removed ones."""
+    model = make_tiny_model("bert")
+    dims = Dims.from_config(model.config)
+    sub = SubNetwork.uniform(dims, 3, 2, 48)
+    small = AutoModelForSequenceClassification.from_pretrained(save_exported(model, sub, tmp_path / "small")).eval()
+    assert small.config.num_attention_heads == 4 and small.num_parameters() == model.num_parameters()
+    attention = small.bert.encoder.layer[0].attention
+    assert attention.self.query.weight[16:].abs().sum() == 0 and attention.output.dense.weight[:, 16:].abs().sum() == 0
+    per_head = 3 * (32 * 8 + 8) + 32 * 8  # query, key, value rows with bias; output columns
+    assert model.num_parameters() - effective_parameters(model, sub) == 3 * 2 * per_head
+
+
+def test_llama_without_grouped_query_attention_slices_per_head(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=4, intermediate_size=24)).eval()
+    sub = SubNetwork((0, 1), ((1,), (0, 3)), ((0, 1), (2, 3)))
+    with SuperNetwork(model).use(sub):
+        masked = logits(model)
+    small = AutoModelForCausalLM.from_pretrained(save_exported(model, sub, tmp_path / "small")).eval()
+    torch.testing.assert_close(logits(small), masked, atol=1e-5, rtol=0)
+    assert small.config.num_attention_heads == small.config.num_key_value_heads == 2  # the widest layer's 2 heads
+    assert small.num_parameters() == exported_parameters(model, sub)
+    one_head = 4 * 8 * 32  # q, k, v rows and o columns of a head (no biases)
+    assert exported_parameters(model, sub) - effective_parameters(model, sub) == one_head  # layer 0's padding head
+
+
+def test_recipe_warns_that_bert_heads_are_only_zeroed(tiny_bert_dir):
+    import warnings
+
+    from peft_autoconfig.backbone.pipeline import check_recipe
+    from peft_autoconfig.backbone.recipe import PruneRecipe
+
+    def recipe(**space):
+        return PruneRecipe.parse({"model": str(tiny_bert_dir), "task": "rotten_tomatoes", "space": space,
+                                  "latency": {"sequence_length": 8}})
+
+    with pytest.warns(UserWarning, match=r"zeroed in the exported model.*`space.min_heads: 4`"):
+        check_recipe(recipe())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_recipe(recipe(min_heads=4))
+        check_recipe(recipe(granularity="layer"))
+
+
+def test_llama_classifier_with_fewer_heads_loads_with_auto_sequence_classification(tmp_path):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=40, pad_token_id=0, num_labels=3)).eval()
+    sub = SubNetwork((0, 2), ((2, 3), (0,)), ((0, 5, 9), tuple(range(20))))
+    with SuperNetwork(model).use(sub):
+        masked = logits(model)
+    small = AutoModelForSequenceClassification.from_pretrained(save_exported(model, sub, tmp_path / "small")).eval()
+    assert type(small) is LlamaForSequenceClassification
+    assert (small.config.num_attention_heads, small.config.num_key_value_heads, small.config.intermediate_size) == (2, 1, 20)
+    assert small.num_parameters() == exported_parameters(model, sub) < model.num_parameters()
+    torch.testing.assert_close(logits(small), masked, atol=1e-5, rtol=0)

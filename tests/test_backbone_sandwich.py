@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from peft_autoconfig.backbone import BackboneSpace, Dims, SubNetwork, SuperNetwork
-from peft_autoconfig.backbone.sandwich import SandwichTrainer, sandwich_losses, sandwich_networks
+from peft_autoconfig.backbone.sandwich import BackboneSupernet, SandwichTrainer, sandwich_losses, sandwich_networks
 from peft_autoconfig.training.runner import RunConfig, run
 
 from conftest import synthetic_rows
@@ -55,7 +55,7 @@ def test_sandwich_training_through_the_runner_improves_the_smallest(tiny_bert_di
     result = run(RunConfig(
         model_name_or_path=str(tiny_bert_dir), task=str(synthetic_task_dir), output_dir=str(out), num_epochs=4,
         learning_rate=3e-3, batch_size=16, max_length=16, show_progress=False, trainer_class=SandwichTrainer,
-        trainer_kwargs={"granularity": "small", "num_random": 1},
+        trainer_kwargs={"supernet": BackboneSupernet(granularity="small"), "num_random": 1},
     ))
     assert math.isfinite(result.train_loss)
     after = AutoModelForSequenceClassification.from_pretrained(out).state_dict()

@@ -16,7 +16,7 @@ BASE = {"model": "m", "task": "rotten_tomatoes"}
     ("patch", "message"),
     [
         ({"epochs": 3}, r"unknown recipe field `epochs`; allowed fields: \['model', 'task'"),
-        ({"algorithm": {"name": "bayes"}}, r"`algorithm.name`: unknown algorithm 'bayes'; allowed: \['mobo', 'nsga2', 'random', 's3pet'\]"),
+        ({"algorithm": {"name": "bayes"}}, r"`algorithm.name`: unknown algorithm 'bayes'; allowed: \['mobo', 'nsga2', 'random', 's3pet', 'supernet'\]"),
         ({"algorithm": {"n_trials": 0}}, r"`algorithm.n_trials`: Input should be greater than or equal to 1, got 0"),
         ({"algorithm": {"pop": 4}}, r"unknown recipe field `algorithm.pop`"),
         ({"fidelity": {"levels": [{"steps": 3}]}}, r"unknown recipe field `fidelity.levels\[0\].steps`.*'max_steps'"),
@@ -45,7 +45,7 @@ BASE = {"model": "m", "task": "rotten_tomatoes"}
         ({"final": {"train_subset": 160, "num_epochs": 1}, "fidelity": {"levels": [{"train_subset": 160, "max_steps": 50}]}},
          r"`final.num_epochs`: 1.0 epochs of 160 examples are 10 steps, fewer than the last fidelity level's `max_steps` \(50\)"),
         ({"final": {"num_epochs": 1}, "fidelity": {"levels": [{"num_epochs": 2}]}}, r"`final.num_epochs` \(1.0\) is smaller"),
-        ({"final": {"epochs": 1}}, r"unknown recipe field `final.epochs`; allowed fields in `final`: \['train_subset', 'num_epochs', 'seeds', 'n_seeds'\]"),
+        ({"final": {"epochs": 1}}, r"unknown recipe field `final.epochs`; allowed fields in `final`: \['train_subset', 'num_epochs', 'seeds', 'n_seeds', 'max_parameters'\]"),
         ({"baselines": ["lora_r16"]}, r"`baselines\[0\].preset`: unknown baseline 'lora_r16'; allowed: \['lora_r8', 'serial_adapter', 'parallel_adapter', 'prefix', 'unipelt', 'full_finetuning'\]"),
         ({"space": {"preset": "autopeft2"}}, r"`space.preset`: Input should be 'autopeft', got 'autopeft2'"),
     ],

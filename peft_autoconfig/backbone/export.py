@@ -3,11 +3,17 @@
 Dropped layers are removed (`num_hidden_layers`) and FFN units are sliced out of the up and down projections
 (`intermediate_size`). A plain config has one `intermediate_size` for every layer, so layers that keep fewer
 units than the widest kept layer are padded with zero units (zero weights and bias in, zero weights out: they add
-exactly nothing). Transformers 5 removed head pruning (`prune_heads`, `config.pruned_heads`), and a config has one
-head count for every layer (an encoder's head size is even tied to `hidden_size / num_attention_heads`), so removed
-heads are zeroed (query rows, key/value rows unless grouped-query attention shares them, output columns), not
-sliced: exact, but they still count as parameters. `exported_parameters` is the exact parameter count of the
-exported model, computed without building it; `effective_parameters` leaves out the padding and zeroed heads.
+exactly nothing).
+
+Heads: a plain config also has one head count for every layer, and transformers 5 removed head pruning
+(`prune_heads`, `config.pruned_heads`). Where the config has `head_dim` (Llama), heads are sliced like units: every
+exported layer keeps as many key/value groups as the layer that touches the most (`head_plan`), each layer its own
+groups, padded with groups whose query rows, key/value rows and output columns are zero; query heads of a kept
+group that the sub-network removed are zeroed (their key/value head is shared). Where the head size is tied to
+`hidden_size / num_attention_heads` (BERT, RoBERTa: `BertSelfAttention.attention_head_size`), fewer heads would
+mean larger heads, so removed heads are zeroed (query, key and value rows, output columns), not sliced: exact, but
+still stored and computed. `exported_parameters` is the exact parameter count of the exported model, computed
+without building it; `effective_parameters` leaves out the zero padding and the zeroed heads.
 """
 
 from __future__ import annotations
@@ -48,8 +54,8 @@ def unit_parameters(model: nn.Module) -> int:
 
 
 def zeroed_projections(model: nn.Module) -> tuple[str, ...]:
-    """The projections whose rows of a removed head are zeroed: query (and key/value without grouped-query
-    attention; a key/value head shared by several query heads stays)."""
+    """The projections whose rows of a removed head are zeroed when heads are not sliced: query (and key/value
+    without grouped-query attention; a key/value head shared by several query heads stays)."""
     family, dims = family_for(model.config), Dims.from_config(model.config)
     return (family.query,) if dims.num_key_value_heads != dims.num_heads else (family.query, family.key, family.value)
 
@@ -61,19 +67,30 @@ def head_parameters(model: nn.Module) -> int:
     return dims.head_dim * (rows + _linear_size(block.get_submodule(family.attention_output), rows=False))
 
 
-def sliced_heads(model: nn.Module, sub: SubNetwork) -> bool:
-    """Whether `export_model` slices removed heads out (else it zeroes them): the config has `head_dim`, every kept
-    layer keeps as many heads, and with grouped-query attention only whole key/value groups are kept."""
-    family, dims = family_for(model.config), Dims.from_config(model.config)
-    if not family.head_dim_in_config or len({len(heads) for heads in sub.heads}) != 1:
-        return False
-    group = dims.num_heads // dims.num_key_value_heads
-    return all(len(heads) == group * len(_groups(heads, group)) for heads in sub.heads)
+def sliced_heads(model: nn.Module) -> bool:
+    """Whether `export_model` slices heads (the config has `head_dim`) rather than zeroing them."""
+    return family_for(model.config).head_dim_in_config
 
 
 def _groups(heads: tuple[int, ...], group: int) -> list[int]:
     """The key/value heads that the query `heads` read (`group` query heads per key/value head)."""
     return sorted({head // group for head in heads})
+
+
+def head_plan(model: nn.Module, sub: SubNetwork) -> Optional[list[tuple[int, ...]]]:
+    """Per kept layer, the key/value groups its exported layer holds (None where heads are zeroed, not sliced):
+    the groups its heads read, padded with unused groups up to the widest layer's count."""
+    if not sliced_heads(model):
+        return None
+    dims = Dims.from_config(model.config)
+    group = dims.num_heads // dims.num_key_value_heads
+    touched = [_groups(heads, group) for heads in sub.heads]
+    width = max(len(groups) for groups in touched)
+    plan = []
+    for groups in touched:
+        unused = [g for g in range(dims.num_key_value_heads) if g not in groups]
+        plan.append(tuple(sorted(groups + unused[: width - len(groups)])))
+    return plan
 
 
 def _head_sizes(model: nn.Module) -> tuple[int, int]:
@@ -91,18 +108,19 @@ def exported_width(sub: SubNetwork) -> int:
 
 
 def exported_parameters(model: nn.Module, sub: SubNetwork) -> int:
-    """Exact parameter count of `export_model(model, sub)`: the blocks kept at the exported FFN width."""
+    """Exact parameter count of `export_model(model, sub)`: the blocks kept at the exported FFN and head widths."""
     dims = Dims.from_config(model.config)
     sub.validate(dims)
     blocks = _blocks(model)
     per_block = sum(p.numel() for p in blocks[0].parameters())
     outside = sum(p.numel() for p in model.parameters()) - per_block * len(blocks)
     removed = (dims.intermediate_size - exported_width(sub)) * unit_parameters(model)
-    if sliced_heads(model, sub):
-        kept = len(sub.heads[0])
+    plan = head_plan(model, sub)
+    if plan is not None:
+        kept = len(plan[0])
         query_head, key_value_head = _head_sizes(model)
         group = dims.num_heads // dims.num_key_value_heads
-        removed += (dims.num_heads - kept) * query_head + (dims.num_key_value_heads - kept // group) * key_value_head
+        removed += (dims.num_heads - kept * group) * query_head + (dims.num_key_value_heads - kept) * key_value_head
     return outside + len(sub.layers) * (per_block - removed)
 
 
@@ -110,9 +128,17 @@ def effective_parameters(model: nn.Module, sub: SubNetwork) -> int:
     """Parameters the sub-network really uses: `exported_parameters` less zero padding and zeroed heads."""
     dims = Dims.from_config(model.config)
     width = exported_width(sub)
-    padding = sum(width - len(units) for units in sub.units) * unit_parameters(model)
-    zeroed = 0 if sliced_heads(model, sub) else sum(dims.num_heads - len(h) for h in sub.heads) * head_parameters(model)
-    return exported_parameters(model, sub) - padding - zeroed
+    zeroed = sum(width - len(units) for units in sub.units) * unit_parameters(model)
+    plan = head_plan(model, sub)
+    if plan is None:
+        zeroed += sum(dims.num_heads - len(h) for h in sub.heads) * head_parameters(model)
+    else:
+        query_head, key_value_head = _head_sizes(model)
+        group = dims.num_heads // dims.num_key_value_heads
+        for heads, groups in zip(sub.heads, plan):
+            zeroed += (len(groups) * group - len(heads)) * query_head
+            zeroed += (len(groups) - len(_groups(heads, group))) * key_value_head
+    return exported_parameters(model, sub) - zeroed
 
 
 def _rows(tensor: torch.Tensor, index: list[int], width: int) -> torch.Tensor:
@@ -122,28 +148,51 @@ def _rows(tensor: torch.Tensor, index: list[int], width: int) -> torch.Tensor:
     return out
 
 
-def _slice_heads(model: nn.Module, block: dict[str, torch.Tensor], heads: tuple[int, ...]) -> None:
-    """Keep only `heads` (and the key/value heads they read) in `block`, in place: rows of the query, key and value
-    projections, columns of the output projection."""
-    family, dims = family_for(model.config), Dims.from_config(model.config)
+def _head_rows(heads: list[int], head_dim: int) -> list[int]:
+    return [head * head_dim + j for head in heads for j in range(head_dim)]
 
-    def index(kept: list[int]) -> list[int]:
-        return [head * dims.head_dim + j for head in kept for j in range(dims.head_dim)]
 
-    query = index(list(heads))
-    key_value = index(_groups(heads, dims.num_heads // dims.num_key_value_heads))
-    for projection, rows in ((family.query, query), (family.key, key_value), (family.value, key_value)):
+def _zero_heads(block: dict[str, torch.Tensor], heads: list[int], head_dim: int, rows: tuple[str, ...],
+                output: str) -> None:
+    """Zero `heads` (indices into `block`'s current projections) in place: their rows of `rows`, their output
+    columns."""
+    index = _head_rows(heads, head_dim)
+    for projection in rows:
         for suffix in ("weight", "bias"):
             if f"{projection}.{suffix}" in block:
-                block[f"{projection}.{suffix}"] = block[f"{projection}.{suffix}"][rows]
-    block[f"{family.attention_output}.weight"] = block[f"{family.attention_output}.weight"][:, query].contiguous()
+                block[f"{projection}.{suffix}"][index] = 0.0
+    block[f"{output}.weight"][:, index] = 0.0
+
+
+def _slice_heads(model: nn.Module, block: dict[str, torch.Tensor], heads: tuple[int, ...],
+                 groups: tuple[int, ...]) -> None:
+    """Keep only the key/value `groups` (and their query heads) in `block`, in place, then zero the query heads
+    the sub-network removed and the key/value heads no kept query head reads (padding)."""
+    family, dims = family_for(model.config), Dims.from_config(model.config)
+    group = dims.num_heads // dims.num_key_value_heads
+    queries = [g * group + r for g in groups for r in range(group)]
+    query_rows, key_value_rows = _head_rows(queries, dims.head_dim), _head_rows(list(groups), dims.head_dim)
+    for projection, rows in ((family.query, query_rows), (family.key, key_value_rows), (family.value, key_value_rows)):
+        for suffix in ("weight", "bias"):
+            if f"{projection}.{suffix}" in block:
+                block[f"{projection}.{suffix}"] = block[f"{projection}.{suffix}"][rows].clone()
+    output = f"{family.attention_output}.weight"
+    block[output] = block[output][:, query_rows].contiguous()
+    removed = [i for i, head in enumerate(queries) if head not in heads]
+    _zero_heads(block, removed, dims.head_dim, (family.query,), family.attention_output)
+    unused = [i for i, g in enumerate(groups) if g not in _groups(heads, group)]
+    for projection in (family.key, family.value):
+        for suffix in ("weight", "bias"):
+            if f"{projection}.{suffix}" in block:
+                block[f"{projection}.{suffix}"][_head_rows(unused, dims.head_dim)] = 0.0
 
 
 def _slice_block(
-    model: nn.Module, layer: int, heads: tuple[int, ...], units: tuple[int, ...], width: int, slice_heads: bool
+    model: nn.Module, layer: int, heads: tuple[int, ...], units: tuple[int, ...], width: int,
+    groups: Optional[tuple[int, ...]],
 ) -> dict:
-    """The state dict of block `layer` with only `units` (zero-padded to `width`) and `heads` (sliced if
-    `slice_heads`, else the others zeroed)."""
+    """The state dict of block `layer` with only `units` (zero-padded to `width`) and `heads` (sliced to the
+    key/value `groups` if given, else the others zeroed)."""
     family, dims = family_for(model.config), Dims.from_config(model.config)
     source, units = _blocks(model)[layer].state_dict(), list(units)
     sliced = {}
@@ -153,16 +202,11 @@ def _slice_block(
                 sliced[f"{name}.{suffix}"] = _rows(source[f"{name}.{suffix}"], units, width)
     sliced[f"{family.ffn_output}.weight"] = _rows(source[f"{family.ffn_output}.weight"].T, units, width).T.contiguous()
     block = {k: sliced[k] if k in sliced else v.clone() for k, v in source.items()}
-    if slice_heads:
-        _slice_heads(model, block, heads)
-        return block
-    for head in sorted(set(range(dims.num_heads)) - set(heads)):
-        columns = slice(head * dims.head_dim, (head + 1) * dims.head_dim)
-        for projection in zeroed_projections(model):
-            block[f"{projection}.weight"][columns] = 0.0
-            if f"{projection}.bias" in block:
-                block[f"{projection}.bias"][columns] = 0.0
-        block[f"{family.attention_output}.weight"][:, columns] = 0.0
+    if groups is not None:
+        _slice_heads(model, block, heads, groups)
+    else:
+        removed = sorted(set(range(dims.num_heads)) - set(heads))
+        _zero_heads(block, removed, dims.head_dim, zeroed_projections(model), family.attention_output)
     return block
 
 
@@ -170,18 +214,18 @@ def export_model(model: nn.Module, sub: SubNetwork) -> nn.Module:
     """A new model of the same class holding only `sub` (see the module docstring); `model` is not changed."""
     family, dims = family_for(model.config), Dims.from_config(model.config)
     sub.validate(dims)
-    width, slice_heads = exported_width(sub), sliced_heads(model, sub)
+    width, plan = exported_width(sub), head_plan(model, sub)
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = len(sub.layers)
     config.intermediate_size = width
-    if slice_heads:
+    if plan is not None:
         config.head_dim = dims.head_dim
-        config.num_attention_heads = len(sub.heads[0])
-        config.num_key_value_heads = len(sub.heads[0]) * dims.num_key_value_heads // dims.num_heads
+        config.num_key_value_heads = len(plan[0])
+        config.num_attention_heads = len(plan[0]) * dims.num_heads // dims.num_key_value_heads
     prefix = f"{model.base_model_prefix}.{family.layers}." if model.base_model is not model else f"{family.layers}."
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(prefix)}
     for new_index, (layer, heads, units) in enumerate(zip(sub.layers, sub.heads, sub.units)):
-        block = _slice_block(model, layer, heads, units, width, slice_heads)
+        block = _slice_block(model, layer, heads, units, width, plan[new_index] if plan is not None else None)
         state.update({f"{prefix}{new_index}.{k}": v for k, v in block.items()})
     with torch.device("meta"):  # no random init (seconds for a real model): every weight comes from `state`
         small = type(model)(config)

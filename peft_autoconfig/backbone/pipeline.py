@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,9 @@ from ..search.pareto import hypervolume, non_dominated
 from ..search.recipe import RecipeError
 from .export import save_exported
 from .recipe import PruneRecipe
-from .sandwich import SandwichTrainer
-from .search import OBJECTIVE_KEYS, SubNetworkScorer, score_record, search_subnetworks
-from .space import BackboneSpace, SubNetwork
+from .sandwich import BackboneSupernet, SandwichTrainer
+from .search import OBJECTIVE_KEYS, SubNetworkScorer, score_record, search_subnetworks, subnetwork_key
+from .space import BackboneSpace, SubNetwork, family_for
 
 FRONT_FORMAT_VERSION = 1
 
@@ -51,6 +52,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def sliced_heads_for(config: Any) -> bool:
+    """Whether the export of a model of `config` slices heads (see `export.head_plan`)."""
+    return family_for(config).head_dim_in_config
+
+
 def check_recipe(recipe: PruneRecipe) -> BackboneSpace:
     """The space over the recipe's model (read from its config only): errors naming the field, before training."""
     from transformers import AutoConfig
@@ -60,6 +66,12 @@ def check_recipe(recipe: PruneRecipe) -> BackboneSpace:
     except OSError as error:
         raise FileNotFoundError(f"recipe field `model`: cannot read a model config from {recipe.model!r}: {error}") from None
     space = recipe.build_space(config)
+    if not sliced_heads_for(config) and space.granularity != "layer" and space.min_heads < space.dims.num_heads:
+        warnings.warn(
+            f"space: heads removed from a {config.model_type} model are zeroed in the exported model, not removed "
+            f"(a {config.model_type} config ties the head size to hidden_size / num_attention_heads), so they save "
+            "no exported parameters or latency (only `effective_parameters`); set `space.min_heads: "
+            f"{space.dims.num_heads}` to search layers and FFN units only. See docs/backbone.md.", stacklevel=2)
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None:
         positions -= 2 if config.model_type == "roberta" else 0  # RoBERTa's positions start after the padding id
@@ -96,7 +108,8 @@ def train_supernetwork(recipe: PruneRecipe, directory: Path, progress: bool) -> 
         learning_rate=spec.learning_rate, batch_size=spec.batch_size, max_length=spec.max_length,
         eval_split=recipe.search.eval_split, eval_subset=recipe.search.eval_subset, deepspeed=spec.deepspeed,
         show_progress=progress, trainer_class=SandwichTrainer,
-        trainer_kwargs={**recipe.space.model_dump(), "num_random": spec.num_random, "temperature": spec.temperature},
+        trainer_kwargs={"supernet": BackboneSupernet(**recipe.space.model_dump()), "num_random": spec.num_random,
+                        "temperature": spec.temperature},
     ))
     if is_main_process():
         done.write_text(json.dumps({"fingerprint": fingerprint, "wall_time_s": result.wall_time_s,
@@ -117,18 +130,22 @@ def load_supernetwork(recipe: PruneRecipe, directory: Path, num_labels: int, tok
     return AutoModelForSequenceClassification.from_pretrained(directory).eval()
 
 
-def evaluation_batches(recipe: PruneRecipe, task: Any, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
+def evaluation_batches(recipe: PruneRecipe, task: Any, tokenizer: Any,
+                       split: str | None = None) -> list[dict[str, torch.Tensor]]:
+    """The collated, labelled batches of the search's split (`search.eval_split`, `search.eval_subset`), or of all
+    of `split` (e.g. the benchmark's report split)."""
     from transformers import DataCollatorWithPadding
 
     from ..training.data import seeded_subset, tokenized_splits
     from ..training.runner import EVAL_SUBSET_SEED
 
     splits = tokenized_splits(task, tokenizer, recipe.supernet.max_length)
-    split = recipe.search.eval_split
+    field, subset = ("search.eval_split", recipe.search.eval_subset) if split is None else ("split", None)
+    split = split or recipe.search.eval_split
     if split not in splits or "labels" not in splits[split].column_names:
-        raise ValueError(f"recipe field `search.eval_split`: {split!r} is not a labelled split of the task; "
+        raise ValueError(f"recipe field `{field}`: {split!r} is not a labelled split of the task; "
                          f"splits: {sorted(splits)}.")
-    dataset = seeded_subset(splits[split], recipe.search.eval_subset, EVAL_SUBSET_SEED)
+    dataset = seeded_subset(splits[split], subset, EVAL_SUBSET_SEED)
     collate = DataCollatorWithPadding(tokenizer)
     size = recipe.supernet.batch_size * 2
     return [collate([dataset[j] for j in range(i, min(i + size, len(dataset)))]) for i in range(0, len(dataset), size)]
@@ -159,7 +176,7 @@ def prune_model(recipe: PruneRecipe, out: str | Path, progress: bool = True) -> 
                               recipe.latency.model_dump())
     objectives, split = recipe.search.objectives, recipe.search.eval_split
     full = SubNetwork.full(space.dims)
-    unpruned = next((r for r in journal if r.kind == "baseline"), None)
+    unpruned = next((r for r in journal if r.kind == "baseline" and r.name == "unpruned"), None)
     n_before = len(journal)
     if unpruned is None:
         unpruned = journal.add(score_record(len(journal), "baseline", "unpruned", None, full, scorer, objectives, split,
@@ -169,19 +186,63 @@ def prune_model(recipe: PruneRecipe, out: str | Path, progress: bool = True) -> 
     asked, _ = search_subnetworks(space, scorer, journal, algorithm=recipe.search.algorithm,
                                   n_trials=recipe.search.n_trials, pop_size=recipe.search.pop_size, seed=recipe.seed,
                                   objectives=objectives, eval_split=split, progress=progress)
-    document = write_front(recipe, out, model, tokenizer, asked, unpruned, time.perf_counter() - start, progress)
+    front = front_records(asked, objectives)
+    baselines = score_baselines(recipe, model, scorer, journal, front, progress)
+    document = write_front(recipe, out, model, tokenizer, asked, front, unpruned, baselines,
+                           time.perf_counter() - start, progress)
     return PruneResult(document, len(asked), len(journal) - n_before)
 
 
-def write_front(recipe: PruneRecipe, out: Path, model: Any, tokenizer: Any, asked: list, unpruned: Any,
-                wall_time_s: float, progress: bool) -> dict[str, Any]:
-    """Export the non-dominated sub-networks to `out/front/<name>/` (re-trained if the recipe says so) and write
-    `out/FRONT_FILE`."""
-    objectives = recipe.search.objectives
+def front_records(asked: list, objectives: list[str]) -> list:
+    """The non-dominated records among the asked sub-networks (unique, successful), by size."""
     unique = {r.key: r for r in asked if r.ok}
     records = sorted(unique.values(), key=lambda r: (r.trainable_parameters, r.trial_id))
     F = np.array([r.F for r in records], dtype=float).reshape(-1, len(objectives))
-    front = [records[i] for i in non_dominated(F)]
+    return [records[i] for i in non_dominated(F)]
+
+
+def score_baselines(recipe: PruneRecipe, model: Any, scorer: SubNetworkScorer, journal: Journal, front: list,
+                    progress: bool) -> list[dict[str, Any]]:
+    """Each rule of `recipe.baselines` at the exported size of each front point, scored like the search's points
+    (shared weights, exported size, measured latency) and journaled (`kind="baseline"`), so a resumed run reuses
+    them. Returns the `front.json` entries."""
+    from tqdm.auto import tqdm
+
+    from .baselines import baseline_subnetwork, magnitude_importance, taylor_importance
+
+    spec = recipe.baselines
+    if spec is None or not spec.rules or not front:
+        return []
+    importance = None
+    if "importance" in spec.rules:
+        importance = (taylor_importance(model, scorer.batches) if spec.importance == "taylor"
+                      else magnitude_importance(model))
+    entries = []
+    jobs = [(rule, i, record) for i, record in enumerate(front) for rule in spec.rules]
+    for rule, i, record in tqdm(jobs, desc="baselines", unit="net", disable=not progress):
+        sub = baseline_subnetwork(rule, model, record.trainable_parameters, importance)
+        result = journal.get(subnetwork_key(sub))
+        if result is None:
+            result = journal.add(score_record(len(journal), "baseline", rule, None, sub, scorer,
+                                              recipe.search.objectives, recipe.search.eval_split, recipe.seed))
+        if not result.ok:
+            continue
+        entries.append({
+            "name": f"{rule}@p{i:02d}", "rule": rule, "target": f"p{i:02d}",
+            "target_parameters": record.trainable_parameters, "metric": result.metric,
+            "parameters": result.trainable_parameters, "objectives": result.objectives,
+            "subnetwork": sub.to_dict(), "description": sub.describe(),
+            **({"importance": spec.importance} if rule == "importance" else {}),
+        })
+    return entries
+
+
+def write_front(recipe: PruneRecipe, out: Path, model: Any, tokenizer: Any, asked: list, front: list, unpruned: Any,
+                baselines: list[dict[str, Any]], wall_time_s: float, progress: bool) -> dict[str, Any]:
+    """Export the `front` records to `out/front/<name>/` (re-trained if the recipe says so) and write
+    `out/FRONT_FILE` (with the `baselines` entries of `score_baselines`)."""
+    objectives = recipe.search.objectives
+    unique = {r.key: r for r in asked if r.ok}
     reference = [0.0 if o == "metric" else 1.1 * unpruned.objectives[OBJECTIVE_KEYS[o]] for o in objectives]
     shutil.rmtree(out / "front", ignore_errors=True)  # derived from the journal: rebuilt on every run
     points = []
@@ -198,7 +259,7 @@ def write_front(recipe: PruneRecipe, out: Path, model: Any, tokenizer: Any, aske
         retrain_front(recipe, out, points, progress)
     document = {
         "format_version": FRONT_FORMAT_VERSION, "kind": "prune-model", "model": recipe.model, "task": recipe.task,
-        "metric": records[0].metric_name if records else unpruned.metric_name,
+        "metric": front[0].metric_name if front else unpruned.metric_name,
         "objectives": list(objectives), "granularity": recipe.space.granularity,
         "latency": {**recipe.latency.model_dump(), "torch_threads": torch.get_num_threads(),
                     "device": str(next(model.parameters()).device)},
@@ -206,18 +267,36 @@ def write_front(recipe: PruneRecipe, out: Path, model: Any, tokenizer: Any, aske
         "hypervolume": hypervolume(np.array([r.F for r in front]).reshape(-1, len(objectives)), reference),
         "unpruned": {"metric": unpruned.metric, "parameters": unpruned.trainable_parameters,
                      "objectives": unpruned.objectives},
-        "search": {"algorithm": recipe.search.algorithm, "n_trials": len(asked), "n_unique": len(unique),
+        "search": {"algorithm": recipe.search.algorithm, "eval_split": recipe.search.eval_split,
+                   "n_trials": len(asked), "n_unique": len(unique),
                    "n_failed": sum(1 for r in asked if not r.ok), "wall_time_s": wall_time_s},
         "points": points,
+        "baselines": baselines,
     }
     from ..search.plot import plot_front
 
     plot_front(out / "pareto.png", [r.to_dict() for r in unique.values()],
                [{"name": p["name"], "trainable_parameters": p["parameters"], "metric": p["metric"]} for p in points],
-               [{"name": "unpruned", "trainable_parameters": unpruned.trainable_parameters, "metric": unpruned.metric}],
+               [{"name": "unpruned", "trainable_parameters": unpruned.trainable_parameters, "metric": unpruned.metric}]
+               + plot_baselines(baselines),
                metric_name=document["metric"], title=f"prune-model: {recipe.model} ({recipe.space.granularity})",
                xlabel="parameters of the exported model")
     tmp = out / f"{FRONT_FILE}.tmp"
     tmp.write_text(json.dumps(document, indent=2) + "\n")
     tmp.replace(out / FRONT_FILE)
     return document
+
+
+def plot_baselines(baselines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One marker per distinct baseline network, with a short label ("top 2L", "imp 6L w=40")."""
+    seen, marks = set(), []
+    for entry in baselines:
+        key = json.dumps(entry["subnetwork"], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        sub = entry["subnetwork"]
+        label = (f"top {len(sub['layers'])}L" if entry["rule"] == "drop_top_layers"
+                 else f"imp w={len(sub['units'][0])}")
+        marks.append({"name": label, "trainable_parameters": entry["parameters"], "metric": entry["metric"]})
+    return marks

@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 from ..search.recipe import RecipeError, resolve_task_paths, resolve_model
 from ..search.schema import RecipeModel, check_task
 from ..search.strategies.base import check_algorithm
+from .baselines import BASELINE_RULES, IMPORTANCE_KINDS
 from .space import BackboneSpace, Dims
 
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
@@ -103,6 +104,14 @@ class RetrainSpec(RecipeModel):
     train_subset: Optional[PositiveInt] = None
 
 
+class BaselinesSpec(RecipeModel):
+    """Fixed-rule baselines at the exported size of each front point (`baselines.py`), scored like the front."""
+
+    where = ("baselines",)
+    rules: list[Literal[BASELINE_RULES]] = Field(default_factory=lambda: list(BASELINE_RULES))
+    importance: Literal[IMPORTANCE_KINDS] = "taylor"
+
+
 class PruneRecipe(RecipeModel):
     """A validated `prune-model` recipe (see `load_prune_recipe` and recipes/prune_minilm.yaml)."""
 
@@ -114,6 +123,8 @@ class PruneRecipe(RecipeModel):
     search: PruneSearchSpec = Field(default_factory=PruneSearchSpec)
     latency: LatencySpec = Field(default_factory=LatencySpec)
     retrain: Optional[RetrainSpec] = None
+    baselines: Optional[BaselinesSpec] = Field(default_factory=BaselinesSpec)
+    """`null` (or `rules: []`) scores no baselines."""
 
     @field_validator("task")
     @classmethod

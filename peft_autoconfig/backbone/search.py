@@ -52,6 +52,20 @@ def measure_latency(model: torch.nn.Module, batch_size: int, sequence_length: in
     return statistics.median(times)
 
 
+def evaluate_model(model: torch.nn.Module, batches: Sequence[dict[str, torch.Tensor]],
+                   compute_metrics: Callable[[Any], dict[str, float]]) -> tuple[dict[str, float], int]:
+    """(the task's metrics of `model` on the collated `batches`, the number of examples), by inference only."""
+    from transformers import EvalPrediction
+
+    logits, labels = [], []
+    with torch.inference_mode():
+        for batch in batches:
+            logits.append(model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float().cpu())
+            labels.append(batch["labels"].cpu())
+    scores = compute_metrics(EvalPrediction(predictions=torch.cat(logits).numpy(), label_ids=torch.cat(labels).numpy()))
+    return scores, int(sum(len(b) for b in labels))
+
+
 @dataclass
 class SubNetworkScorer:
     """Scores sub-networks of `model`: metric with shared weights, exact exported size, measured latency."""
@@ -69,18 +83,11 @@ class SubNetworkScorer:
         self.supernet = SuperNetwork(self.model)
 
     def __call__(self, sub: SubNetwork) -> dict[str, Any]:
-        from transformers import EvalPrediction
-
-        logits, labels = [], []
-        with torch.inference_mode(), self.supernet.use(sub):
-            for batch in self.batches:
-                logits.append(self.model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float().cpu())
-                labels.append(batch["labels"].cpu())
-        scores = self.compute_metrics(EvalPrediction(predictions=torch.cat(logits).numpy(),
-                                                     label_ids=torch.cat(labels).numpy()))
+        with self.supernet.use(sub):
+            scores, n_eval = evaluate_model(self.model, self.batches, self.compute_metrics)
         latency = measure_latency(export_model(self.model, sub), **self.latency)
         return {
-            "metric": scores[self.metric_name], "metric_name": self.metric_name, "n_eval": int(sum(len(b) for b in labels)),
+            "metric": scores[self.metric_name], "metric_name": self.metric_name, "n_eval": n_eval,
             "parameters": exported_parameters(self.model, sub),
             "effective_parameters": effective_parameters(self.model, sub), "latency_s": latency,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="Output folder (created; reused to resume).")
     parser.add_argument("--show", metavar="DIR", help="Print the front of a prune-model folder and exit.")
     parser.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+    parser.add_argument("--push", metavar="ORG/NAME", default=None,
+                        help="After the run, push one pruned model with its card to this Hub repo (see `push`).")
+    parser.add_argument("--point", default=None, help="With --push: the front point (default the best metric).")
     parser.set_defaults(func=run)
 
 
@@ -37,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{path} does not exist; run `peft-autoconfig prune-model RECIPE --out {args.show}`.")
         print(format_prune_front(json.loads(path.read_text())))
         return 0
+    if args.point is not None and args.push is None:
+        raise ValueError("`--point` needs `--push ORG/NAME`.")
+    if args.push is not None and (args.push.count("/") != 1 or not all(args.push.split("/"))):
+        raise ValueError(f"`--push` must look like 'org/name', got {args.push!r}.")  # before any training
     if args.recipe is None or args.out is None:
         raise ValueError("`prune-model` needs RECIPE and `--out DIR` (or `--show DIR`).")
     from ..backbone.pipeline import prune_model
@@ -47,7 +55,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(format_prune_front(result.document))
     print(f"\n{result.n_trials} sub-networks asked ({result.n_scored} scored now); outputs in {args.out}")
-    return 0 if result.document["points"] else 1
+    if not result.document["points"]:
+        return 1
+    if args.push is not None:
+        from ..hub import HubError
+        from ..hub.pruned import push_pruned_model
+
+        try:
+            pushed = push_pruned_model(args.out, args.push, point=args.point)
+        except HubError as error:
+            print(f"peft-autoconfig prune-model: error: the run finished, the push failed: {error}", file=sys.stderr)
+            return 1
+        print(f"pushed {len(pushed.files)} files to {pushed.repo_id} in one commit: {pushed.commit_url}")
+    return 0
 
 
 def format_prune_front(document: dict[str, Any]) -> str:
@@ -72,6 +92,11 @@ def format_prune_front(document: dict[str, Any]) -> str:
         rows.append((point["name"], f"{point['metric']:.4f}", f"{point['parameters']:,}",
                      f"{1000 * point['objectives']['latency_s']:.2f}", point["description"]
                      + (f"  (re-trained: {point['retrained']['metric']:.4f})" if "retrained" in point else "")))
+    for baseline in document.get("baselines", []):
+        larger = baseline["parameters"] > baseline["target_parameters"]
+        size = "  (larger than its target: the rule cannot go smaller)" if larger else ""
+        rows.append((baseline["name"], f"{baseline['metric']:.4f}", f"{baseline['parameters']:,}",
+                     f"{1000 * baseline['objectives']['latency_s']:.2f}", baseline["description"] + size))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for j, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))

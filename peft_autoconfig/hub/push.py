@@ -184,7 +184,8 @@ def push_to_hub(
     """Upload a search output folder or a PEFT config folder to `repo_id` as one commit, with a model card.
 
     Args:
-        directory: a search output (front.json, front/<name>/, pareto.png) or a folder with adapter_config.json.
+        directory: a search output (front.json, front/<name>/, pareto.png) or a folder with adapter_config.json
+            (a `prune-model` output is pushed with `hub.pruned.push_pruned_model`; the CLI picks it).
         repo_id: "org/name"; created if missing (`private` applies only then).
         revision: branch to commit to (created from main if missing); default main.
         token: Hub token; default huggingface_hub's resolution (HF_TOKEN, then the saved login).
@@ -199,11 +200,18 @@ def push_to_hub(
         written = write_dry_run(upload, dry_run)
         return PushResult(repo_id=repo_id, files=list(upload), dry_run_dir=str(written))
 
+    n_configs = sum(1 for path in upload if path.endswith(CONFIG_FILE))
+    message = commit_message or f"Upload {n_configs} searched PEFT config(s) with peft_autoconfig"
+    return commit_upload(upload, repo_id, message, private=private, revision=revision, token=token, endpoint=endpoint)
+
+
+def commit_upload(upload: dict[str, bytes], repo_id: str, message: str, *, private: bool = False,
+                  revision: str | None = None, token: str | None = None, endpoint: str | None = None) -> PushResult:
+    """Upload `upload` (path in repo -> content) to `repo_id` as one commit; the repo is created if missing (and
+    deleted again if that first commit fails), the branch `revision` too."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
-    n_configs = sum(1 for path in upload if path.endswith(CONFIG_FILE))
-    message = commit_message or f"Upload {n_configs} searched PEFT config(s) with peft_autoconfig"
     operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content) for path, content in upload.items()]
     with hub_errors(repo_id, api.endpoint, token, "push"):
         created = not api.repo_exists(repo_id)

@@ -21,6 +21,8 @@ from .errors import HubConfigError
 from .validation import read_config, read_front
 
 WEIGHT_SUFFIX = ".safetensors"
+PRUNE_KIND = "prune-model"
+"""`kind` of a `prune-model` front.json: a front of pruned models, pushed by `hub.pruned`, not of PEFT configs."""
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
@@ -67,12 +69,26 @@ def _enclosing_point(folder: Path) -> tuple[Front, FrontPoint] | None:
     return None
 
 
+def _kind(path: Path) -> object:
+    """The `kind` field of a JSON file (None when unreadable: `read_front` reports that)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("kind") if isinstance(data, dict) else None
+
+
 def read_source(directory: str | Path) -> PushSource:
     """Check `directory` and list what a push would upload; raise before anything leaves the machine."""
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"`dir` must be a search output folder or a PEFT config folder; {root} is not a folder.")
     if (root / FRONT_FILE).is_file():
+        if _kind(root / FRONT_FILE) == PRUNE_KIND:
+            raise HubConfigError(f"{root} is a prune-model output (pruned models, not PEFT configs): push it with "
+                                 "`peft-autoconfig push` or `peft_autoconfig.hub.pruned.push_pruned_model`.")
         front = read_front(root / FRONT_FILE, str(root / FRONT_FILE))
         source = PushSource(root=root, kind="front", front=front, files={FRONT_FILE: root / FRONT_FILE})
         for point in front.points:

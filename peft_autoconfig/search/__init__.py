@@ -1,11 +1,12 @@
 """Multi-objective search over mixed PET configurations (pymoo): recipe -> journal -> Pareto front of PEFT configs."""
 
+from . import strategies  # first: the one-shot strategies import `oneshot`, which imports `strategies.base`
 from .driver import Search, SearchResult, run_search
 from .journal import Journal, JournalMismatchError, read_journal
 from .recipe import Recipe, RecipeError, load_recipe, parse_recipe
 from .space import SearchSpace, SpaceSpec
 from .strategies import STRATEGIES, Strategy, make_strategy, register_strategy
-from .strategies import s3pet as _s3pet  # noqa: F401  (registers the one-shot strategy `s3pet`; see strategies/__init__)
+from .strategies import s3pet as _s3pet, supernet as _supernet  # noqa: F401  (one-shot strategies; see strategies/__init__)
 from .trial import TrialRecord, TrialRequest
 
 __all__ = [

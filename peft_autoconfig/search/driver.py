@@ -128,7 +128,7 @@ class Search:
     # -- requests -------------------------------------------------------------------------------------------------
     def _request(
         self, kind: str, key: str, x: dict | None, config: dict | None, level: int, fidelity: dict, *,
-        name: str | None = None, seed: int | None = None, split: str | None = None,
+        name: str | None = None, seed: int | None = None, split: str | None = None, init_adapter: str | None = None,
     ) -> TrialRequest:
         cached = self.journal.get(key)
         trial_id = cached.trial_id if cached is not None else self._next_id
@@ -137,7 +137,7 @@ class Search:
             trial_id=trial_id, key=key, kind=kind, name=name, x=x, config=config, level=level, fidelity=dict(fidelity),
             model=self.model, task=self.recipe.task, training=self.recipe.training.run_kwargs(),
             eval_split=split or self.recipe.evaluation.selection_split, eval_subset=self.recipe.evaluation.eval_subset,
-            seed=self.recipe.seed if seed is None else seed, evaluator=self.recipe.evaluator,
+            seed=self.recipe.seed if seed is None else seed, evaluator=self.recipe.evaluator, init_adapter=init_adapter,
         )
 
     def _fidelity_key(self, level: int) -> str:
@@ -243,12 +243,15 @@ class Search:
         level = len(self.levels) - 1
         requests, seen = [], set()
         for i, result in enumerate(results):
-            key = f"oneshot|{_config_key(result.config)}|{self._fidelity_key(level)}"
+            # a warm start (the method's own weights of this configuration) is another run than a cold one
+            init = result.details.get("init_adapter")
+            key = f"oneshot|{_config_key(result.config)}|{self._fidelity_key(level)}" + (f"|init={init}" if init else "")
             if key in seen:  # two budgets may give the same configuration: train it once
                 continue
             seen.add(key)
             name = f"budget={result.budget}" if result.budget is not None else f"oneshot:{i}"
-            requests.append(self._request("search", key, None, result.config, level, self.levels[level], name=name))
+            requests.append(self._request("search", key, None, result.config, level, self.levels[level], name=name,
+                                          init_adapter=init))
         if self._bar is not None:
             self._bar.total = len(requests) + (len(self.baselines.configs) if self.recipe.final is None else 0)
         return _unique_ok(self._evaluate(executor, requests))

@@ -46,6 +46,7 @@ def train_and_evaluate(request: dict[str, Any]) -> dict[str, Any]:
             model_name_or_path=request["model"],
             task=task,
             peft_config=load_point_config(config) if config is not None else None,  # None: full fine-tuning
+            init_adapter=request.get("init_adapter"),
             output_dir=None,
             seed=request["seed"],
             eval_split=request["eval_split"],

@@ -317,6 +317,31 @@ class SearchSpace:
     def max_cost(self) -> int:
         return self.cost(self.largest_point())
 
+    # -- the sandwich rule's sub-configurations (super-PET training, `training.sandwich`) ------------------------
+    def smallest(self) -> dict[str, Any]:
+        """The narrowest slice of every block: each searched module at its smallest positive size in every layer,
+        the cheapest LoRA target set. Not the cheapest point (one tiny block in one layer): the sandwich rule's
+        smallest trains the units every slice shares."""
+        x: dict[str, Any] = {}
+        for name, variable in self.variables.items():
+            if isinstance(variable, Binary):
+                x[name] = True
+            elif name != "lora_targets":
+                x[name] = min((s for s in variable.options if s > 0), default=0)
+        if "lora_targets" in self.variables:
+            x["lora_targets"] = min(self.target_options, key=lambda t: self.cost(self.repair({**x, "lora_targets": t})))
+        return self.repair(x)
+
+    def sample(self, rng: Any) -> dict[str, Any]:
+        """A uniformly random point (each variable drawn independently from a `numpy` generator), repaired."""
+        x: dict[str, Any] = {}
+        for name, variable in self.variables.items():
+            if isinstance(variable, Binary):
+                x[name] = bool(rng.integers(0, 2))
+            else:
+                x[name] = variable.options[int(rng.integers(0, len(variable.options)))]
+        return self.repair(x)
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary, saved with the front."""
         return {

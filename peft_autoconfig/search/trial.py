@@ -45,6 +45,9 @@ class TrialRequest:
     eval_subset: Optional[int]
     seed: int
     evaluator: Optional[str] = None
+    init_adapter: Optional[str] = None
+    """An adapter folder the run starts from instead of a fresh initialisation: a one-shot method's warm start
+    (`OneShotResult.details["init_adapter"]`, e.g. a super-PET's slice)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -45,6 +45,24 @@ def apply_peft(model: Any, peft_config: Any) -> Any:
     return get_peft_model(model, config)
 
 
+def load_init_adapter(model: Any, path: str) -> None:
+    """Start `model` (a peft model) from the weights of the adapter folder `path`, saved for the same config
+    (a warm start, e.g. from a super-PET's slice); a folder that does not fit is refused naming `init_adapter`."""
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    try:
+        weights = load_peft_weights(path)
+        result = set_peft_model_state_dict(model, weights)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"`init_adapter`: cannot read adapter weights from {path!r}: {error}") from None
+    except RuntimeError as error:  # shape mismatch
+        raise ValueError(f"`init_adapter`: the weights in {path!r} do not fit the config: {error}") from None
+    if result.unexpected_keys:
+        raise ValueError(f"`init_adapter`: {path!r} holds weights the config does not have: "
+                         f"{sorted(result.unexpected_keys)[:5]}.")
+
+
 def count_parameters(model: Any) -> tuple[int, int]:
     """(trainable parameters without the head, with the head), as saved: a prefix trained through an MLP counts its
     folded keys/values (`count_trainable_parameters`), not the MLP (`count_training_parameters`)."""

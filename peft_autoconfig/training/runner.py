@@ -26,7 +26,7 @@ from .distributed import distributed_training_kwargs, prepare_distributed_enviro
 from .logging_utils import library_verbosity
 from .memory import PeakMemory
 from .metrics import build_compute_metrics
-from .model import apply_peft, count_parameters, load_model
+from .model import apply_peft, count_parameters, load_init_adapter, load_model
 from .optim import (
     DEFAULT_WARMUP_RATIO,
     DEFAULT_WEIGHT_DECAY,
@@ -53,6 +53,8 @@ class RunConfig:
         model_name_or_path (`str`): a local model folder or a Hub id (a sequence-classification head is added).
         task (`str` or `TaskConfig`): "rotten_tomatoes", a folder of split files, a Hub dataset, or a `TaskConfig`.
         peft_config (`peft.PeftConfig`, *optional*): the PET config; None = full fine-tuning.
+        init_adapter (`str`, *optional*): an adapter folder saved for the same config whose weights (head included)
+            the run starts from instead of the fresh initialisation (a warm start, e.g. a super-PET's slice).
         output_dir (`str`, *optional*): where the adapter (safetensors) and `metrics.json` go; None = a temporary
             folder, removed afterwards.
         seed (`int`): seeds the head and adapter init, data order and the train subset.
@@ -74,14 +76,15 @@ class RunConfig:
         deepspeed (`str`, *optional*): a DeepSpeed JSON config (see recipes/deepspeed/).
         save_adapter (`bool`): save the adapter (or full model) when `output_dir` is set.
         show_progress (`bool`): progress bars and library logs; False = silent (the search).
-        trainer_class (`type`, *optional*): a `transformers.Trainer` subclass to train with (the backbone
-            pruning's `SandwichTrainer`); None = `Trainer`.
+        trainer_class (`type`, *optional*): a `transformers.Trainer` subclass to train with (the
+            sandwich rule's `training.sandwich.SandwichTrainer`); None = `Trainer`.
         trainer_kwargs (`dict`): extra keyword arguments of `trainer_class`.
     """
 
     model_name_or_path: str
     task: Union[str, TaskConfig]
     peft_config: Optional[Any] = None
+    init_adapter: Optional[str] = None
     output_dir: Optional[str] = None
     seed: int = 0
     train_subset: Optional[int] = None
@@ -123,6 +126,8 @@ class RunConfig:
             raise ValueError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}.")
         if not self.weight_decay >= 0:
             raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay}.")
+        if self.init_adapter is not None and self.peft_config is None:
+            raise ValueError("`init_adapter` warm-starts a PEFT config: set `peft_config` too.")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise FileNotFoundError(
                 f"`deepspeed` config {self.deepspeed} not found; the shipped ones are recipes/deepspeed/zero2.json "
@@ -238,6 +243,8 @@ def _train_and_evaluate(config: RunConfig, task: TaskConfig, work_dir: str, star
     model = load_model(config.model_name_or_path, num_labels, tokenizer, task.label_names)
     if config.peft_config is not None:
         model = apply_peft(model, config.peft_config)
+        if config.init_adapter is not None:
+            load_init_adapter(model, config.init_adapter)
     trainable, trainable_with_head = count_parameters(model)
 
     trainer = (config.trainer_class or Trainer)(
@@ -308,7 +315,7 @@ def write_metrics(config: RunConfig, task: TaskConfig, result: RunResult, memory
         "run": {
             **{key: getattr(config, key) for key in (
                 "seed", "train_subset", "eval_subset", "num_epochs", "max_steps", "learning_rate", "warmup_ratio",
-                "weight_decay", "batch_size", "max_length", "eval_split", "deepspeed")},
+                "weight_decay", "batch_size", "max_length", "eval_split", "deepspeed", "init_adapter")},
             "learning_rates": config.resolved_learning_rates(),
         },
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),

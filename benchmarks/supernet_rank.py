@@ -1,0 +1,178 @@
+"""Does the super-PET rank configurations as stand-alone training does? Kendall tau on N configurations.
+
+    python benchmarks/supernet_rank.py --recipe recipes/rotten_tomatoes_supernet.yaml --out runs/supernet_rank --n 20
+    python benchmarks/supernet_rank.py --recipe ... --out ... --n 20 --warm-start      # + re-training from the slices
+
+The recipe's space, training settings, fidelity levels and selection split are used exactly as the `supernet`
+strategy uses them: the super-PET is trained with the sandwich rule at the first fidelity level (the recipe's
+`algorithm.settings` for the sandwich, when the recipe names `supernet`), N distinct random points of the space are
+scored on their slices on the selection split (`settings.score_subset` examples, as in the search), and each is
+trained stand-alone from scratch at the last fidelity level and scored on `evaluation.eval_subset` examples of the
+same split (with `--warm-start`, once more starting from its slice). Everything is cached
+under OUT (`superpet/`, `standalone.jsonl`), so an interrupted run resumes.
+
+Reported (OUT/results.json and OUT/results.md, printed too): Kendall tau and Spearman rho between the super-PET
+scores and the stand-alone metrics (and, with `--warm-start`, between the cold and warm stand-alone metrics and the
+mean gain of the warm start), each with its p-value and N; the wall times of the super-PET training, of one slice
+scoring and of one stand-alone run, and the super-PET training in units of one stand-alone run (machine load counts,
+so compare these on an otherwise idle machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from peft_autoconfig.front import config_to_dict
+from peft_autoconfig.search import load_recipe
+from peft_autoconfig.search.oneshot import OneShotContext
+from peft_autoconfig.search.recipe import resolve_model
+from peft_autoconfig.search.space import SearchSpace
+from peft_autoconfig.search.strategies.supernet import SupernetSettings
+from peft_autoconfig.search.superpet import SliceScorer, load_superpet, save_slice, train_superpet
+from peft_autoconfig.training.runner import RunConfig, run
+
+
+def sample_points(space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
+    """`n` distinct random points of the space (fewer if the space is smaller), in draw order."""
+    rng = np.random.default_rng(seed)
+    points: dict[str, dict[str, Any]] = {}
+    for _ in range(100 * n):
+        x = space.sample(rng)
+        points.setdefault(space.key(x), x)
+        if len(points) == n:
+            break
+    return list(points.values())
+
+
+def standalone(context: OneShotContext, level: dict[str, Any], config: Any, init_adapter: str | None) -> dict[str, Any]:
+    kwargs = dict(context.training)
+    kwargs.update({k: v for k, v in level.items() if v is not None})
+    result = run(RunConfig(model_name_or_path=context.model, task=context.task, peft_config=config,
+                           init_adapter=init_adapter, seed=context.seed, eval_split=context.selection_split,
+                           eval_subset=context.eval_subset, save_adapter=False, show_progress=False, **kwargs))
+    return {"metric": result.metric_value, "wall_time_s": result.wall_time_s}
+
+
+def correlations(a: list[float], b: list[float]) -> dict[str, Any]:
+    from scipy.stats import kendalltau, spearmanr
+
+    if len(a) < 3:
+        return {"n": len(a), "kendall_tau": None, "kendall_p": None, "spearman_rho": None, "spearman_p": None}
+    tau, tau_p = kendalltau(a, b)
+    rho, rho_p = spearmanr(a, b)
+    return {"n": len(a), "kendall_tau": float(tau), "kendall_p": float(tau_p), "spearman_rho": float(rho),
+            "spearman_p": float(rho_p)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", required=True, help="a search recipe (its space, training, fidelity, evaluation)")
+    parser.add_argument("--out", required=True, help="output folder (resumable)")
+    parser.add_argument("--n", type=int, default=20, help="configurations to compare (default 20)")
+    parser.add_argument("--warm-start", action="store_true", help="also re-train each from its slice")
+    args = parser.parse_args(argv)
+
+    recipe = load_recipe(args.recipe)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = resolve_model(recipe.model)
+    space = SearchSpace.from_pretrained(model, recipe.space)
+    settings = SupernetSettings.parse((recipe.algorithm.settings or {}) if recipe.algorithm.name == "supernet" else {})
+    context = OneShotContext(
+        model=model, task=recipe.task, space=space, training=recipe.training.run_kwargs(),
+        fidelity=dict(recipe.fidelity_levels[0]), selection_split=recipe.evaluation.selection_split,
+        eval_subset=recipe.evaluation.eval_subset, seed=recipe.seed, budgets=[], work_dir=out, progress=True,
+    )
+    start = time.perf_counter()
+    manifest = train_superpet(context, {"num_random": settings.num_random, "temperature": settings.temperature,
+                                        "distill": settings.distill}, out / "superpet")
+    superpet = load_superpet(out / "superpet", model, recipe.task, space)
+    scorer = SliceScorer.for_task(superpet, model, recipe.task, context.selection_split,
+                                  settings.score_subset or context.eval_subset,
+                                  int(context.training.get("max_length", 128)),
+                                  settings.eval_batch_size or 2 * int(context.training.get("batch_size", 16)))
+    print(f"super-PET ready in {time.perf_counter() - start:.0f} s (trained in {manifest['wall_time_s']:.0f} s)")
+
+    log = out / "standalone.jsonl"
+    done = {json.loads(line)["key"]: json.loads(line) for line in log.read_text().splitlines()} if log.is_file() else {}
+    level = recipe.fidelity_levels[-1]
+    rows = []
+    points = sample_points(space, args.n, recipe.seed)
+    for i, x in enumerate(points):
+        key = space.key(x)
+        row = done.get(key)
+        if row is None or (args.warm_start and "warm" not in row):
+            config = space.decode(x)
+            row = row or {"key": key, "x": x, "config": config_to_dict(config), "parameters": space.cost(x)}
+            started = time.perf_counter()
+            row["superpet"] = scorer(x)
+            row["scoring_s"] = time.perf_counter() - started
+            row.setdefault("cold", standalone(context, level, config, None))
+            if args.warm_start:
+                folder = save_slice(superpet, config, model, recipe.task, out / "slices" / str(i))
+                row["warm"] = standalone(context, level, config, str(folder))
+            with open(log, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            done[key] = row
+        rows.append(row)
+        print(f"[{i + 1}/{len(points)}] {row['parameters']:>9,} params  super-PET "
+              f"{row['superpet']:.4f}  stand-alone {row['cold']['metric']:.4f}"
+              + (f"  warm {row['warm']['metric']:.4f}" if "warm" in row else ""))
+
+    superpet_scores = [r["superpet"] for r in rows]
+    cold = [r["cold"]["metric"] for r in rows]
+    standalone_s = float(np.mean([r["cold"]["wall_time_s"] for r in rows]))
+    results: dict[str, Any] = {
+        "recipe": str(args.recipe), "model": recipe.model, "n": len(rows),
+        "superpet_vs_standalone": correlations(superpet_scores, cold),
+        "superpet_training_s": manifest["wall_time_s"],
+        "scoring_s_per_config": float(np.mean([r["scoring_s"] for r in rows])),
+        "standalone_s_per_config": standalone_s,
+        "superpet_training_in_standalone_runs": manifest["wall_time_s"] / standalone_s if standalone_s else None,
+        "rows": [{k: r[k] for k in ("x", "parameters", "superpet", "cold", "warm") if k in r} for r in rows],
+    }
+    if all("warm" in r for r in rows):
+        warm = [r["warm"]["metric"] for r in rows]
+        results["cold_vs_warm"] = correlations(cold, warm)
+        results["warm_gain_mean"] = float(np.mean(np.subtract(warm, cold)))
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    report = format_report(results)
+    (out / "results.md").write_text(report)
+    print(report)
+    return results
+
+
+def format_report(results: dict[str, Any]) -> str:
+    c = results["superpet_vs_standalone"]
+    lines = [
+        f"# super-PET ranking vs stand-alone training ({results['model']}, N = {results['n']})", "",
+        f"- Kendall tau {_f(c['kendall_tau'])} (p {_f(c['kendall_p'])}), Spearman rho {_f(c['spearman_rho'])} "
+        f"(p {_f(c['spearman_p'])})",
+        f"- super-PET training {results['superpet_training_s']:.0f} s = "
+        f"{_f(results['superpet_training_in_standalone_runs'])} stand-alone runs of "
+        f"{results['standalone_s_per_config']:.0f} s; "
+        f"scoring one slice {results['scoring_s_per_config']:.2f} s",
+    ]
+    if "cold_vs_warm" in results:
+        w = results["cold_vs_warm"]
+        lines.append(f"- warm start from the slice: mean gain {results['warm_gain_mean']:+.4f}; "
+                     f"Kendall tau cold vs warm {_f(w['kendall_tau'])}")
+    lines += ["", "| parameters | super-PET | stand-alone | warm start |", "|---:|---:|---:|---:|"]
+    for r in sorted(results["rows"], key=lambda r: r["parameters"]):
+        warm = f"{r['warm']['metric']:.4f}" if "warm" in r else ""
+        lines.append(f"| {r['parameters']:,} | {r['superpet']:.4f} | {r['cold']['metric']:.4f} | {warm} |")
+    return "\n".join(lines) + "\n"
+
+
+def _f(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    main()

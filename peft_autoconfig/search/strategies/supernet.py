@@ -1,0 +1,183 @@
+"""`algorithm.name: supernet`: train one weight-sharing super-PET, search its slices by inference only.
+
+Two-stage weight-sharing NAS (Klein et al.; OFA; HAT) applied to the mixed composite: the super-PET (the space's
+largest configuration, `search.superpet`) is trained once with the sandwich rule at the first fidelity level; then
+an ask/tell strategy (`settings.inner`, NSGA-II by default) explores the space for `settings.inner_trials` points,
+each scored on its slice of the super-PET on the selection split (no training), against its analytic parameter
+count. The inner front (at most `settings.max_results` points, spread by crowding distance) is returned; the driver
+re-trains each configuration stand-alone and the search ends as every other.
+
+Files in `<out>/oneshot/`: `superpet/` (the trained super-PET: a peft adapter folder plus `superpet.json`),
+`inner.jsonl` (one line per scored point, so a resumed inner search re-scores nothing), `supernet.json` (timings),
+and with `warm_start_from_slice` `slices/<i>/`, each returned configuration's sliced weights as an adapter folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from ...front import config_to_dict
+from ..oneshot import OneShotContext, OneShotResult, OneShotStrategy
+from ..pareto import non_dominated, select_for_promotion
+from ..problem import SearchProblem
+from ..schema import RecipeModel
+from ..space import SearchSpace
+from .base import check_algorithm, make_strategy, register_strategy
+
+
+class SupernetSettings(RecipeModel):
+    """`algorithm.settings` of `supernet`.
+
+    Args:
+        inner: the ask/tell strategy searching the slices (`nsga2`, `random`, `mobo`).
+        inner_trials: points it scores on the super-PET (inference only: thousands are affordable).
+        inner_pop_size: its batch / population size.
+        max_results: at most this many inner-front points are returned for stand-alone re-training (the most
+            spread ones by crowding distance, the extremes kept).
+        num_random: random sub-configurations per sandwich step (besides the largest and the smallest).
+        distill: in-place distillation of the students from the largest (else they train on the labels).
+        temperature: distillation temperature.
+        score_subset: score the slices on this many examples of the selection split (a fixed subset); default
+            `evaluation.eval_subset`. The driver's stand-alone re-training still scores on `evaluation.eval_subset`.
+        eval_batch_size: batch size of the scoring passes (default twice `training.batch_size`).
+        superpet: a super-PET folder to reuse instead of training one (it must be of the same model and contain the
+            space; its own training settings are taken as they are).
+        warm_start_from_slice: also save each returned configuration's sliced weights (`slices/<i>/`, named in
+            the result's `details.init_adapter`) for a re-training that starts from them; see docs/search.md.
+    """
+
+    where: ClassVar[tuple[str, ...]] = ("algorithm", "settings")
+
+    inner: str = "nsga2"
+    inner_trials: int = Field(500, strict=True, ge=1)
+    inner_pop_size: int = Field(32, strict=True, ge=2)
+    max_results: int = Field(8, strict=True, ge=1)
+    num_random: int = Field(2, strict=True, ge=0)
+    distill: bool = True
+    temperature: float = Field(1.0, gt=0)
+    score_subset: Optional[int] = Field(None, strict=True, ge=1)
+    eval_batch_size: Optional[int] = Field(None, strict=True, ge=1)
+    superpet: Optional[str] = Field(None, min_length=1)
+    warm_start_from_slice: bool = False
+
+    @field_validator("inner")
+    @classmethod
+    def _ask_tell(cls, name: str) -> str:
+        from . import STRATEGIES
+
+        check_algorithm(name)
+        if issubclass(STRATEGIES[name], OneShotStrategy):
+            asking = sorted(n for n, s in STRATEGIES.items() if not issubclass(s, OneShotStrategy))
+            raise ValueError(f"must be an ask/tell strategy, one of {asking}; {name!r} is a one-shot strategy")
+        return name
+
+
+def inner_search(
+    space: SearchSpace, score: Callable[[dict[str, Any]], float], log: Path, *, inner: str, n_trials: int,
+    pop_size: int, seed: int, progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Drive `inner` over `space` for `n_trials` asked points, each scored by `score(x)` (the metric, maximised)
+    against `space.cost(x)`; every distinct point is scored once and logged to `log` (JSON lines), whose lines a
+    resumed search reuses. Returns the log's entries of the asked points, distinct, in order."""
+    from tqdm.auto import tqdm
+
+    done: dict[str, dict[str, Any]] = {}
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                done[entry["key"]] = entry
+    strategy = make_strategy(inner, pop_size, space.repair)
+    strategy.setup(SearchProblem(space, ["metric", "trainable_parameters"]), seed=seed)
+    asked: dict[str, dict[str, Any]] = {}
+    count = 0
+    bar = tqdm(total=n_trials, desc="super-PET slices", unit="point", disable=not progress)
+    with open(log, "a") as handle, bar:
+        while count < n_trials:
+            points = strategy.ask()[: n_trials - count]
+            if not points:
+                break
+            F = []
+            for x in points:
+                key = space.key(x)
+                if key not in done:
+                    start = time.perf_counter()
+                    done[key] = {"key": key, "x": space.canonical(x), "metric": score(x),
+                                 "trainable_parameters": space.cost(x), "wall_time_s": time.perf_counter() - start}
+                    handle.write(json.dumps(done[key]) + "\n")
+                    handle.flush()
+                asked.setdefault(key, done[key])
+                F.append([-done[key]["metric"], done[key]["trainable_parameters"]])
+            strategy.tell(points, np.array(F, dtype=float))
+            count += len(points)
+            bar.update(len(points))
+            bar.set_postfix(best=f"{max(e['metric'] for e in asked.values()):.4f}", scored=len(asked))
+    return list(asked.values())
+
+
+def inner_front(entries: list[dict[str, Any]], max_results: int) -> list[dict[str, Any]]:
+    """The non-dominated entries (metric up, parameters down), at most `max_results` spread ones, smallest first."""
+    F = np.array([[-e["metric"], e["trainable_parameters"]] for e in entries], dtype=float).reshape(-1, 2)
+    front = [entries[i] for i in non_dominated(F)]
+    if len(front) > max_results:
+        chosen = select_for_promotion(np.array([[-e["metric"], e["trainable_parameters"]] for e in front]), max_results)
+        front = [front[i] for i in chosen]
+    return sorted(front, key=lambda e: (e["trainable_parameters"], -e["metric"]))
+
+
+@register_strategy
+class SupernetStrategy(OneShotStrategy):
+    """Weight-sharing super-PET search (see the module docstring)."""
+
+    name = "supernet"
+    budgeted = False
+    settings_model = SupernetSettings
+
+    def search(self, context: OneShotContext) -> list[OneShotResult]:
+        from ..superpet import SliceScorer, load_superpet, save_slice, train_superpet
+
+        settings: SupernetSettings = self.settings
+        work_dir = Path(context.work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        if settings.superpet is None:
+            directory = work_dir / "superpet"
+            sandwich = {"num_random": settings.num_random, "temperature": settings.temperature,
+                        "distill": settings.distill}
+            manifest = train_superpet(context, sandwich, directory)
+        else:
+            directory = Path(settings.superpet)
+            manifest = None
+        trained = time.perf_counter()
+        superpet = load_superpet(directory, context.model, context.task, context.space)
+        batch_size = settings.eval_batch_size or 2 * int(context.training.get("batch_size", 16))
+        scorer = SliceScorer.for_task(superpet, context.model, context.task, context.selection_split,
+                                      settings.score_subset or context.eval_subset,
+                                      int(context.training.get("max_length", 128)), batch_size)
+        entries = inner_search(context.space, scorer, work_dir / "inner.jsonl", inner=settings.inner,
+                               n_trials=settings.inner_trials, pop_size=settings.inner_pop_size, seed=context.seed,
+                               progress=context.progress)
+        front = inner_front(entries, settings.max_results)
+        scored = time.perf_counter()
+        results = []
+        for i, entry in enumerate(front):
+            config = context.space.decode(entry["x"])
+            details: dict[str, Any] = {"x": entry["x"], "superpet_metric": entry["metric"]}
+            if settings.warm_start_from_slice:
+                path = save_slice(superpet, config, context.model, context.task, work_dir / "slices" / str(i))
+                details["init_adapter"] = str(path)
+            results.append(OneShotResult(config=config_to_dict(config), score=entry["metric"], details=details,
+                                         trainable_parameters=entry["trainable_parameters"]))
+        summary = {
+            "superpet": str(directory), "superpet_training_s": trained - start, "scoring_s": scored - trained,
+            "n_scored": len(entries), "n_front": len(front), "metric_name": scorer.metric_name,
+            "superpet_metric": None if manifest is None else manifest.get("metric"),
+        }
+        (work_dir / "supernet.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return results

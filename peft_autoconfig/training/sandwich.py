@@ -1,0 +1,130 @@
+"""Training a weight-sharing super-network with the sandwich rule (Yu et al.'s slimmable networks; Klein et al.).
+
+Every training step runs the largest sub-network (the whole super-network) on the labels, then the smallest and
+`num_random` random sub-networks, each distilled in place from the largest's (detached) outputs: KL divergence of
+the temperature-softened class distributions (scaled by T^2), or the squared error for regression; without
+distillation each student is trained on the labels. The losses are summed before the one backward pass, so the
+gradients of all sub-networks accumulate into the shared weights and the step stays one `Trainer` step (DeepSpeed
+and DDP see an ordinary loss). Evaluation runs the largest.
+
+What a sub-network is lives elsewhere: the trainer takes a `supernet` factory that, given the model, returns a
+`Switch` (runs a sub-network in place: the backbone's `SuperNetwork`, the super-PET's `SuperPet`) and a
+`SubSpace` (draws sub-networks). Both weight-sharing methods of the project train through this one trainer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ContextManager, Optional, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+
+class Switch(Protocol):
+    """Runs a sub-network of the model in place: `with switch.use(sub): model(...)`; `use(None)` = the largest."""
+
+    def use(self, sub: Any) -> ContextManager[None]: ...
+
+
+class SubSpace(Protocol):
+    """Where the sandwich rule draws its students from."""
+
+    def smallest(self) -> Any: ...
+
+    def sample(self, rng: np.random.Generator) -> Any: ...
+
+
+SupernetFactory = Callable[[torch.nn.Module], tuple[Switch, SubSpace]]
+"""Given the model the `Trainer` trains (possibly a peft model), its switch and its space of sub-networks."""
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on softened class distributions x T^2; squared error for one output (regression)."""
+    if student.shape[-1] == 1:
+        return F.mse_loss(student, teacher)
+    return F.kl_div(
+        F.log_softmax(student / temperature, dim=-1), F.log_softmax(teacher / temperature, dim=-1),
+        reduction="batchmean", log_target=True,
+    ) * temperature**2
+
+
+def sandwich_networks(space: SubSpace, num_random: int, rng: np.random.Generator) -> dict[str, Any]:
+    """The students of one step: the smallest and `num_random` random sub-networks (the largest is the teacher)."""
+    students = {"smallest": space.smallest()}
+    students.update({f"random_{i}": space.sample(rng) for i in range(num_random)})
+    return students
+
+
+def sandwich_losses(
+    model: torch.nn.Module,
+    supernet: Switch,
+    students: dict[str, Any],
+    inputs: dict[str, Any],
+    temperature: float = 1.0,
+    distill: bool = True,
+) -> tuple[dict[str, torch.Tensor], Any]:
+    """The step's losses by name ("largest": the task loss; "distill_<student>" (in-place distillation) or
+    "task_<student>" (labels, `distill=False`)) and the largest network's outputs. `model` may be a wrapper (DDP,
+    DeepSpeed) of the model `supernet` switches."""
+    with supernet.use(None):
+        outputs = model(**inputs)
+    losses = {"largest": outputs.loss}
+    teacher = outputs.logits.detach()
+    student_inputs = {k: v for k, v in inputs.items() if k != "labels"} if distill else inputs
+    for name, sub in students.items():
+        with supernet.use(sub):
+            student = model(**student_inputs)
+        if distill:
+            losses[f"distill_{name}"] = distillation_loss(student.logits, teacher, temperature)
+        else:
+            losses[f"task_{name}"] = student.loss
+    return losses, outputs
+
+
+class SandwichTrainer(Trainer):
+    """`Trainer` whose training loss is the sandwich rule's (see the module docstring); `last_losses` holds the
+    parts of the last step's loss, by name, as floats.
+
+    Args (besides the `Trainer`'s):
+        supernet: builds the switch and the space of sub-networks from the model (see `SupernetFactory`).
+        num_random: random students per step (>= 0).
+        temperature: distillation temperature (> 0).
+        distill: in-place distillation from the largest (True) or the labels for every student (False).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        supernet: SupernetFactory,
+        num_random: int = 2,
+        temperature: float = 1.0,
+        distill: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if num_random < 0:
+            raise ValueError(f"`supernet.num_random` must be >= 0, got {num_random}.")
+        if not temperature > 0:
+            raise ValueError(f"`supernet.temperature` must be > 0, got {temperature}.")
+        self.supernet, self.space = supernet(self.model)
+        self.num_random = num_random
+        self.temperature = temperature
+        self.distill = distill
+        self.last_losses: dict[str, float] = {}
+
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+        num_items_in_batch: Optional[torch.Tensor] = None,
+    ) -> Any:
+        if not model.training:
+            with self.supernet.use(None):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # seeded by the step, so a resumed run draws the same sub-networks
+        rng = np.random.default_rng([self.args.seed, self.state.global_step])
+        students = sandwich_networks(self.space, self.num_random, rng)
+        losses, outputs = sandwich_losses(model, self.supernet, students, inputs, self.temperature, self.distill)
+        loss = torch.stack(list(losses.values())).sum()
+        self.last_losses = {name: float(value.detach()) for name, value in losses.items()}
+        return (loss, outputs) if return_outputs else loss

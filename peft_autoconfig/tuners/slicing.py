@@ -1,0 +1,244 @@
+"""A super-PET: one mixed-composite adapter at the largest sizes whose slices are the smaller configurations.
+
+A sub-configuration (a `MixedPetConfig`, or a point of a `SearchSpace`) runs in place, sharing the super-PET's
+weights (nothing is copied):
+
+- LoRA of rank r: the first r ranks (rows of `A`, columns of `B`), scaled as a stand-alone rank-r LoRA would be
+  (`MixedPetConfig.lora_scaling(r)`: 1.0 by default at every rank, `lora_alpha / r` or `lora_alpha / sqrt(r)` when
+  the sub-configuration sets `lora_alpha`/`use_rslora`);
+- serial/parallel adapter of size k: the first k bottleneck units (rows of `down`, columns of `up`);
+- prefix of length l: the first l key/value tokens;
+- a block the sub-configuration lacks in a layer (size 0, layer not selected, LoRA target not chosen) is skipped.
+
+Units are removed by forward hooks that zero them (LoRA: the output of `A`, times the scaling ratio; adapters: the
+output of the non-linearity); while the slice is active, an absent block's `forward` is shadowed by one that returns
+zeros without computing anything, and a prefix's `keys_values` by one that cuts it (instance attributes, removed
+again when the slice changes). So a slice computes what the stand-alone configuration with
+the sliced weights computes, and training a slice only updates (gives gradients to) the weights it uses. Which
+block goes where comes from `tuners.plan.module_plans`, the same plan the tuner injects with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from ..architectures import spec_for
+from .blocks import Bottleneck, LoraDelta, PrefixKV
+from .layer import PetLayer
+from .mixed.config import MixedPetConfig
+from .plan import BlockPlan, module_plans
+
+SubConfig = Union[MixedPetConfig, Mapping[str, Any], None]
+"""None (the whole super-PET), a `MixedPetConfig`, or a point of the `SearchSpace` given to `SuperPet`."""
+
+SIZES: dict[str, tuple[str, str]] = {
+    "lora": ("lora_rank", "lora_rank"),
+    "serial": ("serial_size", "serial_adapter_size"),
+    "parallel": ("parallel_size", "parallel_adapter_size"),
+    "prefix": ("prefix_length", "prefix_length"),
+}
+"""Block kind -> (its `BlockPlan` field, its `MixedPetConfig` field)."""
+
+SHARED_FIELDS: tuple[str, ...] = (
+    "adapter_non_linearity", "serial_adapter_placement", "parallel_adapter_scaling", "prefix_projection_size",
+)
+"""Fields a slice cannot change: they decide what the shared weights compute."""
+
+
+class SliceError(ValueError):
+    """A sub-configuration the super-PET does not contain (a size larger than trained, another block layout)."""
+
+
+class _PrefixSlice:
+    """Stands in for `PrefixKV.keys_values` while a slice is active: the first `length` prefix tokens only."""
+
+    def __init__(self, block: PrefixKV, length: int) -> None:
+        self.block, self.length = block, length
+
+    def __call__(self, batch_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        key, value, bias = PrefixKV.keys_values(self.block, batch_size, dtype)
+        return key[..., : self.length, :], value[..., : self.length, :], bias
+
+
+class _Absent:
+    """Stands in for an absent block's `forward` while a slice is active: zeros of its output's shape, no compute."""
+
+    def __init__(self, out_features: int) -> None:
+        self.out_features = out_features
+
+    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return x.new_zeros(*x.shape[:-1], self.out_features)
+
+
+class SuperPet:
+    """Switches a peft model holding one `MixedPetConfig` adapter between its slices; see the module docstring.
+
+    Hooks are installed once (switching is cheap enough for every training step); `remove()` takes them off.
+    `select(None)` runs the whole super-PET. `space` (a `search.space.SearchSpace`) lets `use`/`select` take points.
+    """
+
+    def __init__(self, model: nn.Module, space: Any = None, adapter_name: Optional[str] = None) -> None:
+        self.model = model
+        self.space = space
+        configs = getattr(model, "peft_config", None)
+        if not configs:
+            raise TypeError(f"A super-PET is a peft model with a `MixedPetConfig` adapter, got {type(model).__name__}.")
+        self.adapter_name = adapter_name or getattr(model, "active_adapter", None) or next(iter(configs))
+        self.config = configs[self.adapter_name]
+        if type(self.config) is not MixedPetConfig:
+            raise TypeError(f"A super-PET needs a `MixedPetConfig` adapter (no gates), "
+                            f"got {type(self.config).__name__}.")
+        base = model.get_base_model()
+        self.model_config = base.config
+        self.plans: dict[tuple[int, str], BlockPlan] = module_plans(self.config, self.model_config)
+        spec = spec_for(self.model_config)
+        self.layers: dict[tuple[int, str], PetLayer] = {}
+        for name, module in base.named_modules():
+            located = spec.split_key(name)
+            if isinstance(module, PetLayer) and located in self.plans:
+                self.layers[located] = module
+        self.active: Optional[MixedPetConfig] = None
+        self._masks: dict[nn.Module, torch.Tensor] = {}
+        self._shadowed: list[tuple[nn.Module, str]] = []
+        self._handles = []
+        for layer in self.layers.values():
+            for kind in SIZES:
+                block = layer.blocks(kind)[self.adapter_name] if self.adapter_name in layer.blocks(kind) else None
+                if block is None:
+                    continue
+                if isinstance(block, LoraDelta):
+                    self._handles.append(block.A.register_forward_hook(self._mask_hook(block)))
+                elif isinstance(block, Bottleneck):
+                    self._handles.append(block.act.register_forward_hook(self._mask_hook(block)))
+
+    # -- hooks ----------------------------------------------------------------------------------------------------
+    def _mask_hook(self, block: nn.Module):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> Optional[torch.Tensor]:
+            mask = self._masks.get(block)
+            return None if mask is None else output * mask.to(device=output.device, dtype=output.dtype)
+
+        return hook
+
+    def _shadow(self, block: nn.Module, name: str, function: Any) -> None:
+        """Shadow method `name` of `block` by `function` (an instance attribute) until the slice changes."""
+        setattr(block, name, function)
+        self._shadowed.append((block, name))
+
+    # -- sub-configurations ---------------------------------------------------------------------------------------
+    def config_of(self, sub: SubConfig) -> Optional[MixedPetConfig]:
+        """`sub` as a `MixedPetConfig` (a point is decoded with the space), None for the whole super-PET."""
+        if sub is None or isinstance(sub, MixedPetConfig):
+            if sub is not None and type(sub) is not MixedPetConfig:
+                raise TypeError(f"A slice of a super-PET is a `MixedPetConfig`, got {type(sub).__name__}.")
+            return sub
+        if isinstance(sub, Mapping):
+            if self.space is None:
+                raise TypeError("A point needs the `SearchSpace`: build the `SuperPet` with `space=`.")
+            return self.space.decode(sub)
+        raise TypeError(f"A slice is a `MixedPetConfig`, a point of the space or None, got {type(sub).__name__}.")
+
+    def check(self, sub: SubConfig) -> dict[tuple[int, str], BlockPlan]:
+        """The plan of `sub`, after checking that the super-PET contains it; `SliceError` names the field."""
+        config = self.config_of(sub)
+        if config is None:
+            return self.plans
+        for name in SHARED_FIELDS:
+            if getattr(config, name) != getattr(self.config, name):
+                raise SliceError(f"`{name}` = {getattr(config, name)!r} differs from the super-PET's "
+                                 f"{getattr(self.config, name)!r}; a slice cannot change it.")
+        plans = module_plans(config, self.model_config)
+        for (layer, path), plan in plans.items():
+            trained = self.plans.get((layer, path))
+            for kind, (plan_field, config_field) in SIZES.items():
+                size, largest = getattr(plan, plan_field), getattr(trained, plan_field, 0)
+                if size <= largest:
+                    continue
+                if kind == "lora" and not largest:
+                    raise SliceError(f"`target_modules`: {path!r} (layer {layer}) has no LoRA in the super-PET; "
+                                     f"its LoRA targets are {self.config.target_modules or 'the default ones'}.")
+                raise SliceError(f"`{config_field}` = {size} in layer {layer} is larger than the super-PET's {largest} "
+                                 f"there (trained sizes: {config_field}={getattr(self.config, config_field)!r}).")
+        return plans
+
+    def select(self, sub: SubConfig) -> None:
+        """Make `sub` (None = the whole super-PET) the adapter the model's forward computes."""
+        config = self.config_of(sub)
+        plans = self.check(config)
+        self._clear()
+        if config is None:
+            return
+        for key, layer in self.layers.items():
+            plan = plans.get(key)
+            for kind, (plan_field, _) in SIZES.items():
+                if self.adapter_name not in layer.blocks(kind):
+                    continue
+                block = layer.blocks(kind)[self.adapter_name]
+                size, largest = getattr(plan, plan_field, 0), getattr(self.plans[key], plan_field)
+                if kind == "prefix":
+                    if size < largest:
+                        self._shadow(block, "keys_values", _PrefixSlice(block, size))
+                elif size == 0:
+                    out_features = block.B.out_features if isinstance(block, LoraDelta) else block.up.out_features
+                    self._shadow(block, "forward", _Absent(out_features))
+                elif kind == "lora":
+                    factor = config.lora_scaling(size) / block.scaling
+                    if size < largest or factor != 1.0:
+                        self._masks[block] = _leading(largest, size, factor)
+                elif size < largest:
+                    self._masks[block] = _leading(largest, size, 1.0)
+        self.active = config
+
+    def _clear(self) -> None:
+        self._masks.clear()
+        for block, name in self._shadowed:
+            block.__dict__.pop(name, None)
+        self._shadowed.clear()
+        self.active = None
+
+    @contextlib.contextmanager
+    def use(self, sub: SubConfig) -> Iterator[None]:
+        """Run `sub` inside the block, then go back to the previously active slice."""
+        previous = self.active
+        self.select(sub)
+        try:
+            yield
+        finally:
+            self.select(previous)
+
+    def remove(self) -> None:
+        """Take the hooks off: the model is the whole super-PET again."""
+        self._clear()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    # -- weights --------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def copy_slice_into(self, model: nn.Module) -> int:
+        """Copy the slice into `model`, a peft model of a sub-configuration on the same backbone: every trainable
+        tensor gets the leading block of the super-PET's tensor of the same name (the first ranks, units, tokens;
+        the head whole). Returns the number of tensors copied. Used to warm-start a stand-alone re-training."""
+        own = dict(self.model.named_parameters())
+        copied = 0
+        for name, parameter in model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            source = own.get(name)
+            if source is None or source.dim() != parameter.dim() or any(
+                s < t for s, t in zip(source.shape, parameter.shape)
+            ):
+                raise SliceError(f"`{name}` {tuple(parameter.shape)} is not a slice of the super-PET "
+                                 f"({None if source is None else tuple(source.shape)}).")
+            parameter.copy_(source[tuple(slice(0, n) for n in parameter.shape)])
+            copied += 1
+        return copied
+
+
+def _leading(size: int, keep: int, value: float) -> torch.Tensor:
+    mask = torch.zeros(size)
+    mask[:keep] = value
+    return mask
