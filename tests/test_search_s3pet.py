@@ -195,6 +195,38 @@ def test_a_mask_equals_the_discretised_config_with_the_same_weights(tiny_bert_di
         torch.testing.assert_close(model(**inputs).logits, small(**inputs).logits, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("family, fixed", [("bert", {"serial_adapter_placement": "pfeiffer"}), ("llama", {}), ("gpt2", {})])
+def test_gates_are_exact_on_every_family(make_tiny_model, family, fixed):
+    """Other placements and families (Pfeiffer serial adapter on the LayerNorm; Llama with grouped-query attention
+    and causal masks; GPT-2's fused Conv1D projection): hard gates give the discretised config's outputs, and no
+    gate gives the base model's."""
+    base = make_tiny_model(family, "eager" if family == "gpt2" else "sdpa")
+    space = SearchSpace(base.config, SpaceSpec(modules=MODULES, layer_mode="sizes", fixed=fixed), task_type=None)
+    sizes = {"serial_adapter": [2, 4], "parallel_adapter": [2, 4], "prefix": [1, 2], "lora": [2, 4]}
+    superconfig = SuperConfiguration(space, sizes=sizes)
+    torch.manual_seed(0)
+    model = get_peft_model(copy.deepcopy(base), superconfig.super_config())
+    with torch.no_grad():
+        for parameter in pet_weights(model).values():
+            parameter.normal_(0, 0.3)
+    controller = GateController(superconfig.counts, superconfig.total // 3)
+    install_gates(model, superconfig, controller)
+    chosen = discretise(superconfig, np.random.default_rng(0).uniform(size=len(superconfig)), superconfig.total // 3)
+    small = get_peft_model(copy.deepcopy(base), copy.deepcopy(chosen.config))
+    full = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, parameter in small.named_parameters():
+            if "mixed_pet_" in name:
+                parameter.copy_(full[name][tuple(slice(0, n) for n in parameter.shape)])
+    model.eval(), small.eval()
+    inputs = batch(labels=False)
+    with torch.no_grad():
+        controller.set_mask(chosen.kept)
+        torch.testing.assert_close(model(**inputs).logits, small(**inputs).logits, atol=1e-5, rtol=1e-4)
+        controller.set_mask([])
+        torch.testing.assert_close(model(**inputs).logits, base(**inputs).logits, atol=1e-5, rtol=1e-4)
+
+
 # -- bi-level steps -----------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def trainer(tmp_path, tiny_bert_dir, synthetic_task_dir, superconfig):
