@@ -113,8 +113,8 @@ def test_random_search_same_budget_and_strategy_registry(tmp_path, tiny_bert_dir
     search = [t for t in trials if t["kind"] == "search"]
     assert len(search) == 7 and len({t["key"] for t in search}) == 7
     assert result.document["search"]["algorithm"] == "random"
-    assert {"mobo", "nsga2", "prune", "random"} <= set(STRATEGIES)  # one-shot strategies of other branches may join
-    with pytest.raises(ValueError, match=r"allowed: \['mobo', 'nsga2', .*'prune', .*'random'.*\]"):
+    assert set(STRATEGIES) == {"mobo", "nsga2", "prune", "random", "s3pet", "supernet"}
+    with pytest.raises(ValueError, match=r"allowed: \['mobo', 'nsga2', 'prune', 'random', 's3pet', 'supernet'\]"):
         make_strategy("smac", 4, lambda x: x)
 
 

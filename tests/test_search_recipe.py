@@ -16,7 +16,7 @@ BASE = {"model": "m", "task": "rotten_tomatoes"}
     ("patch", "message"),
     [
         ({"epochs": 3}, r"unknown recipe field `epochs`; allowed fields: \['model', 'task'"),
-        ({"algorithm": {"name": "bayes"}}, r"`algorithm.name`: unknown algorithm 'bayes'; allowed: \['mobo', 'nsga2', .*'prune', .*'random', .*'supernet'\]"),
+        ({"algorithm": {"name": "bayes"}}, r"`algorithm.name`: unknown algorithm 'bayes'; allowed: \['mobo', 'nsga2', 'prune', 'random', 's3pet', 'supernet'\]"),
         ({"algorithm": {"n_trials": 0}}, r"`algorithm.n_trials`: Input should be greater than or equal to 1, got 0"),
         ({"algorithm": {"pop": 4}}, r"unknown recipe field `algorithm.pop`"),
         ({"fidelity": {"levels": [{"steps": 3}]}}, r"unknown recipe field `fidelity.levels\[0\].steps`.*'max_steps'"),

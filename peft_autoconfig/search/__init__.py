@@ -5,11 +5,9 @@ from .journal import Journal, JournalMismatchError, read_journal
 from .recipe import Recipe, RecipeError, load_recipe, parse_recipe
 from .space import SearchSpace, SpaceSpec
 from .strategies import STRATEGIES, Strategy, make_strategy, register_strategy
+from .strategies import prune as _prune, s3pet as _s3pet, supernet as _supernet  # noqa: F401  (one-shot; see strategies/__init__)
 from .trial import TrialRecord, TrialRequest
 
-# One-shot strategies register here, not in `strategies/__init__.py`: they subclass `oneshot.OneShotStrategy`, and
-# `oneshot` imports `strategies.base`, so importing them from the strategies package would be an import circle.
-from .strategies import prune as _prune, supernet as _supernet  # noqa: E402,F401  (registration)
 
 __all__ = [
     "Journal",

@@ -114,6 +114,8 @@ class Search:
         self.budgets: list[int] = []
         if recipe.budgets is not None:
             self.budgets = resolve_budgets(recipe.budgets, backbone_parameter_count(self.space.model_config), self.max_parameters)
+        if self.one_shot:
+            self.strategy.check(self.space, self.budgets)
         self.oneshot_time_s = 0.0
         self.journal: Journal | None = None
         self.n_evaluated = 0

@@ -97,6 +97,10 @@ class OneShotStrategy(Strategy):
             return None
         return cls.settings_model.parse(settings or {})
 
+    def check(self, space: Any, budgets: list[int]) -> None:
+        """Checks that need the space and the resolved budgets (`ValueError` naming the field); the driver calls it
+        when the search is built, before the journal exists and before any training. Default: nothing."""
+
     @abstractmethod
     def search(self, context: OneShotContext) -> list[OneShotResult]:
         """Train once and return the configurations (one per budget when budgeted)."""
