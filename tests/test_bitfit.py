@@ -244,3 +244,41 @@ def test_a_super_pet_slice_without_bias_in_a_layer_equals_the_standalone_config(
             sliced = model(inputs()).logits
         assert torch.allclose(sliced, standalone(inputs()).logits, atol=1e-5)
         assert not torch.allclose(model(inputs()).logits, sliced, atol=1e-3)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_s3pet_gates_bitfit_exactly(family):
+    """S3PET (search/s3pet) has one on/off position per layer for BitFit: hard gates give the discretised config's
+    outputs with the same weights, and no gate gives the base model's."""
+    import copy
+
+    import numpy as np
+
+    from peft_autoconfig.search.s3pet import GateController, SuperConfiguration, discretise, install_gates
+
+    base = tiny_model(family, "eager" if family == "gpt2" else "sdpa")
+    task = "SEQ_CLS" if family == "bert" else None
+    space = SearchSpace(base.config, SpaceSpec(modules=("lora", "bias"), layer_mode="sizes", sizes={"lora": (0, 2)},
+                                               fixed={"bias_targets": ["LayerNorm"] if family == "bert" else None}),
+                        task_type=task)
+    superconfig = SuperConfiguration(space)
+    assert [p.name for p in superconfig.positions if p.module == "bias"] == [f"bias[{i}]" for i in range(space.num_layers)]
+    assert superconfig.total == count_trainable_parameters(superconfig.super_config(), base.config)
+    model = get_peft_model(copy.deepcopy(base), superconfig.super_config())
+    randomize_bias(model)
+    controller = GateController(superconfig.counts, superconfig.total // 2)
+    install_gates(model, superconfig, controller)
+    chosen = discretise(superconfig, np.random.default_rng(1).uniform(size=len(superconfig)), superconfig.total // 2)
+    small = get_peft_model(copy.deepcopy(base), copy.deepcopy(chosen.config))
+    full = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, parameter in small.named_parameters():
+            if "mixed_pet_" in name:
+                parameter.copy_(full[name][tuple(slice(0, n) for n in parameter.shape)])
+    model.eval(), small.eval()
+    x = inputs()
+    with torch.no_grad():
+        controller.set_mask(chosen.kept)
+        assert torch.allclose(model(x).logits, small(x).logits, atol=1e-5)
+        controller.set_mask([])
+        assert torch.allclose(model(x).logits, base(x).logits, atol=1e-5)

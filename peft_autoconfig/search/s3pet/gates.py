@@ -1,7 +1,7 @@
 """Gates on the super-configuration's blocks: each position's channels are scaled by its gate value z_i.
 
 The layers are not rewritten; forward hooks on the blocks' own submodules do it. A position owns channels of its
-block (see `positions`): LoRA ranks (the output of `A`, hooked), adapter units (the output of the non-linearity
+block (see `positions`): LoRA ranks (the output of `A`, hooked), BitFit deltas (the block's output, hooked), adapter units (the output of the non-linearity
 `act`, hooked, plus `up`'s bias, which belongs to the first position and is scaled by its z), prefix slots. So a
 block whose positions all have z = 1 computes exactly its ungated output, and z = 0 removes exactly those channels.
 A prefix is not called as a module; it takes its gates through the block's own gate slot (`PrefixKV.gate`, used by
@@ -24,7 +24,9 @@ from ...tuners.layer import PetLayer
 from .positions import SuperConfiguration
 from .shift import EPS, keep_probabilities
 
-_KIND_OF_MODULE = {"lora": "lora", "serial_adapter": "serial", "parallel_adapter": "parallel", "prefix": "prefix"}
+_KIND_OF_MODULE = {
+    "lora": "lora", "serial_adapter": "serial", "parallel_adapter": "parallel", "prefix": "prefix", "bias": "bias"
+}
 
 
 class GateController:
@@ -178,14 +180,17 @@ def install_gates(model: nn.Module, superconfig: SuperConfiguration, controller:
         if located is None:
             continue
         layer, path = located
-        for kind in ("lora", "serial", "parallel", "prefix"):
+        for kind in ("lora", "serial", "parallel", "prefix", "bias"):
             for block in module.blocks(kind).values():
                 channels = channel_map.get((kind, layer, path))
-                width = {"lora": lambda b: b.rank, "prefix": lambda b: b.length}.get(kind, lambda b: b.down.out_features)(block)
+                width = {"lora": lambda b: b.rank, "prefix": lambda b: b.length, "bias": lambda b: 1}.get(
+                    kind, lambda b: b.down.out_features)(block)
                 if channels is None or len(channels.on(torch.device("cpu"))) != width:
                     raise RuntimeError(f"The {kind} block at {name} is not a block of the super-configuration.")
                 if kind == "lora":
                     handles.hooks.append(block.A.register_forward_hook(_scale_channels(controller, channels)))
+                elif kind == "bias":  # one position: the whole delta vector scaled by its z
+                    handles.hooks.append(block.register_forward_hook(_scale_channels(controller, channels)))
                 elif kind == "prefix":
                     if block.gate is not None:
                         raise RuntimeError(f"The prefix at {name} already has a gate; S3PET needs an ungated prefix.")

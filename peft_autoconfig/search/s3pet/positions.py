@@ -1,7 +1,8 @@
 """The super-configuration: every candidate position of the composite, each with its analytic parameter count.
 
-A *slot* is one block in one layer: the serial adapter, the parallel adapter, the prefix, or LoRA on one target name
-of the space (a name may resolve to several projections, which then share the slot). Each module has an ascending
+A *slot* is one block in one layer: the serial adapter, the parallel adapter, the prefix, BitFit (the layer's bias
+deltas on `space.fixed.bias_targets`, one on/off position), or LoRA on one target name of the space (a name may
+resolve to several projections, which then share the slot). Each module has an ascending
 list of sizes (default: the space's largest size alone). Slot s at sizes [s_0 < s_1 < ...] gives one position per
 size: position 0 is the block at size s_0, position k > 0 the channels s_{k-1}..s_k (LoRA ranks, adapter units,
 prefix slots) added on top. The super-configuration holds every block at its largest size.
@@ -68,11 +69,14 @@ class SuperConfiguration:
             "parallel_adapter": spec.ffn_output,
             "prefix": spec.prefix_holder_path,
         }
+        bias_paths = tuple(spec.resolve_bias_targets(space.spec.fixed.get("bias_targets"))) if "bias" in self.modules else ()
         positions: list[Position] = []
         for layer in range(space.dims.num_layers):
             for module in self.modules:
-                slots = ([(t, tuple(spec.resolve_lora_targets([t]))) for t in self.lora_targets] if module == "lora"
-                         else [(None, (site[module],))])
+                if module == "lora":
+                    slots = [(t, tuple(spec.resolve_lora_targets([t]))) for t in self.lora_targets]
+                else:
+                    slots = [(None, bias_paths if module == "bias" else (site[module],))]
                 sizes_here = self.size_lists[module]
                 for target, paths in slots:
                     for chunk, size in enumerate(sizes_here):

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..schema import RecipeModel
 
-Module = Literal["serial_adapter", "parallel_adapter", "prefix", "lora"]
+Module = Literal["serial_adapter", "parallel_adapter", "prefix", "lora", "bias"]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Size = Annotated[int, Field(strict=True, ge=1)]
 
