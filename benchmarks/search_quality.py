@@ -86,7 +86,24 @@ def normalised_hypervolume(front: Front, backbone: int) -> float:
     return hypervolume(F, np.array([-0.5, 1.0])) if len(F) else 0.0
 
 
-def final_rows(front: Front, backbone: int) -> list[dict[str, Any]]:
+def pooled_final_runs(trials: list[dict], name: str, budget: dict[str, Any]) -> dict[str, Any] | None:
+    """Every successful final run of `name` (a baseline's name, or `trial:<id>` for a front point) at `budget` in the
+    journal, whatever seeds the recipe lists now: mean, sd (ddof 1) and the binomial standard error of the mean."""
+    from peft_autoconfig.search.trial import standard_error
+
+    runs = [t for t in trials if t["kind"] == "final" and t["status"] == "ok" and t["name"] == name
+            and all(t["fidelity"].get(k) == v for k, v in budget.items())]
+    if not runs:
+        return None
+    values = [float(t["metric"]) for t in runs]
+    mean = float(np.mean(values))
+    return {"mean": mean, "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "se": standard_error(runs[0]["metric_name"], mean, runs[0]["n_eval"]), "seeds": sorted(t["seed"] for t in runs)}
+
+
+def final_rows(front: Front, backbone: int, pooled: list[dict] | None = None, budget: dict | None = None) -> list[dict[str, Any]]:
+    """One row per front point and baseline; with `pooled` (the journal's trials), the test columns pool every
+    final run of the journal (`pooled_final_runs`) instead of the recipe's seeds."""
     rows = []
     for point in [*front.points, *front.baselines]:
         rows.append({
@@ -99,6 +116,11 @@ def final_rows(front: Front, backbone: int) -> list[dict[str, Any]]:
             "test_sd": point.report.sd if point.report else None,
             "seeds": list(point.report.seeds) if point.report else [],
         })
+        if pooled is not None:
+            name = f"trial:{point.trial_id}" if point.kind == "search" else point.name
+            runs = pooled_final_runs(pooled, name, budget or {})
+            if runs is not None:
+                rows[-1].update(test=runs["mean"], test_se=runs["se"], test_sd=runs["sd"], seeds=runs["seeds"])
     return rows
 
 
@@ -135,6 +157,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--algorithms", nargs="+", default=["nsga2"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--pool-final-runs", action="store_true",
+                        help="report every final run in the first run's journal (e.g. extra seeds of some points, run "
+                             "with `final.max_parameters`), not only the recipe's `final.seeds`")
     args = parser.parse_args(argv)
 
     raw = yaml.safe_load(Path(args.recipe).read_text())
@@ -183,7 +208,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         a, b = ([s["hypervolume"] for s in searches if s["algorithm"] == name] for name in args.algorithms[:2])
         statistic, p_value = ttest_ind(a, b, equal_var=False)
         test = {"welch_t": float(statistic), "p_value": float(p_value)}
-    rows = final_rows(Front.load(runs[0]["dir"]), backbone)
+    pooled = read_journal(Path(runs[0]["dir"]) / "journal.jsonl") if args.pool_final_runs else None
+    budget = primary.final.budget() if primary.final else None
+    rows = final_rows(Front.load(runs[0]["dir"]), backbone, pooled, budget)
     results = {"backbone_parameters": backbone, "final_steps": final_steps, "final": rows, "verdicts": verdicts(rows),
                "searches": searches, "summary": summary, "hv_test": test, "wall_time_s": time.perf_counter() - start}
     out.mkdir(parents=True, exist_ok=True)
@@ -200,12 +227,12 @@ def _num(value: float | None, digits: int = 4) -> str:
 
 def format_report(results: dict[str, Any]) -> str:
     lines = ["## Final stage (report split, never used for selection)", "",
-             "| name | kind | trainable params | % of backbone | selection (val) +- SE | test +- SE | seeds |",
-             "|---|---|---:|---:|---:|---:|---|"]
+             "| name | kind | trainable params | % of backbone | selection (val) +- SE | test +- SE | sd over seeds | seeds |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in results["final"]:
         lines.append(f"| {r['name']} | {r['kind']} | {r['trainable_parameters']:,} | {r['percent']:.3f} | "
                      f"{_num(r['selection'])} +- {_num(r['selection_se'])} | {_num(r['test'])} +- {_num(r['test_se'])} | "
-                     f"{','.join(map(str, r['seeds'])) or '-'} |")
+                     f"{_num(r['test_sd']) if len(r['seeds']) > 1 else '-'} | {','.join(map(str, r['seeds'])) or '-'} |")
     lines += ["", *[f"- {v}" for v in results["verdicts"]], "", "## Searches", "",
               "| algorithm | seed | trials | failed | HV (normalised) | cost (final-budget runs) | Kendall tau (n) |",
               "|---|---:|---:|---:|---:|---:|---|"]

@@ -77,6 +77,15 @@ def test_search_quality_smoke_reports_final_stage_searches_and_cost(tmp_path, ti
     search_quality.main(argv)  # resumed: nothing trained again
     assert len((tmp_path / "out" / "nsga2-s0" / "journal.jsonl").read_text().splitlines()) == before
 
+    # a second seed of LoRA only (final.max_parameters 1 keeps every front point out), then the pooled report
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({**recipe, "final": {**recipe["final"], "seeds": [0, 1], "max_parameters": 1},
+                                     "baselines": ["lora_r8"]}))
+    search_quality.main(["--recipe", str(extra), "--out", str(tmp_path / "out")])
+    pooled = {row["name"]: row for row in search_quality.main(argv + ["--pool-final-runs"])["final"]}
+    assert pooled["lora_r8"]["seeds"] == [0, 1] and pooled["full_finetuning"]["seeds"] == [0]
+    assert all(pooled[row["name"]]["seeds"] == [0] for row in results["final"] if row["kind"] == "search")
+
 
 def test_lr_sweep_smoke_writes_one_row_per_block_and_rate(tmp_path, tiny_bert_dir, synthetic_task_dir, capsys):
     lr_sweep = load_script("lr_sweep")
