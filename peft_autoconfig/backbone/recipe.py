@@ -74,7 +74,7 @@ class PruneSearchSpec(RecipeModel):
     @field_validator("algorithm")
     @classmethod
     def _registered(cls, name: str) -> str:
-        return check_algorithm(name)
+        return check_algorithm(name, ask_tell=True)
 
     @field_validator("objectives")
     @classmethod

@@ -80,6 +80,7 @@ class OneShotStrategy(Strategy):
     `algorithm.settings:`, whose errors then name `algorithm.settings.<field>`.
     """
 
+    one_shot: ClassVar[bool] = True
     option_names: ClassVar[tuple[str, ...]] = ("settings",)
     budgeted: ClassVar[bool] = True
     settings_model: ClassVar[Optional[type[RecipeModel]]] = None

@@ -44,6 +44,8 @@ class Strategy(ABC):
     """A search strategy: `setup` once, then `ask` a batch and `tell` its objectives (minimised), repeatedly."""
 
     name: ClassVar[str]
+    one_shot: ClassVar[bool] = False
+    """True for `search.oneshot.OneShotStrategy`: trained once through `search(context)`, not driven by ask/tell."""
     option_names: ClassVar[tuple[str, ...]] = ()
     """The strategy's own `algorithm.*` recipe fields, passed to `__init__` as keyword arguments."""
 
@@ -126,8 +128,14 @@ def make_strategy(name: str, pop_size: int, repair: RepairFn, **options: Any) ->
     return STRATEGIES[name](pop_size=pop_size, repair=repair, **options)
 
 
-def check_algorithm(name: str) -> str:
-    """A recipe's `algorithm` name, checked against the registry (the PET search and backbone pruning share it)."""
+def check_algorithm(name: str, ask_tell: bool = False) -> str:
+    """A recipe's `algorithm` name, checked against the registry (the PET search and backbone pruning share it).
+
+    `ask_tell=True` (backbone pruning, the super-PET's inner search) admits only strategies driven by ask/tell, not
+    the one-shot ones (`search.oneshot.OneShotStrategy`), which train PET modules themselves."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown algorithm {name!r}; allowed: {sorted(STRATEGIES)}")
+    if ask_tell and STRATEGIES[name].one_shot:
+        asking = sorted(n for n, s in STRATEGIES.items() if not s.one_shot)
+        raise ValueError(f"must be an ask/tell strategy, one of {asking}; {name!r} is a one-shot strategy")
     return name

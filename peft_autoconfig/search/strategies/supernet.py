@@ -69,13 +69,7 @@ class SupernetSettings(RecipeModel):
     @field_validator("inner")
     @classmethod
     def _ask_tell(cls, name: str) -> str:
-        from . import STRATEGIES
-
-        check_algorithm(name)
-        if issubclass(STRATEGIES[name], OneShotStrategy):
-            asking = sorted(n for n, s in STRATEGIES.items() if not issubclass(s, OneShotStrategy))
-            raise ValueError(f"must be an ask/tell strategy, one of {asking}; {name!r} is a one-shot strategy")
-        return name
+        return check_algorithm(name, ask_tell=True)
 
 
 def inner_search(
