@@ -14,14 +14,14 @@ from test_search_fakes import write_recipe
 from peft_autoconfig import MixedPetConfig, count_trainable_parameters
 from peft_autoconfig.front import load_point_config
 from peft_autoconfig.search import load_recipe, read_journal, run_search
-from peft_autoconfig.search.space import SearchSpace, SpaceSpec
-from peft_autoconfig.search.strategies.prune import (
+from peft_autoconfig.search.prune import (
     check_budgets,
     config_from_masks,
     maximal_config,
     pruning_targets,
     select_units,
 )
+from peft_autoconfig.search.space import SearchSpace, SpaceSpec
 from peft_autoconfig.tuners.naming import parameter_block_type
 from peft_autoconfig.tuners.units import UnitImportance, UnitMasks
 
@@ -311,11 +311,11 @@ def test_unstructured_prune_emits_weight_masks_counted_as_non_zero_weights(tmp_p
 
 
 def test_a_restarted_unstructured_stage_never_overwrites_earlier_mask_files(tmp_path):
-    from peft_autoconfig.search.strategies.prune import _fresh_directory
+    from peft_autoconfig.search.prune.unstructured import fresh_directory
     from peft_autoconfig.tuners.weight_masks import save_mask_file
 
-    first = _fresh_directory(tmp_path / "masks")
+    first = fresh_directory(tmp_path / "masks")
     saved = save_mask_file(first / "budget-100.safetensors", {"x.mixed_pet_bias.delta": torch.ones(3, dtype=torch.bool)})
     before = saved.read_bytes()
-    second = _fresh_directory(tmp_path / "masks")
+    second = fresh_directory(tmp_path / "masks")
     assert (first.name, second.name) == ("run-0", "run-1") and saved.read_bytes() == before
