@@ -2,11 +2,17 @@
 
 The config class comes from peft's own registry (`PEFT_TYPE_TO_CONFIG_MAPPING`), never from anything in the file,
 so loading a config cannot run remote code. Every error names where the config came from and the field.
+
+A config read from a folder (or its adapter_config.json) may name its `weight_masks` file relative to that folder (a
+front point carries `weight_masks.safetensors`, so the folder can be moved or pushed); it is resolved against the
+folder when the file is there. Otherwise the value is kept as written, and `get_peft_model` warns that the masks are
+expected from a saved adapter (`tuners/weight_masks.install_from_config`).
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,24 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     """A PEFT config as the JSON-ready dict that `save_pretrained` writes (sets become sorted lists)."""
     data = json.loads(json.dumps(config.to_dict(), default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
     data.pop("runtime_config", None)
+    return data
+
+
+def relative_weight_masks(data: Any) -> str | None:
+    """The `weight_masks` of a parsed config when it is a plain relative path inside the config's folder (no `..`,
+    no drive, no backslash), else None: what a front point folder (or a pushed repo) may carry next to the config."""
+    value = data.get("weight_masks") if isinstance(data, dict) else None
+    if not isinstance(value, str) or not value or value.startswith(("/", "~", "\\")) or "\\" in value or ":" in value:
+        return None
+    normalised = posixpath.normpath(value)
+    return None if normalised.startswith("..") or normalised == "." else normalised
+
+
+def resolve_weight_masks(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`data` with a relative `weight_masks` made absolute against `folder` when that file exists (else unchanged)."""
+    name = relative_weight_masks(data)
+    if name is not None and (folder / name).is_file():
+        return {**data, "weight_masks": str((folder / name).absolute())}
     return data
 
 
@@ -54,7 +78,8 @@ def load_point_config(source: Any, *, root: str | Path | None = None, where: str
     """The `PeftConfig` of `source`, which is one of:
 
     - a dict (a config's `to_dict()` form or a parsed adapter_config.json);
-    - a folder holding adapter_config.json, or that file itself;
+    - a folder holding adapter_config.json, or that file itself (a relative `weight_masks` is resolved against the
+      folder, see the module docstring);
     - a `FrontPoint`: its folder under `root` (the search output) when given and present, else its inline config.
 
     Raises `FrontError` (a `ValueError`) naming `where` and the field, or `FileNotFoundError` for a missing folder.
@@ -76,7 +101,10 @@ def load_point_config(source: Any, *, root: str | Path | None = None, where: str
     elif not path.is_file():
         raise FileNotFoundError(f"{where or source}: not a PEFT config folder (expected {CONFIG_FILE} inside).")
     where = where or str(path)
-    return _from_dict(read_json(path, where), where)
+    data = read_json(path, where)
+    if isinstance(data, dict):
+        data = resolve_weight_masks(data, path.parent)
+    return _from_dict(data, where)
 
 
 def _peft_type(config: Any) -> str:

@@ -2,7 +2,9 @@
 
 A search output folder holds `front.json` (this document), `front/<name>/adapter_config.json` (one ordinary PEFT
 config folder per front point) and `pareto.png`. Every point's config is also kept inline in front.json, so the
-document alone describes the front (`show`, the model card); the folders are what peft and `train` load.
+document alone describes the front (`show`, the model card); the folders are what peft and `train` load. A point
+with unstructured `weight_masks` carries its mask file in its folder (`weight_masks.safetensors`), named relative to
+the folder in both its adapter_config.json and its inline config, so the output folder can be moved or pushed.
 
 Format 2 (written now) separates the number the search *selected on* (`selection`: split, metric, value, standard
 error, n) from the held-out result of the final stage (`report`: mean, sd, standard error, n and the per-seed
@@ -16,12 +18,24 @@ import copy
 import json
 import math
 import posixpath
+import shutil
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from .configs import load_point_config
-from .files import CONFIG_FILE, FORMAT_VERSION, FRONT_DIR, FRONT_FILE, PLOT_FILE, SUPPORTED_VERSIONS, FrontError, read_json
+from .files import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    FRONT_DIR,
+    FRONT_FILE,
+    MASK_FILE,
+    PLOT_FILE,
+    SUPPORTED_VERSIONS,
+    FrontError,
+    read_json,
+)
 from .stats import mean_and_sd, metric_standard_error
 
 KINDS = ("search", "baseline")
@@ -299,7 +313,10 @@ class Front:
                 raise FrontError(f"point {point.name!r}: field `config` is missing; a front point needs its PEFT config.")
             point.config_path = f"{FRONT_DIR}/{point.name}"
             keep.add(point.name)
-            load_point_config(point.config, where=f"point {point.name!r}").save_pretrained(str(front_dir / point.name))
+            config = load_point_config(point.config, where=f"point {point.name!r}")
+            if _carry_weight_masks(config, front_dir / point.name, point.name):
+                point.config = {**point.config, "weight_masks": MASK_FILE}
+            config.save_pretrained(str(front_dir / point.name))
         for stale in front_dir.iterdir():
             if stale.is_dir() and stale.name not in keep and (stale / CONFIG_FILE).exists():
                 for file in stale.iterdir():
@@ -312,6 +329,30 @@ class Front:
         return document
 
 
+
+
+def _carry_weight_masks(config: Any, folder: Path, name: str) -> bool:
+    """Copy the mask file of `config` (if it names one) into the point's `folder` as `MASK_FILE` and name it there
+    relatively; True when done. A mask file that cannot be found leaves the config as it is, with a warning (the
+    folder then does not carry its masks). A point without masks loses a mask file left from an earlier save."""
+    masks = getattr(config, "weight_masks", None)
+    target = folder / MASK_FILE
+    if not masks:
+        if target.is_file():
+            target.unlink()
+        return False
+    path = Path(masks).expanduser()
+    # a relative name: the point's folder first (the front saved again in place), then the working directory
+    source = next((c for c in ([path] if path.is_absolute() else [folder / path, path]) if c.is_file()), None)
+    if source is None:
+        warnings.warn(f"point {name!r}: `weight_masks` file {masks!r} not found; its folder will not carry the masks.",
+                      stacklevel=3)
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    if not target.exists() or source.resolve() != target.resolve():
+        shutil.copyfile(source, target)
+    config.weight_masks = MASK_FILE
+    return True
 
 
 def _upgrade_v1(data: dict, where: str) -> dict:

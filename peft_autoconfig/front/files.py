@@ -12,6 +12,8 @@ FRONT_FILE = "front.json"
 FRONT_DIR = "front"
 PLOT_FILE = "pareto.png"
 CONFIG_FILE = "adapter_config.json"
+MASK_FILE = "weight_masks.safetensors"
+"""A front point's unstructured weight masks, copied into its folder; its config names it relative to the folder."""
 
 
 class FrontError(ValueError):

@@ -3,7 +3,8 @@
 A repo (or folder) holds either a whole front (front.json + one config folder per point) or one config
 (adapter_config.json at the root). For a front, a point is chosen by rule (`select`, `max_parameters`) or named
 (`subfolder`). Files come through `hf_hub_download`, so they are cached and later calls work offline; only
-front.json and adapter_config.json files are fetched and parsed (JSON only, no remote code).
+front.json and adapter_config.json files are fetched and parsed (JSON only, no remote code), plus the safetensors
+mask file that a config names relatively in `weight_masks` (bool tensors, next to the config in the cache).
 
 Before downloading anything the repo listing is read (`HfApi.model_info`), so a repo without a config fails with
 nothing written to the cache. Offline (unreachable Hub or HF_HUB_OFFLINE=1) the cache alone is used.
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 from pathlib import Path
 
 from peft import PeftConfig
 
-from ..front import CONFIG_FILE, FRONT_FILE, Front
+from ..front import CONFIG_FILE, FRONT_FILE, Front, relative_weight_masks
 from .errors import HubConfigError, HubConnectionError
 from .push import hub_errors
 from .validation import SELECT_RULES, read_config, read_front, relative_path, select_point
@@ -206,4 +208,27 @@ class AutoSearchedConfig:
                 )
             available = sorted(f for f in files if f.endswith(CONFIG_FILE))
             raise HubConfigError(f"{location.name}: {filename}{note} not found; configs in the repo: {available}.")
-        return read_config(location.fetch(filename), f"{location.name}: {filename}")
+        path = location.fetch(filename)
+        cls._fetch_weight_masks(location, files, path, filename)
+        return read_config(path, f"{location.name}: {filename}")
+
+    @classmethod
+    def _fetch_weight_masks(cls, location, files: set[str] | None, path: Path, filename: str) -> None:
+        """Download the mask file a config names relatively (it lands next to the config, where loading resolves
+        it); a repo without it keeps the loader's behaviour (a warning when the config is applied)."""
+        import json
+
+        try:
+            name = relative_weight_masks(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return  # read_config reports the unreadable file
+        if name is None or isinstance(location, _LocalFolder):
+            return  # a local folder has its files in place
+        remote = posixpath.join(posixpath.dirname(filename), name)
+        if files is not None and remote not in files:
+            return
+        try:
+            location.fetch(remote)
+        except HubConnectionError:
+            logger.warning("%s: %s is not in the local cache; the config's masks come from a saved adapter only.",
+                           location.name, remote)

@@ -6,7 +6,10 @@ large folders into several commits). `dry_run` writes exactly the files of that 
 
 Nothing local is published: front.json is written again from `Front.public()` (no `model_path`), and every
 absolute path in it, in the configs and hence in the card (a local model folder, the recipe's task folder) is
-replaced by `<local>/<its last part>`; a last check refuses any file still holding the source folder's path. A repo
+replaced by `<local>/<its last part>`; a last check refuses any file still holding the source folder's path. A
+point's unstructured mask file travels in its folder (`weight_masks.safetensors`, named relatively, as `Front.save`
+writes it); a config that still names its masks by absolute local path (an older output) has that file uploaded
+next to it under the same name, and its `weight_masks` rewritten to it. A repo
 that the push created is deleted again when the commit fails, so a failed push leaves no empty repo behind.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shutil
 import tempfile
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..front import CONFIG_FILE, FRONT_FILE, Front
+from ..front import CONFIG_FILE, FRONT_FILE, MASK_FILE, Front
 from .card import build_model_card
 from .errors import HubAuthError, HubConfigError, HubConnectionError, HubError, HubNotFoundError
 from .source import PushSource, read_source
@@ -78,19 +82,42 @@ def _check_no_local_path(upload: dict[str, bytes], root: Path) -> None:
             raise HubConfigError(f"{path_in_repo}: holds the local path {root.resolve()}; not published.")
 
 
+def _carry_local_masks(config: dict[str, Any], path_in_repo: str, upload: dict[str, bytes]) -> dict[str, Any]:
+    """`config` naming its mask file by an absolute local path that exists: add the file to `upload` next to the
+    config as `MASK_FILE` and return the config naming it so (else `config` unchanged: a missing file is then
+    stripped to `<local>/<name>`, and the masks come only from a saved adapter)."""
+    value = config.get("weight_masks")
+    if not isinstance(value, str) or not value or not Path(value).expanduser().is_absolute():
+        return config
+    path = Path(value).expanduser()
+    if not path.is_file():
+        return config
+    upload[posixpath.join(posixpath.dirname(path_in_repo), MASK_FILE)] = path.read_bytes()
+    return {**config, "weight_masks": MASK_FILE}
+
+
 def collect_upload(directory: str | os.PathLike, repo_id: str, base_model: str | None = None,
                    dataset: str | None = None, license: str | None = None) -> dict[str, bytes]:
     """Path in repo -> content for everything a push of `directory` uploads, the rendered README.md first."""
     source = _publishable(read_source(directory))
     card = build_model_card(source, repo_id, base_model=base_model, dataset=dataset, license=license)
     upload = {CARD_FILE: str(card).encode("utf-8")}
+    carried: set[str] = set()  # folders (in the repo) whose config now names a carried mask file
     for path_in_repo, local in sorted(source.files.items()):
+        if path_in_repo in upload:
+            continue  # a mask file already carried from its config's absolute path
         upload[path_in_repo] = local.read_bytes()
         if path_in_repo == CONFIG_FILE or path_in_repo.endswith(f"/{CONFIG_FILE}"):
             config = json.loads(upload[path_in_repo])
-            if strip_local_paths(config) != config:  # rewritten only when it held a local path
-                upload[path_in_repo] = _json_bytes(strip_local_paths(config))
+            published = strip_local_paths(_carry_local_masks(config, path_in_repo, upload))
+            if published != config:  # rewritten only when it held a local path
+                upload[path_in_repo] = _json_bytes(published)
+            if published.get("weight_masks") == MASK_FILE and config.get("weight_masks") != MASK_FILE:
+                carried.add(posixpath.dirname(path_in_repo))
     if source.kind == "front" and source.front is not None:
+        for point in source.front.points:  # the inline config says what the point's folder says
+            if point.config_path in carried and point.config is not None:
+                point.config = {**point.config, "weight_masks": MASK_FILE}
         upload[FRONT_FILE] = _json_bytes(source.front.to_dict())
     _check_no_local_path(upload, source.root)
     return upload
