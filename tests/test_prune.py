@@ -302,6 +302,13 @@ def test_unstructured_prune_emits_weight_masks_counted_as_non_zero_weights(tmp_p
         assert r["score"] is None
     small, large = masks
     assert all(not (small[k] & ~large[k]).any() for k in small), "unstructured masks are not nested"
+    # the exported front points carry their masks (front/pNN/weight_masks.safetensors, named relatively)
+    for point in json.loads((out / "front.json").read_text())["points"]:
+        folder = out / point["config_path"]
+        assert point["config"]["weight_masks"] == "weight_masks.safetensors" and (folder / "weight_masks.safetensors").is_file()
+        carried = load_mask_file(load_point_config(folder).weight_masks)
+        expected = dict(zip([r["trainable_parameters"] for r in results], masks))[point["trainable_parameters"]]
+        assert carried.keys() == expected.keys() and all(torch.equal(carried[k], expected[k]) for k in expected)
     # the re-trained trials of the driver applied the same masks (a plain get_peft_model of the config)
     from transformers import AutoModelForSequenceClassification
 

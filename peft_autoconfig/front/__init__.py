@@ -11,7 +11,17 @@ from .configs import (
     resolve_weight_masks,
 )
 from .document import Front, FrontPoint, Objective, Report, Selection, check_relative_path
-from .files import CONFIG_FILE, FORMAT_VERSION, FRONT_DIR, FRONT_FILE, MASK_FILE, PLOT_FILE, SUPPORTED_VERSIONS, FrontError, read_json
+from .files import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    FRONT_DIR,
+    FRONT_FILE,
+    MASK_FILE,
+    PLOT_FILE,
+    SUPPORTED_VERSIONS,
+    FrontError,
+    read_json,
+)
 from .stats import binomial_standard_error, mean_and_sd, metric_standard_error
 
 __all__ = [
