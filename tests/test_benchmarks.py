@@ -99,3 +99,12 @@ def test_lr_sweep_smoke_writes_one_row_per_block_and_rate(tmp_path, tiny_bert_di
     assert "| lora |" in capsys.readouterr().out
     assert len(lr_sweep.main(argv)) == 4  # resumed from the file: nothing trained twice
     assert len(out.read_text().splitlines()) == 4
+
+
+def test_unipelt_prefix_lr_smoke_prints_one_row_per_variant(tiny_bert_dir, synthetic_task_dir, capsys):
+    script = load_script("unipelt_prefix_lr")
+    rows = script.main(["--model", str(tiny_bert_dir), "--task", str(synthetic_task_dir), "--train-subset", "16",
+                        "--max-steps", "1", "--eval-subset", "16"])
+    assert [r["variant"] for r in rows] == list(script.VARIANTS)
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    assert capsys.readouterr().out.count('"variant"') == 3

@@ -14,7 +14,7 @@ LAYER0 = "base_model.model.bert.encoder.layer.0"
 
 
 def test_block_types_are_the_published_tuple():
-    assert BLOCK_TYPES == ("lora", "serial_adapter", "parallel_adapter", "prefix", "bias", "gate")
+    assert BLOCK_TYPES == ("lora", "serial_adapter", "parallel_adapter", "prefix", "prefix_mlp", "bias", "gate")
 
 
 def test_every_block_of_the_mixed_method_on_tiny_bert():
@@ -58,11 +58,24 @@ def test_unipelt_gates_are_their_own_type_and_blocks_keep_theirs(family):
         if name in gate_params:
             assert block_type == "gate", name
         elif ".unipelt_" in name:
-            assert block_type in {"lora", "serial_adapter", "parallel_adapter", "prefix", "bias"}, name
+            assert block_type in {"lora", "serial_adapter", "parallel_adapter", "prefix", "prefix_mlp", "bias"}, name
         else:
             assert block_type is None, name
-    assert {parameter_block_type(n) for n in names} == {None, *BLOCK_TYPES}
+    # UniPELT trains its prefix through the MLP (prefix_projection_size 512): "prefix_mlp", not "prefix"
+    assert {parameter_block_type(n) for n in names} == {None, *BLOCK_TYPES} - {"prefix"}
     # a saved adapter's key (no adapter name) classifies the same
     assert parameter_block_type("base_model.model.model.layers.0.mlp.down_proj.unipelt_serial.gate.linear.bias") == (
         "gate"
     )
+
+
+def test_prefix_through_its_mlp_is_its_own_block_type():
+    """The MLP-reparameterised prefix takes `learning_rates.prefix_mlp` (1e-3), a flat prefix `prefix` (1e-2): at 1e-2
+    UniPELT's MLP prefix kept the model at the majority class (benchmarks/unipelt_prefix_lr.py)."""
+    from peft_autoconfig.training.optim import DEFAULT_LEARNING_RATES
+
+    flat = get_peft_model(tiny_model("bert"), MixedPetConfig(prefix_length=2, task_type="SEQ_CLS"))
+    mlp = get_peft_model(tiny_model("bert"), MixedPetConfig(prefix_length=2, prefix_projection_size=8, task_type="SEQ_CLS"))
+    assert {parameter_block_type(n) for n, p in flat.named_parameters() if p.requires_grad} - {None} == {"prefix"}
+    assert {parameter_block_type(n) for n, p in mlp.named_parameters() if p.requires_grad} - {None} == {"prefix_mlp"}
+    assert DEFAULT_LEARNING_RATES["prefix_mlp"] < DEFAULT_LEARNING_RATES["prefix"]

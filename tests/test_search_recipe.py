@@ -31,7 +31,7 @@ BASE = {"model": "m", "task": "rotten_tomatoes"}
         ({"baselines": [{"name": "a", "config": {}}, {"name": "a", "config": {}}]}, r"`baselines\[1\].name` must be a unique"),
         # the protocol (issue 12): every mistake named before any training
         ({"training": {"learning_rates": {"adapter": 1e-3}}},
-         r"`training.learning_rates`: unknown block type 'adapter'; allowed: \['lora', 'serial_adapter', 'parallel_adapter', 'prefix', 'bias', 'gate', 'head', 'full'\]"),
+         r"`training.learning_rates`: unknown block type 'adapter'; allowed: \['lora', 'serial_adapter', 'parallel_adapter', 'prefix', 'prefix_mlp', 'bias', 'gate', 'head', 'full'\]"),
         ({"training": {"learning_rates": {"prefix": 0}}}, r"`training.learning_rates.prefix`: Input should be greater than 0, got 0"),
         ({"training": {"learning_rates": {"lora": -1e-3}}}, r"`training.learning_rates.lora`: Input should be greater than 0"),
         ({"training": {"warmup_ratio": 0.6}}, r"`training.warmup_ratio`: Input should be less than or equal to 0.5, got 0.6"),

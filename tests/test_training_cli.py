@@ -32,7 +32,7 @@ def test_train_command_prints_json_and_saves_adapter(tiny_bert_dir, synthetic_ta
     saved = json.loads((output_dir / "metrics.json").read_text())
     assert saved["metrics"] == result["metrics"] and saved["run"]["eval_subset"] == 16
     assert saved["run"]["learning_rates"] == {"lora": 0.02, "serial_adapter": 0.05, "parallel_adapter": 0.05,
-                                              "prefix": 0.05, "bias": 0.05, "gate": 0.05, "head": 0.01, "full": 0.05}
+                                              "prefix": 0.05, "prefix_mlp": 0.05, "bias": 0.05, "gate": 0.05, "head": 0.01, "full": 0.05}
     assert (saved["run"]["warmup_ratio"], saved["run"]["weight_decay"], result["eval_examples"]) == (0.1, 0.01, 16)
     assert (output_dir / "adapter_model.safetensors").is_file()
 

@@ -118,7 +118,7 @@ def test_weight_decay_skips_biases_and_gates(make_tiny_model):
     "rates, error, message",
     [
         ({"adapter": 1e-3}, ValueError, r"`learning_rates` names an unknown block type 'adapter'; allowed: lora, "
-                                        r"serial_adapter, parallel_adapter, prefix, bias, gate, head, full"),
+                                        r"serial_adapter, parallel_adapter, prefix, prefix_mlp, bias, gate, head, full"),
         ({"prefix": 0.0}, ValueError, r"`learning_rates.prefix` must be > 0, got 0.0"),
         ({"lora": -1e-3}, ValueError, r"`learning_rates.lora` must be > 0"),
         ({"lora": "fast"}, TypeError, r"`learning_rates.lora` must be a number"),

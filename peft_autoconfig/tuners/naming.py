@@ -14,8 +14,10 @@ import re
 
 from ..peft_types import MIXED_PET, UNIPELT, state_dict_prefix
 
-BLOCK_TYPES: tuple[str, ...] = ("lora", "serial_adapter", "parallel_adapter", "prefix", "bias", "gate")
-"""Block types of PET parameters, in a fixed order."""
+BLOCK_TYPES: tuple[str, ...] = ("lora", "serial_adapter", "parallel_adapter", "prefix", "prefix_mlp", "bias", "gate")
+"""Block types of PET parameters, in a fixed order. "prefix_mlp" is a prefix trained through its MLP
+reparameterisation (`prefix_projection_size` > 0: every parameter of the prefix then lives in its `projection`), which
+needs a far smaller learning rate than a flat prefix (see `training.optim.DEFAULT_LEARNING_RATES`)."""
 
 _TYPE_OF_KIND = {
     "lora": "lora", "serial": "serial_adapter", "parallel": "parallel_adapter", "prefix": "prefix", "bias": "bias"
@@ -44,7 +46,11 @@ def parameter_block_type(name: str) -> str | None:
     for index, part in enumerate(parts):
         match = _CONTAINER.match(part)
         if match is not None:
-            return "gate" if "gate" in parts[index + 1 :] else _TYPE_OF_KIND[match.group(1)]
+            inside = parts[index + 1 :]
+            if "gate" in inside:
+                return "gate"
+            kind = _TYPE_OF_KIND[match.group(1)]
+            return "prefix_mlp" if kind == "prefix" and "projection" in inside else kind
         if part in _PEFT_BLOCKS:
             return _PEFT_BLOCKS[part]
     return None
