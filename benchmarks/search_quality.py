@@ -91,8 +91,12 @@ def pooled_final_runs(trials: list[dict], name: str, budget: dict[str, Any]) -> 
     journal, whatever seeds the recipe lists now: mean, sd (ddof 1) and the binomial standard error of the mean."""
     from peft_autoconfig.search.trial import standard_error
 
-    runs = [t for t in trials if t["kind"] == "final" and t["status"] == "ok" and t["name"] == name
-            and all(t["fidelity"].get(k) == v for k, v in budget.items())]
+    by_seed: dict[int, dict] = {}
+    for t in trials:  # one run per seed (a config re-keyed by an older version may have been run twice)
+        if (t["kind"] == "final" and t["status"] == "ok" and t["name"] == name
+                and all(t["fidelity"].get(k) == v for k, v in budget.items())):
+            by_seed.setdefault(t["seed"], t)
+    runs = list(by_seed.values())
     if not runs:
         return None
     values = [float(t["metric"]) for t in runs]

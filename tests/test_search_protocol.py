@@ -118,3 +118,42 @@ def test_final_max_parameters_retrains_only_small_points_seed_major(tmp_path, ti
     with pytest.raises(Exception, match=r"final.max_parameters`: .*percentage of the backbone like '0.5%'"):
         load_recipe(write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, **common,
                                  final={"train_subset": 128, "max_parameters": "half"}))
+
+
+def test_journal_written_before_new_config_fields_still_answers(tmp_path, tiny_bert_dir, synthetic_task_dir, monkeypatch):
+    """Baseline and final runs are keyed by the config; a version that adds config fields (BitFit's `bias_tuning`,
+    `bias_targets`, `weight_masks`) must still find runs keyed by the older, shorter config dicts."""
+    import json
+
+    from peft_autoconfig.front import config_identity
+
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("SEARCH_CALL_LOG", str(log))
+    monkeypatch.setenv("SEARCH_FAKE_SLEEP", "0")
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:logged_slow_evaluate",
+                        evaluation={"selection_split": "validation", "report_split": "test", "eval_subset": 32},
+                        final={"train_subset": 128, "num_epochs": 1, "seeds": [0]}, baselines=["lora_r8", "full_finetuning"])
+    out = tmp_path / "out"
+    run_search(load_recipe(path), out, progress=False)
+    new_fields = ("bias_tuning", "bias_targets", "weight_masks")
+    lines = (out / "journal.jsonl").read_text().splitlines()
+    rewritten, n_old = [lines[0]], 0
+    for line in lines[1:]:
+        record = json.loads(line)
+        if record["config"] is not None and record["x"] is None:  # keyed by the config: write it as an older version did
+            identity = config_identity(record["config"])
+            old = {k: v for k, v in record["config"].items() if k not in new_fields}
+            record["config"] = old
+            record["key"] = record["key"].replace(identity, json.dumps(old, sort_keys=True, separators=(",", ":")))
+            n_old += 1
+        rewritten.append(json.dumps(record))
+    (out / "journal.jsonl").write_text("\n".join(rewritten) + "\n")
+    assert n_old >= 2  # lora_r8's final run and at least one front point's
+
+    log.unlink()
+    result = run_search(load_recipe(path), out, progress=False)
+    assert calls(log) == []  # nothing trained again
+    assert all(point["report"] is not None for point in result.front)
+    lora = {"peft_type": "MIXED_PET", "task_type": "SEQ_CLS", "lora_rank": 8}
+    assert config_identity(lora) == config_identity({**lora, "bias_tuning": 0, "peft_version": "9.9"})
+    assert config_identity(lora) != config_identity({**lora, "lora_rank": 4})

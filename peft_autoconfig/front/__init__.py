@@ -3,6 +3,7 @@ version, loading a point's PEFT config and describing it. Search export, `show`,
 go through here (see docs/search.md for the format)."""
 
 from .configs import (
+    config_identity,
     config_to_dict,
     describe_config,
     known_peft_types,
@@ -38,6 +39,7 @@ __all__ = [
     "Objective",
     "Report",
     "Selection",
+    "config_identity",
     "binomial_standard_error",
     "check_relative_path",
     "config_to_dict",

@@ -11,6 +11,7 @@ expected from a saved adapter (`tuners/weight_masks.install_from_config`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 from pathlib import Path
@@ -32,6 +33,34 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     data = json.loads(json.dumps(config.to_dict(), default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
     data.pop("runtime_config", None)
     return data
+
+
+VOLATILE_FIELDS = ("peft_version", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping")
+"""Fields that say where or with what a config was written, not what it trains."""
+
+
+def config_identity(config: dict[str, Any] | None) -> str:
+    """A config mapping as the canonical JSON that keys trials in a journal: the fields that differ from the config
+    class's defaults, without `VOLATILE_FIELDS`. A field added to a config class in a later version (with a default that
+    keeps the old behaviour) therefore leaves the identity of every earlier config unchanged, so a journal still
+    answers for it. None (full fine-tuning) is "null"; a mapping that no longer parses keys as written."""
+    if config is None:
+        return "null"
+    try:
+        parsed = load_point_config(config)
+    except (TypeError, ValueError, KeyError):
+        return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    full = config_to_dict(parsed)
+    defaults = {}
+    for spec in dataclasses.fields(parsed):
+        if spec.default is not dataclasses.MISSING:
+            defaults[spec.name] = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            defaults[spec.name] = spec.default_factory()
+    defaults = json.loads(json.dumps(defaults, default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
+    kept = {k: v for k, v in full.items()
+            if k not in VOLATILE_FIELDS and (k in ("peft_type", "task_type") or k not in defaults or defaults[k] != v)}
+    return json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def relative_weight_masks(data: Any) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .baselines import backbone_parameter_count, baseline_configs
-from ..front import config_to_dict
+from ..front import config_identity, config_to_dict
 from .evaluator import evaluate_trial, resolve_evaluator
 from .executors import open_executor
 from .export import export_front
@@ -54,7 +54,9 @@ class SearchResult:
 
 
 def _config_key(config: Optional[dict[str, Any]]) -> str:
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    """A config's part of a journal key: its canonical identity (`front.config_identity`), stable when a later
+    version adds config fields."""
+    return config_identity(config)
 
 
 class Search:

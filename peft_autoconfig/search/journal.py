@@ -93,6 +93,7 @@ class Journal:
                     trial = TrialRecord.from_dict({k: v for k, v in record.items() if k != "type"})
                 except (TypeError, ValueError) as error:
                     raise JournalMismatchError(f"{self.path}:{number}: {error}") from None
+                trial = _canonical_key(trial)
                 previous = self.records.get(trial.key)
                 if previous is None or not previous.ok:
                     self.records[trial.key] = trial
@@ -141,6 +142,20 @@ class Journal:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def _canonical_key(record: TrialRecord) -> TrialRecord:
+    """A record keyed by a config written in full (before keys used `front.config_identity`) re-keyed in memory by
+    the config's identity, so the driver's requests, keyed that way, find it (the file is left as written)."""
+    if record.config is None:
+        return record
+    from ..front import config_identity
+
+    written = json.dumps(record.config, sort_keys=True, separators=(",", ":"), default=str)
+    identity = config_identity(record.config)
+    if written == identity or written not in record.key:
+        return record
+    return dataclasses.replace(record, key=record.key.replace(written, identity))
 
 
 def read_journal(path: str | Path) -> list[dict[str, Any]]:
