@@ -57,6 +57,16 @@ def tiny_model(family: str, attn_implementation: str = "sdpa", seed: int = 0) ->
     return AutoModelForCausalLM.from_config(config).eval()
 
 
+def copy_leading_slices(small: torch.nn.Module, large: torch.nn.Module, marker: str = "mixed_pet_") -> None:
+    """Copy into each PET weight of `small` the leading slice of the same weight of `large` (a super-configuration),
+    so a gated or sliced super-model can be compared with the stand-alone configuration it stands for."""
+    full = dict(large.named_parameters())
+    with torch.no_grad():
+        for name, parameter in small.named_parameters():
+            if marker in name:
+                parameter.copy_(full[name][tuple(slice(0, n) for n in parameter.shape)])
+
+
 @pytest.fixture
 def make_tiny_model():
     return tiny_model

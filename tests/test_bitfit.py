@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_configs, tiny_model
+from conftest import copy_leading_slices, tiny_configs, tiny_model
 from peft import PeftConfig, PeftModel, get_peft_model
 
 from peft_autoconfig import MixedPetConfig, UniPELTConfig, count_trainable_parameters
@@ -270,11 +270,7 @@ def test_s3pet_gates_bitfit_exactly(family):
     install_gates(model, superconfig, controller)
     chosen = discretise(superconfig, np.random.default_rng(1).uniform(size=len(superconfig)), superconfig.total // 2)
     small = get_peft_model(copy.deepcopy(base), copy.deepcopy(chosen.config))
-    full = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, parameter in small.named_parameters():
-            if "mixed_pet_" in name:
-                parameter.copy_(full[name][tuple(slice(0, n) for n in parameter.shape)])
+    copy_leading_slices(small, model)
     model.eval(), small.eval()
     x = inputs()
     with torch.no_grad():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_leading_slices
 import torch
 from peft import get_peft_model
 from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -183,11 +184,7 @@ def test_a_mask_equals_the_discretised_config_with_the_same_weights(tiny_bert_di
     if first_sizes_only:
         assert chosen.kept == first
     small = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir), copy.deepcopy(chosen.config))
-    full = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, parameter in small.named_parameters():
-            if "mixed_pet_" in name:  # a smaller block holds the first channels of the super-configuration's
-                parameter.copy_(full[name][tuple(slice(0, n) for n in parameter.shape)])
+    copy_leading_slices(small, model)  # a smaller block holds the first channels of the super-configuration's
     model.eval(), small.eval()
     inputs = batch(labels=False)
     with torch.no_grad():
@@ -213,11 +210,7 @@ def test_gates_are_exact_on_every_family(make_tiny_model, family, fixed):
     install_gates(model, superconfig, controller)
     chosen = discretise(superconfig, np.random.default_rng(0).uniform(size=len(superconfig)), superconfig.total // 3)
     small = get_peft_model(copy.deepcopy(base), copy.deepcopy(chosen.config))
-    full = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, parameter in small.named_parameters():
-            if "mixed_pet_" in name:
-                parameter.copy_(full[name][tuple(slice(0, n) for n in parameter.shape)])
+    copy_leading_slices(small, model)
     model.eval(), small.eval()
     inputs = batch(labels=False)
     with torch.no_grad():
