@@ -224,8 +224,10 @@ class Search:
         """A one-shot strategy's `search` (cached in oneshot.json), then each configuration it returns re-trained
         from scratch at the last fidelity level on the selection split; returns those records (the front's pool)."""
         fingerprint = self.recipe.fingerprint()
-        results = read_cached_results(self.out_dir, fingerprint, self.budgets)
-        if results is None:
+        cached = read_cached_results(self.out_dir, fingerprint, self.budgets)
+        if cached is not None:
+            results, self.oneshot_time_s = cached
+        else:
             context = OneShotContext(
                 model=self.model, task=self.recipe.task, space=self.space, training=self.recipe.training.run_kwargs(),
                 fidelity=dict(self.levels[0]), selection_split=self.recipe.evaluation.selection_split,
@@ -240,8 +242,6 @@ class Search:
             if not results:
                 raise RuntimeError(f"algorithm {self.recipe.algorithm.name!r} returned no configuration.")
             write_results(self.out_dir, fingerprint, self.budgets, results, self.oneshot_time_s, self.recipe.algorithm.name)
-        else:
-            self.oneshot_time_s = float(json.loads((self.out_dir / "oneshot.json").read_text()).get("wall_time_s") or 0.0)
         level = len(self.levels) - 1
         requests, seen = [], set()
         for i, result in enumerate(results):

@@ -152,8 +152,10 @@ def _canonical_key(record: TrialRecord) -> TrialRecord:
     from ..front import config_identity
 
     written = json.dumps(record.config, sort_keys=True, separators=(",", ":"), default=str)
+    if written not in record.key:  # keyed by a point of the space, or already by the identity
+        return record
     identity = config_identity(record.config)
-    if written == identity or written not in record.key:
+    if written == identity:
         return record
     return dataclasses.replace(record, key=record.key.replace(written, identity))
 

@@ -148,8 +148,8 @@ def resolve_budgets(budgets: list[Any], backbone_parameters: int, max_parameters
     return sorted(set(resolved))
 
 
-def read_cached_results(out_dir: Path, fingerprint: str, budgets: list[int]) -> Optional[list[OneShotResult]]:
-    """The cached one-shot results of this recipe (same fingerprint and budgets), else None."""
+def read_cached_results(out_dir: Path, fingerprint: str, budgets: list[int]) -> Optional[tuple[list[OneShotResult], float]]:
+    """The cached one-shot results of this recipe (same fingerprint and budgets) and the stage's wall time, else None."""
     path = Path(out_dir) / ONESHOT_FILE
     if not path.is_file():
         return None
@@ -159,7 +159,7 @@ def read_cached_results(out_dir: Path, fingerprint: str, budgets: list[int]) -> 
         return None
     if document.get("fingerprint") != fingerprint or document.get("budgets") != budgets:
         return None
-    return [OneShotResult(**entry) for entry in document["results"]]
+    return [OneShotResult(**entry) for entry in document["results"]], float(document.get("wall_time_s") or 0.0)
 
 
 def write_results(out_dir: Path, fingerprint: str, budgets: list[int], results: list[OneShotResult],

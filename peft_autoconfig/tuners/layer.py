@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
@@ -278,3 +278,14 @@ class PetLayer(nn.Module, BaseTunerLayer):
 
     def __repr__(self) -> str:
         return "pet." + super().__repr__()
+
+
+def located_pet_layers(model: nn.Module, spec: Any) -> Iterator[tuple[int, str, PetLayer]]:
+    """Every `PetLayer` of `model` with its place, `(layer index, module path in the layer, layer module)`, as the
+    architecture `spec` (`architectures.spec_for`) reads the qualified name; layers it cannot place are skipped.
+    The one walk that gates (UniPELT, S3PET), unit masks (pruning) and slices (super-PET) share."""
+    for name, module in model.named_modules():
+        if isinstance(module, PetLayer):
+            located = spec.split_key(name)
+            if located is not None:
+                yield located[0], located[1], module

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..architectures import spec_for
 from .blocks import Bottleneck, LoraDelta, PrefixKV
-from .layer import PetLayer
+from .layer import PetLayer, located_pet_layers
 from .mixed.config import MixedPetConfig
 from .plan import BlockPlan, module_plans
 
@@ -109,10 +109,9 @@ class SuperPet:
         self.plans: dict[tuple[int, str], BlockPlan] = module_plans(self.config, self.model_config)
         spec = spec_for(self.model_config)
         self.layers: dict[tuple[int, str], PetLayer] = {}
-        for name, module in base.named_modules():
-            located = spec.split_key(name)
-            if isinstance(module, PetLayer) and located in self.plans:
-                self.layers[located] = module
+        for layer, path, module in located_pet_layers(base, spec):
+            if (layer, path) in self.plans:
+                self.layers[(layer, path)] = module
         self.active: Optional[MixedPetConfig] = None
         self._masks: dict[nn.Module, torch.Tensor] = {}
         self._shadowed: list[tuple[nn.Module, str]] = []

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .blocks import BiasDelta, Bottleneck, LoraDelta, PrefixKV
-from .layer import PetLayer
+from .layer import located_pet_layers
 from .plan import BlockPlan
 
 UNIT_KINDS: tuple[str, ...] = ("lora", "serial", "parallel", "prefix", "bias")
@@ -152,13 +152,9 @@ class UnitMasks:
         self.adapter_name = adapter_name
         self.groups: dict[GroupKey, UnitGroup] = {}
         self._handles: list[Any] = []
-        for name, module in model.named_modules():
-            if not isinstance(module, PetLayer):
+        for layer, path, module in located_pet_layers(model, spec):
+            if (layer, path) not in plans:
                 continue
-            located = spec.split_key(name)
-            if located is None or located not in plans:
-                continue
-            layer, path = located
             for kind in UNIT_KINDS:
                 blocks = module.blocks(kind)
                 if adapter_name not in blocks:
@@ -166,7 +162,7 @@ class UnitMasks:
                 block = blocks[adapter_name]
                 if getattr(block, "gate", None) is not None:
                     raise ValueError(f"Cannot mask gated blocks (layer {layer}, {kind} on {path}): use an ungated config.")
-                self._add(layer, kind, path, block, plans[located])
+                self._add(layer, kind, path, block, plans[(layer, path)])
         if not self.groups:
             raise ValueError(f"The model has no block of adapter {adapter_name!r} to mask.")
         for group in self.groups.values():

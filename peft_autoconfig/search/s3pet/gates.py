@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ...tuners.blocks import PrefixKV
-from ...tuners.layer import PetLayer
+from ...tuners.layer import located_pet_layers
 from .positions import SuperConfiguration
 from .shift import EPS, keep_probabilities
 
@@ -173,13 +173,7 @@ def install_gates(model: nn.Module, superconfig: SuperConfiguration, controller:
     spec = superconfig.space.arch
     channel_map = _channel_map(superconfig)
     handles, gated = GateHandles(), set()
-    for name, module in model.named_modules():
-        if not isinstance(module, PetLayer):
-            continue
-        located = spec.split_key(name)
-        if located is None:
-            continue
-        layer, path = located
+    for layer, path, module in located_pet_layers(model, spec):
         for kind in ("lora", "serial", "parallel", "prefix", "bias"):
             for block in module.blocks(kind).values():
                 channels = channel_map.get((kind, layer, path))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..blocks import Gate
-from ..layer import PetLayer
+from ..layer import located_pet_layers
 
 if TYPE_CHECKING:
     from ..mixed.config import MixedPetConfig
@@ -75,13 +75,7 @@ def find_gates(tuner: nn.Module, adapter_name: Optional[str] = None) -> list[Gat
 
     spec = spec_for(tuner.model.config)
     sites: list[GateSite] = []
-    for key, module in tuner.model.named_modules():
-        if not isinstance(module, PetLayer):
-            continue
-        located = spec.split_key(key)
-        if located is None:
-            continue
-        layer, path = located
+    for layer, path, module in located_pet_layers(tuner.model, spec):
         for kind in BLOCK_KINDS:
             for adapter, block in module.blocks(kind).items():
                 if adapter_name is not None and adapter != adapter_name:
