@@ -85,8 +85,9 @@ def backbone_parameter_count(model_config: Any) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def baseline_configs(specs: list[Any], space: Any) -> Baselines:
-    """Build every baseline's PEFT config now (before any training); `RecipeError` naming the bad entry."""
+def baseline_configs(specs: list[Any], space: Any, field: str = "baselines") -> Baselines:
+    """Build every baseline's PEFT config now (before any training); `RecipeError` naming the bad entry
+    (`field[i]`: `baselines` or `algorithm.points_to_evaluate`, which use the same entries)."""
     from ..front import config_to_dict, load_point_config
     from .schema import RecipeError
 
@@ -101,6 +102,26 @@ def baseline_configs(specs: list[Any], space: Any) -> Baselines:
         try:
             config = load_point_config({"peft_type": "MIXED_PET", "task_type": space.task_type, **mapping})
         except (TypeError, ValueError, KeyError) as error:
-            raise RecipeError(f"recipe field `baselines[{i}].{field_name}`: {error}") from None
+            raise RecipeError(f"recipe field `{field}[{i}].{field_name}`: {error}") from None
         configs[spec.name] = config_to_dict(config)
     return Baselines(configs, space)
+
+
+def encode_points_to_evaluate(specs: list[Any], space: Any) -> list[dict[str, Any]]:
+    """The recipe's `algorithm.points_to_evaluate` as points of `space`; `RecipeError` naming the entry that the
+    space cannot express (full fine-tuning, UniPELT, a size or target set the space does not offer)."""
+    from ..front import load_point_config
+    from .schema import RecipeError
+
+    configs = baseline_configs(specs, space, field="algorithm.points_to_evaluate").configs
+    points = []
+    for i, (name, config) in enumerate(configs.items()):
+        where = f"recipe field `algorithm.points_to_evaluate[{i}]` ({name!r})"
+        if config is None or config.get("peft_type") != "MIXED_PET":
+            kind = "full fine-tuning" if config is None else config.get("peft_type")
+            raise RecipeError(f"{where}: {kind} is not a point of the search space (a MIXED_PET configuration is)")
+        try:
+            points.append(space.encode(load_point_config(config)))
+        except ValueError as error:
+            raise RecipeError(f"{where}: the search space cannot express it: {error}") from None
+    return points

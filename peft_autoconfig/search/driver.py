@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .baselines import backbone_parameter_count, baseline_configs
+from .baselines import backbone_parameter_count, baseline_configs, encode_points_to_evaluate
 from ..front import config_identity, config_to_dict
 from .evaluator import evaluate_trial, resolve_evaluator
 from .executors import open_executor
@@ -107,6 +107,7 @@ class Search:
             except (TypeError, ValueError) as error:
                 raise ValueError(f"recipe field `task`: {error}") from None
         self.baselines = baseline_configs(recipe.baselines, self.space)
+        self.initial_points = encode_points_to_evaluate(recipe.algorithm.points_to_evaluate or [], self.space)
         self.objectives = list(recipe.objectives)
         self.max_parameters = self.space.max_cost()
         self.levels = recipe.fidelity_levels
@@ -198,7 +199,7 @@ class Search:
     def _search_phase(self, executor: Any) -> list[TrialRecord]:
         problem = SearchProblem(self.space, self.objectives)
         strategy = self.strategy
-        strategy.setup(problem, seed=self.recipe.seed)
+        strategy.setup(problem, seed=self.recipe.seed, initial_points=self.initial_points)
         records: list[TrialRecord] = []
         n_trials = self.recipe.algorithm.n_trials
         while len(records) < n_trials:

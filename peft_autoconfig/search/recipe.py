@@ -36,6 +36,34 @@ STRATEGY_OPTIONS = ("surrogate", "n_initial", "warm_start", "settings")
 """`algorithm.*` fields of particular strategies (`Strategy.option_names`); unset = the strategy's default."""
 
 
+class BaselineSpec(RecipeModel):
+    """A baseline: a name from `NAMED_BASELINES` (`lora_r8`), or `{name, config}` / `{name, preset}`."""
+
+    name: str = Field(min_length=1)
+    config: Optional[dict[str, Any]] = None
+    preset: Optional[str] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _by_name(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data, "preset": data}
+        return data
+
+    @field_validator("preset")
+    @classmethod
+    def _named(cls, preset: Optional[str]) -> Optional[str]:
+        if preset is not None and preset not in NAMED_BASELINES:
+            raise ValueError(f"unknown baseline {preset!r}; allowed: {list(NAMED_BASELINES)} or a {{name, config}} mapping")
+        return preset
+
+    @model_validator(mode="after")
+    def _config_or_preset(self) -> "BaselineSpec":
+        if (self.config is None) == (self.preset is None):
+            raise ValueError("a baseline needs exactly one of `config` (a PEFT config mapping) or `preset` (a name)")
+        return self
+
+
 class AlgorithmSpec(RecipeModel):
     where: ClassVar[tuple[str, ...]] = ("algorithm",)
 
@@ -49,6 +77,13 @@ class AlgorithmSpec(RecipeModel):
     """`mobo` only: Sobol points before the first model-based batch (default `pop_size`)."""
     warm_start: Optional[str] = Field(None, min_length=1)
     """`mobo` only: a journal.jsonl, or a search folder holding one, whose trials seed the surrogate."""
+    points_to_evaluate: Optional[list[BaselineSpec]] = None
+    """Configurations evaluated first, in the first batch (syne-tune's `points_to_evaluate`; Optuna's
+    `enqueue_trial`): entries as in `baselines:` (a name such as `lora_r8`, or `{name, config}`), each encoded into
+    the space (an error names the entry when the space cannot express it); at most `pop_size`. They seed NSGA-II's
+    initial population, MOBO's initial design and random search's first batch, so the search starts from the hand
+    designs it has to beat instead of hoping to sample them (a search over six layer flags draws "all layers" once
+    in 64 points)."""
     settings: Optional[dict[str, Any]] = None
     """One-shot strategies (`s3pet`, `prune`, `supernet`): their own options, validated by the strategy's
     `settings_model` (errors name `algorithm.settings.<field>`)."""
@@ -72,6 +107,13 @@ class AlgorithmSpec(RecipeModel):
         from .strategies import STRATEGIES
 
         strategy = STRATEGIES[self.name]
+        if self.points_to_evaluate is not None and strategy.one_shot:
+            raise ValueError(f"recipe field `algorithm.points_to_evaluate` applies to ask/tell strategies only, not the one-shot {self.name!r}")
+        if len(self.points_to_evaluate or []) > self.pop_size:
+            raise ValueError(
+                f"recipe field `algorithm.points_to_evaluate`: {len(self.points_to_evaluate)} entries, at most "
+                f"`algorithm.pop_size` ({self.pop_size})"
+            )
         for option in self.options():
             if option not in strategy.option_names:
                 users = sorted(n for n, s in STRATEGIES.items() if option in s.option_names)
@@ -81,8 +123,10 @@ class AlgorithmSpec(RecipeModel):
 
     @model_serializer(mode="wrap")
     def _without_unset_options(self, handler: Any) -> dict[str, Any]:
-        """Unset strategy options are left out, so recipes without them keep their fingerprint."""
-        return {k: v for k, v in handler(self).items() if k not in STRATEGY_OPTIONS or v is not None}
+        """Unset strategy options (and `points_to_evaluate`) are left out, so recipes without them keep their
+        fingerprint."""
+        optional = STRATEGY_OPTIONS + ("points_to_evaluate",)
+        return {k: v for k, v in handler(self).items() if k not in optional or v is not None}
 
     def options(self) -> dict[str, Any]:
         """The strategy's own fields that the recipe sets (`make_strategy` keyword arguments); `settings` comes
@@ -206,34 +250,6 @@ class FinalSpec(RecipeModel):
     def budget(self) -> dict[str, Any]:
         """The fidelity mapping of a final run (what keys it in the journal, with the seed)."""
         return {"train_subset": self.train_subset, "num_epochs": self.num_epochs}
-
-
-class BaselineSpec(RecipeModel):
-    """A baseline: a name from `NAMED_BASELINES` (`lora_r8`), or `{name, config}` / `{name, preset}`."""
-
-    name: str = Field(min_length=1)
-    config: Optional[dict[str, Any]] = None
-    preset: Optional[str] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _by_name(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            return {"name": data, "preset": data}
-        return data
-
-    @field_validator("preset")
-    @classmethod
-    def _named(cls, preset: Optional[str]) -> Optional[str]:
-        if preset is not None and preset not in NAMED_BASELINES:
-            raise ValueError(f"unknown baseline {preset!r}; allowed: {list(NAMED_BASELINES)} or a {{name, config}} mapping")
-        return preset
-
-    @model_validator(mode="after")
-    def _config_or_preset(self) -> "BaselineSpec":
-        if (self.config is None) == (self.preset is None):
-            raise ValueError("a baseline needs exactly one of `config` (a PEFT config mapping) or `preset` (a name)")
-        return self
 
 
 class Recipe(RecipeModel):

@@ -19,6 +19,7 @@ from pymoo.core.evaluator import Evaluator
 from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
+from pymoo.core.sampling import Sampling
 from pymoo.problems.static import StaticProblem
 from pymoo.core.termination import NoTermination
 
@@ -40,6 +41,22 @@ class SpaceRepair(Repair):
         return out
 
 
+class SeededSampling(Sampling):
+    """pymoo sampling whose first samples are given points (syne-tune's `points_to_evaluate`), the rest drawn by
+    `MixedVariableSampling`: a GA's initial population that contains the hand-designed configurations."""
+
+    def __init__(self, points: list[Point]) -> None:
+        super().__init__()
+        self.points = [dict(x) for x in points]
+
+    def _do(self, problem: Problem, n_samples: int, random_state: Any = None, **kwargs: Any) -> list[Point]:
+        from pymoo.core.mixed import MixedVariableSampling
+
+        given = self.points[:n_samples]
+        drawn = MixedVariableSampling()._do(problem, n_samples - len(given), random_state=random_state) if n_samples > len(given) else []
+        return [dict(x) for x in given] + list(drawn)
+
+
 class Strategy(ABC):
     """A search strategy: `setup` once, then `ask` a batch and `tell` its objectives (minimised), repeatedly."""
 
@@ -53,13 +70,22 @@ class Strategy(ABC):
         self.pop_size = pop_size
         self.repair = repair
         self.problem: Problem | None = None
+        self.initial_points: list[Point] = []
 
     @classmethod
     def check_available(cls, **options: Any) -> None:
         """Recipe check: `ValueError` naming the field when the strategy cannot run here (a missing extra)."""
 
-    def setup(self, problem: Problem, seed: int) -> None:
+    def setup(self, problem: Problem, seed: int, initial_points: list[Point] | None = None) -> None:
+        """`initial_points` (the recipe's `algorithm.points_to_evaluate`, at most `pop_size`) come first in the
+        first batch, before the strategy's own initial design, and are told like any other point."""
         self.problem = problem
+        if initial_points and len(initial_points) > self.pop_size:
+            raise ValueError(
+                f"recipe field `algorithm.points_to_evaluate`: {len(initial_points)} points, at most `pop_size` "
+                f"({self.pop_size}) allowed"
+            )
+        self.initial_points = [self.repair(dict(x)) for x in initial_points or []]
         self._setup(seed)
 
     @abstractmethod

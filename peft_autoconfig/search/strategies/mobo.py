@@ -174,8 +174,11 @@ class MoboStrategy(Strategy):
         return out
 
     def _initial_batch(self, rng: np.random.Generator) -> list[Point]:
-        """Scrambled Sobol points mapped to the space; unseen random (or remaining) points when Sobol repeats."""
-        batch: list[Point] = []
+        """The recipe's `points_to_evaluate`, then scrambled Sobol points mapped to the space; unseen random (or
+        remaining) points when Sobol repeats."""
+        batch: list[Point] = self._unseen(list(self.initial_points), self.pop_size)
+        if len(batch) == self.pop_size:
+            return batch
         for _ in range(20):
             drawn = [self.encoding.from_unit(u) for u in self.sobol.draw(self.pop_size).double().numpy()]
             batch = self._unseen(batch + drawn, self.pop_size)

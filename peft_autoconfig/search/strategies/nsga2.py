@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import PymooStrategy, SpaceRepair, register_strategy
+from .base import PymooStrategy, SeededSampling, SpaceRepair, register_strategy
 
 
 @register_strategy
@@ -12,7 +12,7 @@ class NSGA2Strategy(PymooStrategy):
     name = "nsga2"
 
     def make_algorithm(self):
-        from pymoo.core.mixed import MixedVariableDuplicateElimination, MixedVariableGA, MixedVariableMating, MixedVariableSampling
+        from pymoo.core.mixed import MixedVariableDuplicateElimination, MixedVariableGA, MixedVariableMating
         from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
         from pymoo.util.display.multi import MultiObjectiveOutput
 
@@ -20,7 +20,7 @@ class NSGA2Strategy(PymooStrategy):
         return MixedVariableGA(
             pop_size=self.pop_size,
             n_offsprings=self.pop_size,
-            sampling=MixedVariableSampling(),
+            sampling=SeededSampling(self.initial_points),
             mating=MixedVariableMating(eliminate_duplicates=MixedVariableDuplicateElimination(), repair=repair),
             eliminate_duplicates=MixedVariableDuplicateElimination(),
             survival=RankAndCrowding(),

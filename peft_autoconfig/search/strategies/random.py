@@ -26,7 +26,14 @@ class RandomStrategy(Strategy):
 
     def ask(self) -> list[Point]:
         batch: list[Point] = []
+        for x in self.initial_points:  # the recipe's `points_to_evaluate`, in the first batch only
+            if self._key(x) not in self.seen:
+                self.seen.add(self._key(x))
+                batch.append(x)
+        self.initial_points = []
         for _ in range(self.max_resample):
+            if len(batch) == self.pop_size:
+                break
             samples = self.sampling(self.problem, self.pop_size - len(batch), random_state=self.random_state).get("X")
             for x in samples:
                 x = self.repair(x)

@@ -1,0 +1,80 @@
+"""`algorithm.points_to_evaluate`: hand-designed configurations evaluated first by every ask/tell strategy."""
+
+from __future__ import annotations
+
+import pytest
+from test_search_fakes import write_recipe
+
+from peft_autoconfig.front import config_identity
+from peft_autoconfig.search import load_recipe, read_journal, run_search
+from peft_autoconfig.search.recipe import RecipeError, parse_recipe
+from peft_autoconfig.search.schema import RecipeError as SchemaRecipeError
+
+SPACE = {"modules": ["serial_adapter", "lora"], "sizes": {"serial_adapter": [0, 4, 8], "lora": [0, 2, 4]}}
+POINTS = [
+    {"name": "lora_r4_all_layers", "config": {"lora_rank": 4, "target_modules": ["query", "value"]}},
+    {"name": "adapter_8_layer_1", "config": {"serial_adapter_size": 8, "layers_to_transform": [1]}},
+]
+
+
+def _search(tmp_path, tiny_bert_dir, synthetic_task_dir, name, points=POINTS, **extra):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    recipe = write_recipe(
+        tmp_path, tiny_bert_dir, synthetic_task_dir,
+        algorithm={"name": name, "n_trials": 8, "pop_size": 4, "points_to_evaluate": points, **extra},
+        space=SPACE, evaluator="test_search_fakes:fake_evaluate",
+    )
+    return run_search(load_recipe(recipe), tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("name", ["nsga2", "random", "mobo"])
+def test_given_points_are_the_first_trials_of_every_strategy(tmp_path, tiny_bert_dir, synthetic_task_dir, name):
+    if name == "mobo":
+        pytest.importorskip("botorch")
+    result = _search(tmp_path, tiny_bert_dir, synthetic_task_dir, name)
+    search = [t for t in read_journal(tmp_path / "out" / "journal.jsonl") if t["kind"] == "search"]
+    assert len(search) == 8
+    expected = {config_identity({"peft_type": "MIXED_PET", "task_type": "SEQ_CLS", **p["config"]}) for p in POINTS}
+    first_two = {config_identity(t["config"]) for t in search[:2]}
+    assert first_two == expected
+    # the rest of the first batch is the strategy's own design: new points, not the given ones again
+    others = {config_identity(t["config"]) for t in search[2:]}
+    assert not others & expected
+    assert result.n_trials >= 8
+
+
+def test_given_points_change_what_nsga2_searches(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """The seeds take part in selection: with them, the GA's first batch differs from the unseeded run's."""
+    seeded = _search(tmp_path / "a", tiny_bert_dir, synthetic_task_dir, "nsga2")
+    plain = _search(tmp_path / "b", tiny_bert_dir, synthetic_task_dir, "nsga2", points=[])
+    keys = lambda r: [t["key"] for t in read_journal(r.out_dir / "journal.jsonl") if t["kind"] == "search"]  # noqa: E731
+    assert keys(seeded)[:2] != keys(plain)[:2]
+    assert keys(seeded)[4:] != keys(plain)[4:]  # the second generation is bred from a different population
+
+
+@pytest.mark.parametrize(
+    ("points", "message"),
+    [
+        (["full_finetuning"], r"`algorithm.points_to_evaluate\[0\]` \('full_finetuning'\): full fine-tuning is not a point"),
+        (["unipelt"], r"`algorithm.points_to_evaluate\[0\]` \('unipelt'\): UNIPELT is not a point"),
+        ([{"name": "big", "config": {"lora_rank": 16}}],
+         r"`algorithm.points_to_evaluate\[0\]` \('big'\): the search space cannot express it: `lora_rank` = 16 is not an option of the space \[0, 2, 4\]"),
+        ([{"name": "par", "config": {"parallel_adapter_size": 4}}],
+         r"`algorithm.points_to_evaluate\[0\]` \('par'\): .*`parallel_adapter_size` is set but the space does not search it"),
+        ([{"name": "bad", "config": {"lora_rank": -1}}], r"`algorithm.points_to_evaluate\[0\].config`"),
+    ],
+)
+def test_points_the_space_cannot_express_fail_before_training(tmp_path, tiny_bert_dir, synthetic_task_dir, points, message):
+    with pytest.raises((RecipeError, SchemaRecipeError), match=message):
+        _search(tmp_path, tiny_bert_dir, synthetic_task_dir, "nsga2", points=points)
+    assert not (tmp_path / "out" / "journal.jsonl").exists()
+
+
+def test_recipe_refuses_too_many_points_and_one_shot_strategies():
+    base = {"model": "m", "task": "rotten_tomatoes"}
+    with pytest.raises(RecipeError, match=r"`algorithm.points_to_evaluate`: 3 entries, at most `algorithm.pop_size` \(2\)"):
+        parse_recipe({**base, "algorithm": {"pop_size": 2, "points_to_evaluate": ["lora_r8"] * 3}})
+    with pytest.raises(RecipeError, match=r"`algorithm.points_to_evaluate` applies to ask/tell strategies only, not the one-shot 's3pet'"):
+        parse_recipe({**base, "budgets": [100], "algorithm": {"name": "s3pet", "points_to_evaluate": ["lora_r8"]}})
+    with pytest.raises(RecipeError, match=r"`algorithm.points_to_evaluate\[0\].preset`: unknown baseline 'lora_r9'"):
+        parse_recipe({**base, "algorithm": {"points_to_evaluate": ["lora_r9"]}})
