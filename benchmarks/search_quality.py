@@ -20,7 +20,9 @@ Reported (OUT/results.md and OUT/results.json, printed too):
   reference point for all), mean +- sd per algorithm, and Welch's t-test between the first two algorithms;
 - the search's cost in units of one final-budget run (optimiser steps of every search and promotion trial divided by
   the steps of one final run; steps, so machine load does not change it), baselines and final stage excluded;
-- Kendall tau between the first and the last fidelity level on every point measured at both.
+- Kendall tau between the first and the last fidelity level on every point measured at both; with `--rank-all`,
+  every level-0 point of the first run is also trained at the last level (in OUT/<run>/ranking/, a copy of the run's
+  journal plus those trials, so the search's own journal and front stay as they were) and tau covers all of them.
 """
 
 from __future__ import annotations
@@ -78,6 +80,24 @@ def kendall_tau(trials: list[dict]) -> dict[str, Any]:
         return {"tau": None, "p_value": None, "n": len(common)}
     tau, p = kendalltau([by_level[levels[0]][k] for k in common], [by_level[levels[-1]][k] for k in common])
     return {"tau": float(tau), "p_value": float(p), "n": len(common)}
+
+
+def rank_all_levels(recipe: Any, run_dir: Path, workers: int) -> dict[str, Any]:
+    """Every level-0 point of the run in `run_dir` trained at the last fidelity level, in `run_dir/ranking/` (seeded
+    with a copy of the run's journal, so promoted points are not trained again); Kendall tau over all of them."""
+    import shutil
+
+    from peft_autoconfig.search.driver import Search
+
+    ranking = run_dir / "ranking"
+    ranking.mkdir(exist_ok=True)
+    if not (ranking / "journal.jsonl").exists():
+        shutil.copyfile(run_dir / "journal.jsonl", ranking / "journal.jsonl")
+    trials = read_journal(run_dir / "journal.jsonl")
+    points = [t["x"] for t in trials if t["kind"] == "search" and t["level"] == 0 and t["status"] == "ok" and t["x"]]
+    search = Search(recipe, ranking, workers=workers, progress=True)
+    search.evaluate_points(points, len(recipe.fidelity_levels) - 1)
+    return kendall_tau(read_journal(ranking / "journal.jsonl"))
 
 
 def normalised_hypervolume(front: Front, backbone: int) -> float:
@@ -164,6 +184,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pool-final-runs", action="store_true",
                         help="report every final run in the first run's journal (e.g. extra seeds of some points, run "
                              "with `final.max_parameters`), not only the recipe's `final.seeds`")
+    parser.add_argument("--rank-all", action="store_true",
+                        help="train every level-0 point of the first run at the last level too (OUT/<run>/ranking/) "
+                             "and report Kendall tau on all of them, not only on the promoted ones")
     args = parser.parse_args(argv)
 
     raw = yaml.safe_load(Path(args.recipe).read_text())
@@ -177,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs.append({"algorithm": algorithm, "seed": seed, "recipe": recipe, "dir": result.out_dir})
 
     primary = runs[0]["recipe"]
+    ranking = rank_all_levels(primary, Path(runs[0]["dir"]), args.workers) if args.rank_all else None
     from transformers import AutoConfig
 
     from peft_autoconfig.search.recipe import resolve_model
@@ -216,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     budget = primary.final.budget() if primary.final else None
     rows = final_rows(Front.load(runs[0]["dir"]), backbone, pooled, budget)
     results = {"backbone_parameters": backbone, "final_steps": final_steps, "final": rows, "verdicts": verdicts(rows),
+               "kendall_all": ranking,
                "searches": searches, "summary": summary, "hv_test": test, "wall_time_s": time.perf_counter() - start}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -249,6 +274,10 @@ def format_report(results: dict[str, Any]) -> str:
     lines += [f"| {s['algorithm']} | {s['hv_mean']:.5f} +- {s['hv_sd']:.5f} | {s['n']} |" for s in results["summary"]]
     if results["hv_test"]:
         lines.append(f"\nWelch's t-test on HV: t = {results['hv_test']['welch_t']:.3f}, p = {results['hv_test']['p_value']:.3f}")
+    if results.get("kendall_all"):
+        k = results["kendall_all"]
+        lines.append(f"\nKendall tau, first vs last fidelity level, every searched point of the first run: "
+                     f"{_num(k['tau'], 3)} (n = {k['n']}, p = {_num(k['p_value'], 3)})")
     lines.append(f"\nbenchmark wall time (this invocation): {results['wall_time_s']:.0f} s")
     return "\n".join(lines) + "\n"
 

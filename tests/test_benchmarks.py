@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from peft_autoconfig.search import read_journal
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -76,6 +78,14 @@ def test_search_quality_smoke_reports_final_stage_searches_and_cost(tmp_path, ti
     before = len((tmp_path / "out" / "nsga2-s0" / "journal.jsonl").read_text().splitlines())
     search_quality.main(argv)  # resumed: nothing trained again
     assert len((tmp_path / "out" / "nsga2-s0" / "journal.jsonl").read_text().splitlines()) == before
+
+    # --rank-all: every level-0 point measured at the last level too, beside the run (its journal untouched)
+    ranked = search_quality.main(argv + ["--rank-all"])
+    assert len((tmp_path / "out" / "nsga2-s0" / "journal.jsonl").read_text().splitlines()) == before
+    level0 = [t for t in read_journal(tmp_path / "out" / "nsga2-s0" / "journal.jsonl") if t["level"] == 0 and t["status"] == "ok"]
+    assert ranked["kendall_all"]["n"] == len({json.dumps(t["x"], sort_keys=True) for t in level0}) == 4
+    assert ranked["searches"][0]["kendall"] == results["searches"][0]["kendall"]  # the run's own tau is unchanged
+    assert "every searched point of the first run" in (tmp_path / "out" / "results.md").read_text()
 
     # a second seed of LoRA only (final.max_parameters 1 keeps every front point out), then the pooled report
     extra = tmp_path / "extra.yaml"

@@ -299,13 +299,25 @@ class Search:
             total += n
         return total + (len(self.baselines.configs) if self.recipe.final is None else 0)
 
-    def run(self) -> SearchResult:
-        start = time.perf_counter()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+    def _open_journal(self) -> None:
         from ..training.optim import resolve_learning_rates
 
         rates = resolve_learning_rates(self.recipe.training.learning_rates or None, self.recipe.training.learning_rate)
         self.journal = Journal(self.out_dir / "journal.jsonl", self.recipe.fingerprint(), self.recipe.raw, rates)
+
+    def evaluate_points(self, points: list[dict[str, Any]], level: int) -> list[TrialRecord]:
+        """Each point trained at fidelity `level` on the selection split, journaled in `out_dir` (resumable; points
+        already measured there are not trained again). For studies outside the search, such as the ranking of the
+        low fidelity on every searched point (`benchmarks/search_quality.py --rank-all`)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._open_journal()
+        with open_executor(self.workers, self.scheduler, self.processes) as executor:
+            return self._evaluate(executor, [self._point_request("promotion", self.space.canonical(x), level) for x in points])
+
+    def run(self) -> SearchResult:
+        start = time.perf_counter()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._open_journal()
         if self.progress:
             from tqdm.auto import tqdm
 
