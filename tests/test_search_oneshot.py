@@ -11,7 +11,8 @@ from test_search_fakes import write_recipe
 
 from peft_autoconfig.front import config_to_dict
 from peft_autoconfig.search import load_recipe, read_journal, run_search
-from peft_autoconfig.search.oneshot import OneShotContext, OneShotResult, OneShotStrategy, resolve_budgets
+from peft_autoconfig.search.oneshot import OneShotContext, OneShotResult, resolve_budgets
+from peft_autoconfig.search.strategies.oneshot import OneShotStrategy
 from peft_autoconfig.search.schema import RecipeError, RecipeModel
 from peft_autoconfig.search.strategies import STRATEGIES
 from peft_autoconfig.search.strategies.base import register_strategy

@@ -139,6 +139,17 @@ def test_nested_positions_add_channels_and_emit_sizes_of_the_list(space, tiny_be
 
 
 # -- gates ------------------------------------------------------------------------------------------------------------------
+def test_gates_refuse_a_model_that_is_not_the_super_configuration(tiny_bert_dir, superconfig):
+    """A model of a smaller configuration (every block narrower) is named, not gated wrongly."""
+    import dataclasses
+
+    small = dataclasses.replace(superconfig.super_config(), lora_rank=1, serial_adapter_size=1, parallel_adapter_size=1)
+    model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir), small)
+    controller = GateController(superconfig.counts, superconfig.total // 3)
+    with pytest.raises(RuntimeError, match=r"block at .* \(layer \d+\) is not a block of the super-configuration"):
+        install_gates(model, superconfig, controller)
+
+
 def test_gradients_reach_every_alpha_and_every_weight_through_the_gates(tiny_bert_dir, superconfig):
     model, controller, _ = gated_model(tiny_bert_dir, superconfig)
     model.train()

@@ -8,13 +8,13 @@ the physically smaller exported model computes, and training it only updates the
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from .space import Dims, FamilySpec, SubNetwork, family_for
+from ..subnetworks import InPlaceSwitch
 
 
 def transformers_model(model: nn.Module) -> nn.Module:
@@ -31,7 +31,7 @@ def block_list(model: nn.Module, family: FamilySpec) -> tuple[nn.Module, str]:
     return holder, name
 
 
-class SuperNetwork:
+class SuperNetwork(InPlaceSwitch):
     """The model's blocks with head and unit masks on hooks; `select(sub)` switches the active sub-network.
 
     Hooks are installed once (cheap to switch every step); `remove()` takes them off and restores all layers.
@@ -90,15 +90,6 @@ class SuperNetwork:
             self.holder.__dict__[self.list_name] = nn.ModuleList([self.blocks[i] for i in sub.layers])
         self.active = sub
 
-    @contextlib.contextmanager
-    def use(self, sub: Optional[SubNetwork]) -> Iterator[None]:
-        """Run `sub` inside the block, then go back to the previously active sub-network."""
-        previous = self.active
-        self.select(sub)
-        try:
-            yield
-        finally:
-            self.select(previous)
 
     def remove(self) -> None:
         """Take the hooks off and restore every layer: the model is the plain model again."""

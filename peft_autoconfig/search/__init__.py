@@ -5,7 +5,6 @@ from .journal import Journal, JournalMismatchError, read_journal
 from .recipe import Recipe, RecipeError, load_recipe, parse_recipe
 from .space import SearchSpace, SpaceSpec
 from .strategies import STRATEGIES, Strategy, make_strategy, register_strategy
-from .strategies import prune as _prune, s3pet as _s3pet, supernet as _supernet  # noqa: F401  (one-shot; see strategies/__init__)
 from .trial import TrialRecord, TrialRequest
 
 

@@ -143,13 +143,12 @@ def search_peft(
         The front, fewest trainable parameters first: each config (load it with `get_peft_model`) with its
         objectives, e.g. `{"accuracy": 0.81, "trainable_parameters": 9216}`.
     """
-    from .oneshot import OneShotStrategy
     from .strategies import STRATEGIES
 
-    if isinstance(STRATEGIES.get(algorithm), type) and issubclass(STRATEGIES[algorithm], OneShotStrategy):
+    if algorithm in STRATEGIES and STRATEGIES[algorithm].one_shot:
         raise ValueError(
             f"`algorithm` {algorithm!r} is a one-shot strategy, which trains through the recipe runner; run it with "
-            f"`peft-autoconfig search RECIPE`. Allowed here: {sorted(n for n, s in STRATEGIES.items() if not issubclass(s, OneShotStrategy))}"
+            f"`peft-autoconfig search RECIPE`. Allowed here: {sorted(n for n, s in STRATEGIES.items() if not s.one_shot)}"
         )
     model_config = model_init().config
     recipe = Recipe.parse({

@@ -31,7 +31,8 @@ from .evaluator import evaluate_trial, resolve_evaluator
 from .executors import open_executor
 from .export import export_front
 from .journal import Journal
-from .oneshot import OneShotContext, OneShotStrategy, read_cached_results, resolve_budgets, write_results
+from .oneshot import OneShotContext, read_cached_results, resolve_budgets, write_results
+from .strategies.oneshot import OneShotStrategy
 from .pareto import default_reference_point, hypervolume, promotion_size, select_for_promotion
 from .problem import SearchProblem
 from .recipe import Recipe, resolve_model

@@ -12,7 +12,6 @@ which receives the same request and returns at least `metric` (and, optionally, 
 from __future__ import annotations
 
 import importlib
-import json
 import time
 import traceback
 from typing import Any, Callable

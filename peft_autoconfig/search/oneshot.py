@@ -2,7 +2,8 @@
 
 S3PET (a differentiable budgeted search), pruning a large PET architecture (Lawton et al.) and a weight-sharing
 super-PET (Klein et al.) each train one model and read configurations off it. They do not fit ask/tell, so they
-implement `OneShotStrategy.search(context)`, which returns configurations (`OneShotResult`). Everything after that is
+implement `OneShotStrategy.search(context)` (`search.strategies.oneshot`, registered like every strategy), which
+returns configurations (`OneShotResult`). Everything after that is
 the driver's, the same as for NSGA-II: each returned configuration is re-trained from scratch as an ordinary, journaled
 trial at the recipe's last fidelity level on the selection split, those measurements are the front, and the final
 stage and the export run unchanged. A one-shot method therefore never writes front files, and its claims (its own
@@ -16,15 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-from abc import abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from .schema import RecipeModel
-from .strategies.base import Point, RepairFn, Strategy
 
 ONESHOT_FILE = "oneshot.json"
 ONESHOT_FORMAT_VERSION = 1
@@ -71,50 +69,6 @@ class OneShotResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class OneShotStrategy(Strategy):
-    """A strategy that trains once and returns configurations: implement `search`, not ask/tell.
-
-    `budgeted` methods need the recipe's `budgets:`; `settings_model` (a `RecipeModel`) validates
-    `algorithm.settings:`, whose errors then name `algorithm.settings.<field>`.
-    """
-
-    one_shot: ClassVar[bool] = True
-    option_names: ClassVar[tuple[str, ...]] = ("settings",)
-    budgeted: ClassVar[bool] = True
-    settings_model: ClassVar[Optional[type[RecipeModel]]] = None
-
-    def __init__(self, pop_size: int, repair: RepairFn, settings: Optional[RecipeModel] = None) -> None:
-        super().__init__(pop_size, repair)
-        self.settings = settings if settings is not None else (self.settings_model() if self.settings_model else None)
-
-    @classmethod
-    def parse_settings(cls, settings: Optional[dict[str, Any]]) -> Optional[RecipeModel]:
-        """`algorithm.settings` validated by `settings_model` (errors name the dotted field)."""
-        if cls.settings_model is None:
-            if settings:
-                raise ValueError(f"recipe field `algorithm.settings`: algorithm {cls.name!r} has no settings, got {sorted(settings)}")
-            return None
-        return cls.settings_model.parse(settings or {})
-
-    def check(self, space: Any, budgets: list[int]) -> None:
-        """Checks that need the space and the resolved budgets (`ValueError` naming the field); the driver calls it
-        when the search is built, before the journal exists and before any training. Default: nothing."""
-
-    @abstractmethod
-    def search(self, context: OneShotContext) -> list[OneShotResult]:
-        """Train once and return the configurations (one per budget when budgeted)."""
-
-    # ask/tell does not apply: the driver calls `search` instead
-    def _setup(self, seed: int) -> None:
-        self.seed = seed
-
-    def ask(self) -> list[Point]:
-        raise TypeError(f"algorithm {self.name!r} is a one-shot strategy: the driver calls `search(context)`, not `ask`.")
-
-    def tell(self, points: list[Point], F: np.ndarray) -> None:
-        raise TypeError(f"algorithm {self.name!r} is a one-shot strategy: the driver calls `search(context)`, not `tell`.")
 
 
 def resolve_budgets(budgets: list[Any], backbone_parameters: int, max_parameters: int) -> list[int]:
@@ -186,6 +140,6 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = [
-    "ONESHOT_FILE", "OneShotContext", "OneShotResult", "OneShotStrategy", "read_cached_results", "resolve_budgets",
+    "ONESHOT_FILE", "OneShotContext", "OneShotResult", "read_cached_results", "resolve_budgets",
     "write_results",
 ]

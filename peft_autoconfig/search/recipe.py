@@ -270,7 +270,7 @@ class Recipe(RecipeModel):
     evaluator: Optional[str] = None
     budgets: Optional[list[Union[Annotated[int, Field(strict=True, ge=1)], str]]] = Field(None, min_length=1)
     """Budgeted one-shot strategies (`s3pet`, `prune`): trainable-parameter budgets, counts or "0.1%" of the
-    backbone; one configuration per budget (resolved by `search.oneshot.resolve_budgets`)."""
+    backbone; one configuration per budget (resolved by `search.strategies.oneshot.resolve_budgets`)."""
 
     @field_validator("task")
     @classmethod

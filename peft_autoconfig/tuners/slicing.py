@@ -21,8 +21,7 @@ block goes where comes from `tuners.plan.module_plans`, the same plan the tuner 
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -32,6 +31,7 @@ from .blocks import Bottleneck, LoraDelta, PrefixKV
 from .layer import PetLayer, located_pet_layers
 from .mixed.config import MixedPetConfig
 from .plan import BlockPlan, module_plans
+from ..subnetworks import InPlaceSwitch
 
 SubConfig = Union[MixedPetConfig, Mapping[str, Any], None]
 """None (the whole super-PET), a `MixedPetConfig`, or a point of the `SearchSpace` given to `SuperPet`."""
@@ -86,7 +86,7 @@ class _AbsentBias:
         return torch.zeros_like(self.delta, requires_grad=False)
 
 
-class SuperPet:
+class SuperPet(InPlaceSwitch):
     """Switches a peft model holding one `MixedPetConfig` adapter between its slices; see the module docstring.
 
     Hooks are installed once (switching is cheap enough for every training step); `remove()` takes them off.
@@ -213,15 +213,6 @@ class SuperPet:
         self._shadowed.clear()
         self.active = None
 
-    @contextlib.contextmanager
-    def use(self, sub: SubConfig) -> Iterator[None]:
-        """Run `sub` inside the block, then go back to the previously active slice."""
-        previous = self.active
-        self.select(sub)
-        try:
-            yield
-        finally:
-            self.select(previous)
 
     def remove(self) -> None:
         """Take the hooks off: the model is the whole super-PET again."""

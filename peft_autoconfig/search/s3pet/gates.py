@@ -180,14 +180,14 @@ def install_gates(model: nn.Module, superconfig: SuperConfiguration, controller:
                 width = {"lora": lambda b: b.rank, "prefix": lambda b: b.length, "bias": lambda b: 1}.get(
                     kind, lambda b: b.down.out_features)(block)
                 if channels is None or len(channels.on(torch.device("cpu"))) != width:
-                    raise RuntimeError(f"The {kind} block at {name} is not a block of the super-configuration.")
+                    raise RuntimeError(f"The {kind} block at {path} (layer {layer}) is not a block of the super-configuration.")
                 if kind == "lora":
                     handles.hooks.append(block.A.register_forward_hook(_scale_channels(controller, channels)))
                 elif kind == "bias":  # one position: the whole delta vector scaled by its z
                     handles.hooks.append(block.register_forward_hook(_scale_channels(controller, channels)))
                 elif kind == "prefix":
                     if block.gate is not None:
-                        raise RuntimeError(f"The prefix at {name} already has a gate; S3PET needs an ungated prefix.")
+                        raise RuntimeError(f"The prefix at {path} (layer {layer}) already has a gate; S3PET needs an ungated prefix.")
                     block.gate = PositionGate(controller, channels)
                     handles.prefixes.append(block)
                 else:

@@ -62,7 +62,7 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     one_shot: ClassVar[bool] = False
-    """True for `search.oneshot.OneShotStrategy`: trained once through `search(context)`, not driven by ask/tell."""
+    """True for `search.strategies.oneshot.OneShotStrategy`: trained once through `search(context)`, not driven by ask/tell."""
     option_names: ClassVar[tuple[str, ...]] = ()
     """The strategy's own `algorithm.*` recipe fields, passed to `__init__` as keyword arguments."""
 
@@ -158,7 +158,7 @@ def check_algorithm(name: str, ask_tell: bool = False) -> str:
     """A recipe's `algorithm` name, checked against the registry (the PET search and backbone pruning share it).
 
     `ask_tell=True` (backbone pruning, the super-PET's inner search) admits only strategies driven by ask/tell, not
-    the one-shot ones (`search.oneshot.OneShotStrategy`), which train PET modules themselves."""
+    the one-shot ones (`search.strategies.oneshot.OneShotStrategy`), which train PET modules themselves."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown algorithm {name!r}; allowed: {sorted(STRATEGIES)}")
     if ask_tell and STRATEGIES[name].one_shot:

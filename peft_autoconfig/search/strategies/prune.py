@@ -32,7 +32,8 @@ from typing import Any
 from ...front import config_to_dict
 from ...tuners.plan import count_trainable_parameters
 from ...tuners.units import importance_callback
-from ..oneshot import OneShotContext, OneShotResult, OneShotStrategy
+from ..oneshot import OneShotContext, OneShotResult
+from .oneshot import OneShotStrategy
 from ..prune.configs import maximal_config
 from ..prune.plot import plot_survival
 from ..prune.schedule import check_budgets, expected_steps, pruning_targets

@@ -11,7 +11,8 @@ import json
 from typing import Any
 
 from ...front import config_to_dict
-from ..oneshot import OneShotContext, OneShotResult, OneShotStrategy
+from ..oneshot import OneShotContext, OneShotResult
+from .oneshot import OneShotStrategy
 from ..s3pet.plot import plot_positions
 from ..s3pet.positions import SuperConfiguration
 from ..s3pet.run import train_search

@@ -23,7 +23,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from ...front import config_to_dict
-from ..oneshot import OneShotContext, OneShotResult, OneShotStrategy
+from ..oneshot import OneShotContext, OneShotResult
+from .oneshot import OneShotStrategy
 from ..pareto import non_dominated, select_for_promotion
 from ..problem import SearchProblem
 from ..schema import RecipeModel
