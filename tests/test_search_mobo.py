@@ -228,6 +228,15 @@ def test_search_through_the_driver_and_resume_mid_batch(tmp_path, tiny_bert_dir,
     assert len(search) == 10 and len({t["key"] for t in search}) == 10
     assert reference.document["search"]["algorithm"] == "mobo" and reference.document["points"]
     assert any(t["kind"] == "promotion" and t["level"] == 1 for t in trials)
+    # the strategy's own time per batch, with the surrogate fit and the acquisition split out
+    timing = reference.document["search"]["strategy_time"]
+    assert [b["n_points"] for b in timing["batches"]] == [4, 4, 2]
+    assert [b["proposal"] for b in timing["batches"]] == ["initial", "bo", "bo"]
+    assert [b["n_training_points"] for b in timing["batches"]] == [0, 4, 8]
+    assert timing["batches"][0]["fit_s"] == 0.0 and all(b["fit_s"] > 0 and b["acquisition_s"] > 0 for b in timing["batches"][1:])
+    assert timing["total_s"] == pytest.approx(sum(b["ask_s"] + b["tell_s"] for b in timing["batches"]))
+    assert all(b["fit_s"] + b["acquisition_s"] <= b["ask_s"] + 1e-6 for b in timing["batches"])
+    assert 0 < timing["share_of_phase"] <= 1 and 0 < timing["share_of_trials"] < 1
 
     lines = (tmp_path / "reference" / "journal.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "killed").mkdir()

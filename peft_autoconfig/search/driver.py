@@ -121,6 +121,7 @@ class Search:
         if self.one_shot:
             self.strategy.check(self.space, self.budgets)
         self.oneshot_time_s = 0.0
+        self.strategy_time: dict[str, Any] | None = None
         self.journal: Journal | None = None
         self.n_evaluated = 0
         self._next_id = 0
@@ -203,13 +204,21 @@ class Search:
         strategy.setup(problem, seed=self.recipe.seed, initial_points=self.initial_points)
         records: list[TrialRecord] = []
         n_trials = self.recipe.algorithm.n_trials
+        batches: list[dict[str, Any]] = []
+        phase_start = time.perf_counter()
         while len(records) < n_trials:
+            start = time.perf_counter()
             points = strategy.ask()[: n_trials - len(records)]
+            ask_s = time.perf_counter() - start
             if not points:
                 break
             batch = self._evaluate(executor, [self._point_request("search", x, 0) for x in points])
+            start = time.perf_counter()
             strategy.tell(points, np.array([r.F for r in batch], dtype=float))
+            batches.append({"n_points": len(points), "ask_s": ask_s, "tell_s": time.perf_counter() - start})
             records.extend(batch)
+        self.strategy_time = _strategy_time(batches, strategy.diagnostics(), time.perf_counter() - phase_start,
+                                            sum(r.wall_time_s for r in records))
         return records
 
     def _promotion_phase(self, executor: Any, records: list[TrialRecord]) -> list[TrialRecord]:
@@ -347,7 +356,7 @@ class Search:
         document, points = export_front(
             self.out_dir, self.recipe, self.space, self.model, front=front, baselines=baselines, finals=finals,
             trials=list(self.journal), last_level=last, wall_time=time.perf_counter() - start,
-            oneshot_time_s=self.oneshot_time_s if self.one_shot else None,
+            oneshot_time_s=self.oneshot_time_s if self.one_shot else None, strategy_time=self.strategy_time,
         )
         return SearchResult(self.out_dir, document, len(self.journal), self.n_evaluated, points)
 
@@ -360,6 +369,19 @@ class _InProcess:
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         return evaluate_trial(request, self.function)
+
+
+def _strategy_time(batches: list[dict[str, Any]], diagnostics: list[dict[str, Any]], phase_s: float,
+                   trials_s: float) -> dict[str, Any]:
+    """The strategy's own time in the search phase (ask + tell per batch, with its diagnostics merged in), and its
+    share of the trials' training time and of the phase's wall time. Measured in this invocation: a resumed search
+    replays every ask, so the strategy's time is real, while the trials it finds in the journal cost nothing."""
+    for batch, extra in zip(batches, diagnostics):
+        batch.update(extra)
+    total = sum(b["ask_s"] + b["tell_s"] for b in batches)
+    return {"batches": batches, "total_s": total, "phase_wall_s": phase_s,
+            "share_of_phase": total / phase_s if phase_s > 0 else None,
+            "share_of_trials": total / (total + trials_s) if total + trials_s > 0 else None}
 
 
 def _unique_ok(records: list[TrialRecord]) -> list[TrialRecord]:

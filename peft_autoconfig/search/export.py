@@ -63,6 +63,7 @@ def export_front(
     last_level: list[TrialRecord],
     wall_time: float,
     oneshot_time_s: Optional[float] = None,
+    strategy_time: Optional[dict[str, Any]] = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Write the outputs; returns the `front.json` document and the point dicts given to `write_front`."""
     from .plot import plot_front
@@ -102,6 +103,7 @@ def export_front(
             "wall_time_s": wall_time,
             "trials_time_s": search_time,
             "oneshot_time_s": oneshot_time_s,
+            "strategy_time": strategy_time,
             "final_time_s": sum(r.wall_time_s for r in trials if r.kind == "final"),
             "cost_full_runs": search_time / float(np.mean(full_runs)) if full_runs else None,
             "fidelity_levels": recipe.fidelity_levels,

@@ -102,6 +102,11 @@ class Strategy(ABC):
         `points` may be a prefix of the batch when the trial budget ends inside it.
         """
 
+    def diagnostics(self) -> list[dict[str, Any]]:
+        """Per-`ask` facts of the strategy's own work (MOBO: surrogate fit and acquisition seconds), in ask order;
+        the driver adds them to its timing of each batch in front.json (`search.strategy_time`)."""
+        return []
+
 
 class PymooStrategy(Strategy):
     """Adapter for any pymoo `Algorithm` driven through `setup/ask/tell` (see STYLE.md section 4)."""

@@ -26,6 +26,7 @@ metric and a hypervolume-improvement acquisition use every trial. Design (see do
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
@@ -124,6 +125,7 @@ class MoboStrategy(Strategy):
         self.seed = seed
         self.n_told = 0
         self.seen: set[str] = set()
+        self.timings: list[dict[str, Any]] = []
         self.points: list[Point] = []
         self.F: list[list[float]] = []
         self._costs: dict[tuple[int, ...], float] = {}
@@ -145,10 +147,15 @@ class MoboStrategy(Strategy):
         rng = np.random.default_rng([self.seed, self.n_told])
         measured = any(n not in EXACT_OBJECTIVES and n != "metric" for n in self.objectives)
         known = len(self.points) + (0 if measured else len(self.warm))  # measured costs are learnt from this run only
+        self._fit_s = 0.0
+        start = time.perf_counter()
         if known < max(self.n_initial, 2):
-            batch = self._initial_batch(rng)
+            batch, kind = self._initial_batch(rng), "initial"
         else:
-            batch = self._bo_batch(rng)
+            batch, kind = self._bo_batch(rng), "bo"
+        total = time.perf_counter() - start
+        self.timings.append({"proposal": kind, "fit_s": self._fit_s, "acquisition_s": total - self._fit_s,
+                             "n_training_points": known})
         self.seen.update(self.space.key(x) for x in batch)
         return batch
 
@@ -159,6 +166,11 @@ class MoboStrategy(Strategy):
                 self.points.append(self.space.canonical(x))
                 self.F.append([float(v) for v in f])
         self.n_told += len(points)
+
+    def diagnostics(self) -> list[dict[str, Any]]:
+        """Per ask: `initial` or `bo`, seconds fitting the surrogate(s), seconds for the rest of the proposal
+        (acquisition: scoring, local search, `optimize_acqf_discrete`), and the number of points it was fitted on."""
+        return list(self.timings)
 
     # -- proposals ------------------------------------------------------------------------------------------------
     def _unseen(self, points: list[Point], limit: int | None = None) -> list[Point]:
@@ -292,7 +304,9 @@ class MoboStrategy(Strategy):
         from botorch.sampling import SobolQMCNormalSampler
 
         modelled, X, Y = self._training_data()
+        start = time.perf_counter()
         models = [self._fit(X[n], Y[n], seed) for n in modelled]
+        self._fit_s += time.perf_counter() - start
         model = models[0] if len(models) == 1 else ModelListGP(*models)
 
         def objective(samples: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
