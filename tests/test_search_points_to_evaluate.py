@@ -78,3 +78,24 @@ def test_recipe_refuses_too_many_points_and_one_shot_strategies():
         parse_recipe({**base, "budgets": [100], "algorithm": {"name": "s3pet", "points_to_evaluate": ["lora_r8"]}})
     with pytest.raises(RecipeError, match=r"`algorithm.points_to_evaluate\[0\].preset`: unknown baseline 'lora_r9'"):
         parse_recipe({**base, "algorithm": {"points_to_evaluate": ["lora_r9"]}})
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "rotten_tomatoes.yaml"])
+def test_shipped_recipes_points_are_in_their_space(name):
+    """The hand designs the shipped recipes start from are points of their own spaces (MiniLM's config)."""
+    from pathlib import Path
+
+    from peft_autoconfig.search.baselines import encode_points_to_evaluate
+    from peft_autoconfig.search.recipe import resolve_model
+    from peft_autoconfig.search.space import SearchSpace
+
+    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / name)
+    try:
+        space = SearchSpace.from_pretrained(resolve_model(recipe.model), recipe.space)
+    except (ImportError, OSError, ValueError) as error:  # the `demo` extra (MiniLM's package) is not installed
+        pytest.skip(f"MiniLM not available: {error}")
+    points = encode_points_to_evaluate(recipe.algorithm.points_to_evaluate, space)
+    assert len(points) == len(recipe.algorithm.points_to_evaluate) >= 1
+    serial = points[[p.name for p in recipe.algorithm.points_to_evaluate].index("serial_adapter")]
+    assert serial["serial_adapter_size"] == 24 and all(serial[f"layer_{i}"] for i in range(6))
+    assert space.cost(serial) == 113_040  # AdapterHub seq_bn, reduction 16, on all six layers
