@@ -20,6 +20,8 @@ Reported (OUT/results.md and OUT/results.json, printed too):
   reference point for all), mean +- sd per algorithm, and Welch's t-test between the first two algorithms;
 - the search's cost in units of one final-budget run (optimiser steps of every search and promotion trial divided by
   the steps of one final run; steps, so machine load does not change it), baselines and final stage excluded;
+- hypervolume against trials at the first fidelity level per algorithm (mean +- sd over seeds, OUT/hv_vs_trials.png)
+  and the trials each algorithm needs to reach random search's mean final level-0 hypervolume (sample efficiency);
 - Kendall tau between the first and the last fidelity level on every point measured at both; with `--rank-all`,
   every level-0 point of the first run is also trained at the last level (in OUT/<run>/ranking/, a copy of the run's
   journal plus those trials, so the search's own journal and front stay as they were) and tau covers all of them.
@@ -98,6 +100,62 @@ def rank_all_levels(recipe: Any, run_dir: Path, workers: int) -> dict[str, Any]:
     search = Search(recipe, ranking, workers=workers, progress=True)
     search.evaluate_points(points, len(recipe.fidelity_levels) - 1)
     return kendall_tau(read_journal(ranking / "journal.jsonl"))
+
+
+def hv_curve(trials: list[dict], backbone: int) -> list[float]:
+    """Normalised hypervolume of the level-0 search trials after each trial, in trial order: what a strategy has
+    found after n trials, on the level it searches at (the sample-efficiency curve; failed trials add nothing)."""
+    search = sorted((t for t in trials if t["kind"] == "search" and t["level"] == 0), key=lambda t: t["trial_id"])
+    F, curve = [], []
+    for t in search:
+        if t["status"] == "ok":
+            F.append([-float(t["metric"]), t["trainable_parameters"] / backbone])
+        curve.append(hypervolume(np.array(F), np.array([-0.5, 1.0])) if F else 0.0)
+    return curve
+
+
+def trials_to_reach(curve: list[float], target: float) -> int | None:
+    """The first trial count at which `curve` reaches `target` (None: never)."""
+    return next((i + 1 for i, value in enumerate(curve) if value >= target - 1e-12), None)
+
+
+def curve_summary(searches: list[dict], algorithms: list[str]) -> dict[str, Any]:
+    """Mean +- sd HV curve per algorithm (over seeds, to the shortest run) and the trials each needs, on average,
+    to reach the reference algorithm's mean final level-0 HV (`random` when it ran, else the last algorithm)."""
+    reference = "random" if "random" in algorithms else algorithms[-1]
+    curves = {}
+    for algorithm in algorithms:
+        runs = [s["hv_curve"] for s in searches if s["algorithm"] == algorithm and s["hv_curve"]]
+        if runs:
+            n = min(len(c) for c in runs)
+            stacked = np.array([c[:n] for c in runs])
+            curves[algorithm] = {"mean": stacked.mean(axis=0).tolist(), "sd": stacked.std(axis=0).tolist(), "runs": len(runs)}
+    target = curves[reference]["mean"][-1] if reference in curves else None
+    reach = {a: (trials_to_reach(c["mean"], target) if target is not None else None) for a, c in curves.items()}
+    return {"reference": reference, "target_hv": target, "curves": curves, "trials_to_reach": reach}
+
+
+def plot_curves(summary: dict[str, Any], path: Path) -> None:
+    """Mean level-0 hypervolume against trials per algorithm, +- one sd shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for algorithm, curve in summary["curves"].items():
+        x = np.arange(1, len(curve["mean"]) + 1)
+        mean, sd = np.array(curve["mean"]), np.array(curve["sd"])
+        ax.plot(x, mean, label=f"{algorithm} ({curve['runs']} seeds)")
+        ax.fill_between(x, mean - sd, mean + sd, alpha=0.2)
+    if summary["target_hv"] is not None:
+        ax.axhline(summary["target_hv"], color="grey", linestyle=":", label=f"{summary['reference']} final (mean)")
+    ax.set_xlabel("trials (first fidelity level)")
+    ax.set_ylabel("hypervolume (normalised)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def normalised_hypervolume(front: Front, backbone: int) -> float:
@@ -221,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "algorithm": run["algorithm"], "seed": run["seed"], "hypervolume": normalised_hypervolume(front, backbone),
             "n_trials": len(searched), "n_failed": sum(t["status"] != "ok" for t in searched), "steps": steps,
             "cost_final_runs": steps / final_steps if final_steps else None, "kendall": kendall_tau(trials),
+            "hv_curve": hv_curve(trials, backbone),
             "front": [{"name": p.name, "trainable_parameters": p.trainable_parameters,
                        "selection": p.selection.value if p.selection else None} for p in front.points],
         })
@@ -236,11 +295,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         a, b = ([s["hypervolume"] for s in searches if s["algorithm"] == name] for name in args.algorithms[:2])
         statistic, p_value = ttest_ind(a, b, equal_var=False)
         test = {"welch_t": float(statistic), "p_value": float(p_value)}
+    curves = curve_summary(searches, args.algorithms)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_curves(curves, out / "hv_vs_trials.png")
     pooled = read_journal(Path(runs[0]["dir"]) / "journal.jsonl") if args.pool_final_runs else None
     budget = primary.final.budget() if primary.final else None
     rows = final_rows(Front.load(runs[0]["dir"]), backbone, pooled, budget)
     results = {"backbone_parameters": backbone, "final_steps": final_steps, "final": rows, "verdicts": verdicts(rows),
-               "kendall_all": ranking,
+               "kendall_all": ranking, "hv_curves": curves,
                "searches": searches, "summary": summary, "hv_test": test, "wall_time_s": time.perf_counter() - start}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -274,6 +336,15 @@ def format_report(results: dict[str, Any]) -> str:
     lines += [f"| {s['algorithm']} | {s['hv_mean']:.5f} +- {s['hv_sd']:.5f} | {s['n']} |" for s in results["summary"]]
     if results["hv_test"]:
         lines.append(f"\nWelch's t-test on HV: t = {results['hv_test']['welch_t']:.3f}, p = {results['hv_test']['p_value']:.3f}")
+    curves = results.get("hv_curves")
+    if curves and curves["target_hv"] is not None:
+        lines += ["", f"Trials (first fidelity level) to reach {curves['reference']}'s mean final level-0 HV "
+                      f"({curves['target_hv']:.5f}); curves in hv_vs_trials.png:", "",
+                  "| algorithm | trials to reach | of | final level-0 HV (mean) |", "|---|---:|---:|---:|"]
+        for algorithm, curve in curves["curves"].items():
+            reach = curves["trials_to_reach"][algorithm]
+            lines.append(f"| {algorithm} | {reach if reach is not None else 'not reached'} | {len(curve['mean'])} | "
+                         f"{curve['mean'][-1]:.5f} |")
     if results.get("kendall_all"):
         k = results["kendall_all"]
         lines.append(f"\nKendall tau, first vs last fidelity level, every searched point of the first run: "

@@ -72,6 +72,16 @@ def test_search_quality_smoke_reports_final_stage_searches_and_cost(tmp_path, ti
                    (tmp_path / "out" / f"{search['algorithm']}-s0" / "journal.jsonl").read_text().splitlines()[1:]]
         promoted = [t for t in journal if t["kind"] == "promotion" and t["status"] == "ok"]
         assert search["kendall"]["n"] == len(promoted) > 0  # every promoted point was measured at both levels
+    # hypervolume against trials: one value per level-0 trial, never decreasing; the plot and the reach table
+    for search in results["searches"]:
+        curve = search["hv_curve"]
+        assert len(curve) == 4 and all(b >= a for a, b in zip(curve, curve[1:])) and curve[-1] > 0
+    curves = results["hv_curves"]
+    assert curves["reference"] == "random" and curves["target_hv"] == results["searches"][1]["hv_curve"][-1]
+    assert curves["trials_to_reach"]["random"] == search_quality.trials_to_reach(results["searches"][1]["hv_curve"], curves["target_hv"])
+    assert search_quality.trials_to_reach([0.1, 0.2, 0.3], 0.25) == 3 and search_quality.trials_to_reach([0.1], 0.2) is None
+    assert (tmp_path / "out" / "hv_vs_trials.png").read_bytes()[:4] == b"\x89PNG"
+    assert "to reach random's mean final level-0 HV" in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "random-s0" / "front.json").exists()
     assert not list((tmp_path / "out" / "random-s0").glob("front/*/adapter_model.safetensors"))
     assert "| nsga2 |" in (tmp_path / "out" / "results.md").read_text()
