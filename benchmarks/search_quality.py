@@ -4,6 +4,8 @@ real budget, NSGA-II against random search, the low fidelity's ranking and the s
     python benchmarks/search_quality.py --recipe recipes/rotten_tomatoes.yaml --out runs/bench --workers 2
     python benchmarks/search_quality.py --recipe recipes/rotten_tomatoes.yaml --out runs/bench \\
         --algorithms nsga2 random --seeds 0 1 2 --workers 2          # + the algorithm comparison
+    python benchmarks/search_quality.py --recipe recipes/rotten_tomatoes.yaml --out runs/bench --algorithms mobo nsga2 \
+        random --seeds 0 1 2 --variant mobo_warm mobo warm_start=/abs/runs/other_task/mobo-s0 --workers 2  # issue 14
 
 Every number comes from `peft-autoconfig search` runs of the recipe (one per algorithm and seed, resumable: each has
 its own folder under OUT). The first run (first algorithm, first seed) keeps the recipe's `final:` stage: its front
@@ -46,18 +48,30 @@ from peft_autoconfig.search.baselines import backbone_parameter_count
 from peft_autoconfig.search.pareto import hypervolume
 
 
-def run_recipes(raw: dict[str, Any], algorithms: list[str], seeds: list[int]) -> list[tuple[str, int, dict]]:
-    """(algorithm, seed, recipe mapping) per run; only the first keeps `final:` and `baselines:`."""
+def run_recipes(raw: dict[str, Any], algorithms: list[str], seeds: list[int],
+                variants: dict[str, tuple[str, dict[str, Any]]] | None = None) -> list[tuple[str, int, dict]]:
+    """(label, seed, recipe mapping) per run; only the first keeps `final:` and `baselines:`. A label is an
+    algorithm name, or a variant's label (`variants[label] = (algorithm, algorithm fields)`: e.g. a warm-started
+    `mobo`), which runs that algorithm with those fields set."""
     runs = []
-    for i, (algorithm, seed) in enumerate((a, s) for a in algorithms for s in seeds):
+    for i, (label, seed) in enumerate((a, s) for a in algorithms for s in seeds):
         recipe = copy.deepcopy(raw)
-        recipe.setdefault("algorithm", {})["name"] = algorithm
+        algorithm, fields = (variants or {}).get(label, (label, {}))
+        recipe.setdefault("algorithm", {}).update({"name": algorithm, **fields})
         recipe["seed"] = seed
         if i > 0:
             recipe.pop("final", None)
             recipe["baselines"] = []
-        runs.append((algorithm, seed, recipe))
+        runs.append((label, seed, recipe))
     return runs
+
+
+def parse_variant(words: list[str]) -> tuple[str, tuple[str, dict[str, Any]]]:
+    """`LABEL ALGORITHM [FIELD=VALUE ...]` (values read as YAML) -> (label, (algorithm, fields))."""
+    if len(words) < 2 or any("=" not in w for w in words[2:]):
+        raise SystemExit(f"--variant needs LABEL ALGORITHM [FIELD=VALUE ...], got {' '.join(words)!r}")
+    fields = {k: yaml.safe_load(v) for k, v in (w.split("=", 1) for w in words[2:])}
+    return words[0], (words[1], fields)
 
 
 def steps_of(fidelity: dict[str, Any], batch_size: int, train_size: int) -> float:
@@ -237,6 +251,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--recipe", required=True, help="a search recipe with a `final:` section and baselines")
     parser.add_argument("--out", required=True, help="output folder (each run resumes from its journal)")
     parser.add_argument("--algorithms", nargs="+", default=["nsga2"])
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="WORD",
+                        help="LABEL ALGORITHM [FIELD=VALUE ...]: another run per seed of ALGORITHM with those "
+                             "`algorithm.*` fields, reported as LABEL (e.g. `--variant mobo_warm mobo "
+                             "warm_start=runs/other/mobo-s1`: warm against cold start)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--pool-final-runs", action="store_true",
@@ -252,7 +270,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     start = time.perf_counter()
     runs = []
-    for algorithm, seed, mapping in run_recipes(raw, args.algorithms, args.seeds):
+    variants = dict(parse_variant(words) for words in args.variant)
+    labels = list(args.algorithms) + [label for label in variants if label not in args.algorithms]
+    for algorithm, seed, mapping in run_recipes(raw, labels, args.seeds, variants):
         recipe = parse_recipe(mapping, base_dir=base)
         result = run_search(recipe, out / f"{algorithm}-s{seed}", workers=args.workers, progress=True)
         runs.append({"algorithm": algorithm, "seed": seed, "recipe": recipe, "dir": result.out_dir})
@@ -284,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        "selection": p.selection.value if p.selection else None} for p in front.points],
         })
     summary = []
-    for algorithm in args.algorithms:
+    for algorithm in labels:
         values = [s["hypervolume"] for s in searches if s["algorithm"] == algorithm]
         summary.append({"algorithm": algorithm, "hv_mean": float(np.mean(values)),
                         "hv_sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values)})
@@ -295,7 +315,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         a, b = ([s["hypervolume"] for s in searches if s["algorithm"] == name] for name in args.algorithms[:2])
         statistic, p_value = ttest_ind(a, b, equal_var=False)
         test = {"welch_t": float(statistic), "p_value": float(p_value)}
-    curves = curve_summary(searches, args.algorithms)
+    curves = curve_summary(searches, labels)
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, out / "hv_vs_trials.png")
     pooled = read_journal(Path(runs[0]["dir"]) / "journal.jsonl") if args.pool_final_runs else None

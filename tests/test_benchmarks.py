@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from peft_autoconfig.search import read_journal
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -96,6 +98,15 @@ def test_search_quality_smoke_reports_final_stage_searches_and_cost(tmp_path, ti
     assert ranked["kendall_all"]["n"] == len({json.dumps(t["x"], sort_keys=True) for t in level0}) == 4
     assert ranked["searches"][0]["kendall"] == results["searches"][0]["kendall"]  # the run's own tau is unchanged
     assert "every searched point of the first run" in (tmp_path / "out" / "results.md").read_text()
+
+    # a variant: another run of an algorithm with some `algorithm.*` fields set, reported under its own label
+    varied = search_quality.main(argv + ["--variant", "nsga2_one_generation", "nsga2", "pop_size=4"])
+    assert [s["algorithm"] for s in varied["searches"]] == ["nsga2", "random", "nsga2_one_generation"]
+    header = json.loads((tmp_path / "out" / "nsga2_one_generation-s0" / "journal.jsonl").read_text().splitlines()[0])
+    assert header["recipe"]["algorithm"] == {"name": "nsga2", "n_trials": 4, "pop_size": 4}
+    assert set(varied["hv_curves"]["curves"]) == {"nsga2", "random", "nsga2_one_generation"}
+    with pytest.raises(SystemExit, match="--variant needs LABEL ALGORITHM"):
+        search_quality.main(argv + ["--variant", "lonely"])
 
     # a second seed of LoRA only (final.max_parameters 1 keeps every front point out), then the pooled report
     extra = tmp_path / "extra.yaml"
