@@ -197,12 +197,37 @@ def pooled_final_runs(trials: list[dict], name: str, budget: dict[str, Any]) -> 
             "se": standard_error(runs[0]["metric_name"], mean, runs[0]["n_eval"]), "seeds": sorted(t["seed"] for t in runs)}
 
 
-def final_rows(front: Front, backbone: int, pooled: list[dict] | None = None, budget: dict | None = None) -> list[dict[str, Any]]:
+def hand_designs(recipe: Any) -> tuple[Any, dict[str, str]]:
+    """The recipe's space and {point key: name} of its baselines and `points_to_evaluate` that are points of it, so
+    the report can say when a front point *is* a hand design (one the search was seeded with)."""
+    from peft_autoconfig.front import load_point_config
+    from peft_autoconfig.search.baselines import baseline_configs
+    from peft_autoconfig.search.recipe import resolve_model
+    from peft_autoconfig.search.space import SearchSpace
+
+    space = SearchSpace.from_pretrained(resolve_model(recipe.model), recipe.space)
+    specs = list(recipe.baselines) + list(recipe.algorithm.points_to_evaluate or [])
+    keys = {}
+    for name, config in baseline_configs(specs, space).configs.items():
+        try:
+            keys[space.key(space.encode(load_point_config(config)))] = name
+        except (TypeError, ValueError, KeyError, AttributeError):  # full fine-tuning, UniPELT, outside the space
+            continue
+    return space, keys
+
+
+def final_rows(front: Front, backbone: int, pooled: list[dict] | None = None, budget: dict | None = None,
+               designs: tuple[Any, dict[str, str]] | None = None) -> list[dict[str, Any]]:
     """One row per front point and baseline; with `pooled` (the journal's trials), the test columns pool every
-    final run of the journal (`pooled_final_runs`) instead of the recipe's seeds."""
+    final run of the journal (`pooled_final_runs`) instead of the recipe's seeds; with `designs` (`hand_designs`),
+    `same_as` names the hand design a front point is."""
     rows = []
     for point in [*front.points, *front.baselines]:
+        same_as = None
+        if designs is not None and point.kind == "search" and point.x is not None:
+            same_as = designs[1].get(designs[0].key(point.x))
         rows.append({
+            "same_as": same_as,
             "name": point.name, "kind": point.kind, "trainable_parameters": point.trainable_parameters,
             "percent": 100.0 * point.trainable_parameters / backbone,
             "selection": point.selection.value if point.selection else None,
@@ -230,19 +255,25 @@ def verdicts(rows: list[dict[str, Any]], budget_percent: float = 0.5) -> list[st
         best = max(small, key=lambda r: r["test"])
         gap = full["test"] - best["test"]
         ok = gap <= (full["test_se"] or 0.0)
-        lines.append(f"best point <= {budget_percent} % ({best['name']}, {best['percent']:.3f} %): test {best['test']:.4f} "
+        same = f" = {best['same_as']}" if best.get("same_as") else ""
+        lines.append(f"best point <= {budget_percent} % ({best['name']}{same}, {best['percent']:.3f} %): test {best['test']:.4f} "
                      f"vs full fine-tuning {full['test']:.4f} (gap {gap:+.4f}, one SE {full['test_se']:.4f}): "
                      f"{'within one SE' if ok else 'NOT within one SE'}")
     for baseline in (r for r in rows if r["kind"] == "baseline" and r["test"] is not None and r["name"] != "full_finetuning"):
-        rivals = [r for r in points if r["trainable_parameters"] <= baseline["trainable_parameters"]]
+        # a front point that is this baseline's own configuration (a seeded hand design) does not count as a rival
+        rivals = [r for r in points if r["trainable_parameters"] <= baseline["trainable_parameters"]
+                  and r.get("same_as") != baseline["name"]]
         if not rivals:
-            lines.append(f"{baseline['name']}: no front point with <= {baseline['trainable_parameters']:,} parameters")
+            own = any(r.get("same_as") == baseline["name"] for r in points)
+            lines.append(f"{baseline['name']}: no front point with <= {baseline['trainable_parameters']:,} parameters"
+                         + (" other than its own configuration" if own else ""))
             continue
         best = max(rivals, key=lambda r: r["test"])
         diff = best["test"] - baseline["test"]
         word = "beaten" if diff > 0 else ("matched" if -diff <= (baseline["test_se"] or 0.0) else "NOT matched")
+        same = f" = {best['same_as']}" if best.get("same_as") else ""
         lines.append(f"{baseline['name']} ({baseline['test']:.4f}, {baseline['trainable_parameters']:,} params): {word} by "
-                     f"{best['name']} ({best['test']:.4f}, {best['trainable_parameters']:,} params, diff {diff:+.4f})")
+                     f"{best['name']}{same} ({best['test']:.4f}, {best['trainable_parameters']:,} params, diff {diff:+.4f})")
     return lines
 
 
@@ -320,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot_curves(curves, out / "hv_vs_trials.png")
     pooled = read_journal(Path(runs[0]["dir"]) / "journal.jsonl") if args.pool_final_runs else None
     budget = primary.final.budget() if primary.final else None
-    rows = final_rows(Front.load(runs[0]["dir"]), backbone, pooled, budget)
+    rows = final_rows(Front.load(runs[0]["dir"]), backbone, pooled, budget, hand_designs(primary))
     results = {"backbone_parameters": backbone, "final_steps": final_steps, "final": rows, "verdicts": verdicts(rows),
                "kendall_all": ranking, "hv_curves": curves,
                "searches": searches, "summary": summary, "hv_test": test, "wall_time_s": time.perf_counter() - start}
@@ -341,7 +372,8 @@ def format_report(results: dict[str, Any]) -> str:
              "| name | kind | trainable params | % of backbone | selection (val) +- SE | test +- SE | sd over seeds | seeds |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in results["final"]:
-        lines.append(f"| {r['name']} | {r['kind']} | {r['trainable_parameters']:,} | {r['percent']:.3f} | "
+        kind = f"{r['kind']} (= {r['same_as']})" if r.get("same_as") else r["kind"]
+        lines.append(f"| {r['name']} | {kind} | {r['trainable_parameters']:,} | {r['percent']:.3f} | "
                      f"{_num(r['selection'])} +- {_num(r['selection_se'])} | {_num(r['test'])} +- {_num(r['test_se'])} | "
                      f"{_num(r['test_sd']) if len(r['seeds']) > 1 else '-'} | {','.join(map(str, r['seeds'])) or '-'} |")
     lines += ["", *[f"- {v}" for v in results["verdicts"]], "", "## Searches", "",

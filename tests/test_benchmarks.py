@@ -99,6 +99,14 @@ def test_search_quality_smoke_reports_final_stage_searches_and_cost(tmp_path, ti
     assert ranked["searches"][0]["kendall"] == results["searches"][0]["kendall"]  # the run's own tau is unchanged
     assert "every searched point of the first run" in (tmp_path / "out" / "results.md").read_text()
 
+    # a front point that is a hand design is named, and never counts as matching that very baseline
+    rows = [{"name": "p00", "kind": "search", "trainable_parameters": 10, "percent": 0.1, "test": 0.8, "test_se": 0.01,
+             "same_as": "lora_r8"},
+            {"name": "lora_r8", "kind": "baseline", "trainable_parameters": 10, "percent": 0.1, "test": 0.8, "test_se": 0.01}]
+    assert search_quality.verdicts(rows) == ["lora_r8: no front point with <= 10 parameters other than its own configuration"]
+    rows[0]["same_as"] = "serial_adapter"
+    assert search_quality.verdicts(rows) == ["lora_r8 (0.8000, 10 params): matched by p00 = serial_adapter (0.8000, 10 params, diff +0.0000)"]
+
     # a variant: another run of an algorithm with some `algorithm.*` fields set, reported under its own label
     varied = search_quality.main(argv + ["--variant", "nsga2_one_generation", "nsga2", "pop_size=4"])
     assert [s["algorithm"] for s in varied["searches"]] == ["nsga2", "random", "nsga2_one_generation"]
