@@ -82,16 +82,24 @@ def steps_of(fidelity: dict[str, Any], batch_size: int, train_size: int) -> floa
     return math.ceil(examples / batch_size) * float(fidelity.get("num_epochs") or 1.0)
 
 
-def kendall_tau(trials: list[dict]) -> dict[str, Any]:
-    """Kendall tau between level 0 and the last level over the points measured at both."""
+def kendall_tau(trials: list[dict], low: str = "metric") -> dict[str, Any]:
+    """Kendall tau between level 0 and the last level's metric over the points measured at both. `low` is what is
+    read at level 0: `metric` (what the search selects on) or `-loss` (the validation loss, negated: a continuous
+    score that may rank better than accuracy on a small split)."""
     from scipy.stats import kendalltau
+
+    def score(t: dict, name: str) -> float | None:
+        if name == "metric":
+            return t["metric"]
+        loss = (t.get("metrics") or {}).get("loss")
+        return None if loss is None else -float(loss)
 
     levels = sorted({t["level"] for t in trials if t["kind"] in ("search", "promotion")})
     if len(levels) < 2:
         return {"tau": None, "p_value": None, "n": 0}
-    by_level = {lv: {json.dumps(t["x"], sort_keys=True): t["metric"] for t in trials
+    by_level = {lv: {json.dumps(t["x"], sort_keys=True): score(t, low if lv == levels[0] else "metric") for t in trials
                      if t["level"] == lv and t["status"] == "ok" and t["x"] is not None} for lv in levels}
-    common = sorted(set(by_level[levels[0]]) & set(by_level[levels[-1]]))
+    common = sorted(k for k in set(by_level[levels[0]]) & set(by_level[levels[-1]]) if by_level[levels[0]][k] is not None)
     if len(common) < 3:
         return {"tau": None, "p_value": None, "n": len(common)}
     tau, p = kendalltau([by_level[levels[0]][k] for k in common], [by_level[levels[-1]][k] for k in common])
@@ -113,7 +121,8 @@ def rank_all_levels(recipe: Any, run_dir: Path, workers: int) -> dict[str, Any]:
     points = [t["x"] for t in trials if t["kind"] == "search" and t["level"] == 0 and t["status"] == "ok" and t["x"]]
     search = Search(recipe, ranking, workers=workers, progress=True)
     search.evaluate_points(points, len(recipe.fidelity_levels) - 1)
-    return kendall_tau(read_journal(ranking / "journal.jsonl"))
+    ranked = read_journal(ranking / "journal.jsonl")
+    return {**kendall_tau(ranked), "from_loss": kendall_tau(ranked, low="-loss")}
 
 
 def hv_curve(trials: list[dict], backbone: int) -> list[float]:
@@ -400,7 +409,9 @@ def format_report(results: dict[str, Any]) -> str:
     if results.get("kendall_all"):
         k = results["kendall_all"]
         lines.append(f"\nKendall tau, first vs last fidelity level, every searched point of the first run: "
-                     f"{_num(k['tau'], 3)} (n = {k['n']}, p = {_num(k['p_value'], 3)})")
+                     f"{_num(k['tau'], 3)} (n = {k['n']}, p = {_num(k['p_value'], 3)}); the first level's validation "
+                     f"loss against the last level's metric: {_num(k['from_loss']['tau'], 3)} "
+                     f"(p = {_num(k['from_loss']['p_value'], 3)})")
     lines.append(f"\nbenchmark wall time (this invocation): {results['wall_time_s']:.0f} s")
     return "\n".join(lines) + "\n"
 
