@@ -98,6 +98,8 @@ def test_search_quality_smoke_reports_final_stage_searches_and_cost(tmp_path, ti
     assert ranked["kendall_all"]["n"] == len({json.dumps(t["x"], sort_keys=True) for t in level0}) == 4
     assert ranked["searches"][0]["kendall"] == results["searches"][0]["kendall"]  # the run's own tau is unchanged
     assert ranked["kendall_all"]["from_loss"]["n"] == 4  # the loss is journaled for every trial
+    ranking = read_journal(tmp_path / "out" / "nsga2-s0" / "ranking" / "journal.jsonl")
+    assert len({t["trial_id"] for t in ranking}) == len(ranking)  # new trials get ids after the copied ones
     assert "every searched point of the first run" in (tmp_path / "out" / "results.md").read_text()
 
     # a front point that is a hand design is named, and never counts as matching that very baseline

@@ -321,6 +321,8 @@ class Search:
         low fidelity on every searched point (`benchmarks/search_quality.py --rank-all`)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._open_journal()
+        # no replay assigns ids here: new trials come after every id already in the journal
+        self._next_id = max((r.trial_id for r in self.journal), default=-1) + 1
         with open_executor(self.workers, self.scheduler, self.processes) as executor:
             return self._evaluate(executor, [self._point_request("promotion", self.space.canonical(x), level) for x in points])
 
