@@ -77,3 +77,30 @@ def test_sigkill_and_resume(tmp_path, tiny_bert_dir, synthetic_task_dir, monkeyp
     reference = read_journal(tmp_path / "reference" / "journal.jsonl")
     assert [(t["trial_id"], t["key"], t["F"]) for t in reference] == [(t["trial_id"], t["key"], t["F"]) for t in final]
     assert json.loads((out / "front.json").read_text())["points"] == json.loads((tmp_path / "reference" / "front.json").read_text())["points"]
+
+
+def test_a_later_recipe_into_the_same_folder_keeps_trial_ids_unique(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """A second recipe with the same search part (here: another final seed, fewer baselines) adds final runs after
+    trials it never requests (the first recipe's baselines): every id in the journal stays unique."""
+    from peft_autoconfig.search import load_recipe, run_search
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    common = dict(evaluator="test_search_fakes:fake_evaluate", algorithm={"name": "nsga2", "n_trials": 4, "pop_size": 2},
+                  evaluation={"eval_subset": 32, "report_split": "test"})
+    first = write_recipe(tmp_path / "a", tiny_bert_dir, synthetic_task_dir, **common,
+                         final={"train_subset": 128, "num_epochs": 1, "seeds": [0]},
+                         baselines=[{"name": "lora_r2", "config": {"lora_rank": 2}}, {"name": "lora_r4", "config": {"lora_rank": 4}}])
+    second = write_recipe(tmp_path / "b", tiny_bert_dir, synthetic_task_dir, **common,
+                          final={"train_subset": 128, "num_epochs": 1, "seeds": [0, 1]}, baselines=[])
+    out = tmp_path / "out"
+    run_search(load_recipe(first), out, progress=False)
+
+    before = read_journal(out / "journal.jsonl")
+    result = run_search(load_recipe(second), out, progress=False)
+    after = read_journal(out / "journal.jsonl")
+    assert result.n_evaluated > 0 and len(after) == len(before) + result.n_evaluated
+    ids = [t["trial_id"] for t in after]
+    assert len(set(ids)) == len(ids)
+    new = [t for t in after if t["key"] not in {b["key"] for b in before}]
+    assert all(t["seed"] == 1 and t["trial_id"] > max(b["trial_id"] for b in before) for t in new)

@@ -125,6 +125,7 @@ class Search:
         self.journal: Journal | None = None
         self.n_evaluated = 0
         self._next_id = 0
+        self._journal_ids: set[int] = set()
         self._metric_name = "metric"
         self._bar = None
         self._front = RunningFront(len(self.objectives))
@@ -136,7 +137,15 @@ class Search:
         name: str | None = None, seed: int | None = None, split: str | None = None, init_adapter: str | None = None,
     ) -> TrialRequest:
         cached = self.journal.get(key)
-        trial_id = cached.trial_id if cached is not None else self._next_id
+        if cached is not None:
+            trial_id = cached.trial_id
+        else:
+            # the next id in request order (what an uninterrupted run gives), skipping ids the journal already holds
+            # for other trials (a later recipe's final runs, a side study): ids stay unique in a journal
+            trial_id = self._next_id
+            while trial_id in self._journal_ids:
+                trial_id += 1
+            self._journal_ids.add(trial_id)
         self._next_id = max(self._next_id, trial_id + 1)
         return TrialRequest(
             trial_id=trial_id, key=key, kind=kind, name=name, x=x, config=config, level=level, fidelity=dict(fidelity),
@@ -314,6 +323,7 @@ class Search:
 
         rates = resolve_learning_rates(self.recipe.training.learning_rates or None, self.recipe.training.learning_rate)
         self.journal = Journal(self.out_dir / "journal.jsonl", self.recipe.fingerprint(), self.recipe.raw, rates)
+        self._journal_ids = {record.trial_id for record in self.journal}
 
     def evaluate_points(self, points: list[dict[str, Any]], level: int) -> list[TrialRecord]:
         """Each point trained at fidelity `level` on the selection split, journaled in `out_dir` (resumable; points
@@ -321,8 +331,6 @@ class Search:
         low fidelity on every searched point (`benchmarks/search_quality.py --rank-all`)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._open_journal()
-        # no replay assigns ids here: new trials come after every id already in the journal
-        self._next_id = max((r.trial_id for r in self.journal), default=-1) + 1
         with open_executor(self.workers, self.scheduler, self.processes) as executor:
             return self._evaluate(executor, [self._point_request("promotion", self.space.canonical(x), level) for x in points])
 
