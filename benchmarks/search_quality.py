@@ -244,13 +244,15 @@ def final_rows(front: Front, backbone: int, pooled: list[dict] | None = None, bu
             "test": point.report.mean if point.report else None,
             "test_se": point.report.standard_error if point.report else None,
             "test_sd": point.report.sd if point.report else None,
-            "seeds": list(point.report.seeds) if point.report else [],
+            "seeds": [],  # seed numbers: from the journal with `pooled`; front.json keeps per-seed values only
+            "n_seeds": len(point.report.seeds) if point.report else 0,
         })
         if pooled is not None:
             name = f"trial:{point.trial_id}" if point.kind == "search" else point.name
             runs = pooled_final_runs(pooled, name, budget or {})
             if runs is not None:
-                rows[-1].update(test=runs["mean"], test_se=runs["se"], test_sd=runs["sd"], seeds=runs["seeds"])
+                rows[-1].update(test=runs["mean"], test_se=runs["se"], test_sd=runs["sd"], seeds=runs["seeds"],
+                                n_seeds=len(runs["seeds"]))
     return rows
 
 
@@ -384,7 +386,7 @@ def format_report(results: dict[str, Any]) -> str:
         kind = f"{r['kind']} (= {r['same_as']})" if r.get("same_as") else r["kind"]
         lines.append(f"| {r['name']} | {kind} | {r['trainable_parameters']:,} | {r['percent']:.3f} | "
                      f"{_num(r['selection'])} +- {_num(r['selection_se'])} | {_num(r['test'])} +- {_num(r['test_se'])} | "
-                     f"{_num(r['test_sd']) if len(r['seeds']) > 1 else '-'} | {','.join(map(str, r['seeds'])) or '-'} |")
+                     f"{_num(r['test_sd']) if r['n_seeds'] > 1 else '-'} | {','.join(map(str, r['seeds'])) or r['n_seeds'] or '-'} |")
     lines += ["", *[f"- {v}" for v in results["verdicts"]], "", "## Searches", "",
               "| algorithm | seed | trials | failed | HV (normalised) | cost (final-budget runs) | Kendall tau (n) |",
               "|---|---:|---:|---:|---:|---:|---|"]

@@ -42,12 +42,15 @@ def test_final_stage_reuses_the_search_when_only_final_changes(tmp_path, tiny_be
         assert point["selection"]["standard_error"] == pytest.approx(
             (point["metric"] * (1 - point["metric"]) / 200) ** 0.5)
         report = point["report"]
-        assert report["split"] == "test" and report["seeds"] == [0, 1] and report["n"] == 200
+        runs = sorted((t for t in finals if t["name"] == f"trial:{point['trial_id']}"), key=lambda t: t["seed"])
+        assert report["split"] == "test" and report["seeds"] == [t["metric"] for t in runs] and report["n"] == 200
+        assert len(runs) == 2 and report["mean"] == pytest.approx(sum(report["seeds"]) / 2)  # one value per seed
         assert set(report) == {"split", "metric", "mean", "sd", "standard_error", "n", "seeds"}
     assert {b["name"] for b in result.document["baselines"]} == {"lora_r8", "full_finetuning"}
     for baseline in result.document["baselines"]:
         assert baseline["selection"] is None and baseline["report"]["split"] == "test"
-        assert baseline["report"]["seeds"] == [0, 1]
+        runs = sorted((t for t in finals if t["name"] == baseline["name"]), key=lambda t: t["seed"])
+        assert baseline["report"]["seeds"] == [t["metric"] for t in runs] and len(runs) == 2
 
     # more seeds: only the new seed's final runs; no search trial again, same --out
     data = yaml.safe_load(path.read_text())
@@ -57,7 +60,7 @@ def test_final_stage_reuses_the_search_when_only_final_changes(tmp_path, tiny_be
     again = run_search(load_recipe(path), out, progress=False)
     new = calls(log)[before:]
     assert len(new) == n_front + 2 and all(k.startswith("final:") and k.endswith("seed=2") for k in new)
-    assert [p["report"]["seeds"] for p in again.front] == [[0, 1, 2]] * n_front
+    assert [len(p["report"]["seeds"]) for p in again.front] == [3] * n_front
 
     # a change to the search part is refused, not mixed in
     data["algorithm"]["n_trials"] = 9

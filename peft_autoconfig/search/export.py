@@ -42,8 +42,11 @@ def report(records: list[TrialRecord], split: str, metric_name: str) -> Optional
     se = standard_error(metric_name, mean, n) if metric_name == "accuracy" else (
         sd / math.sqrt(len(values)) if len(values) > 1 else None
     )
+    # `seeds` holds one metric value per seed, in seed order (front format 2, `front.Report`); the seed numbers
+    # themselves are in the journal
+    by_seed = sorted(ok, key=lambda r: r.seed)
     return {"split": split, "metric": metric_name, "mean": mean, "sd": sd, "standard_error": se, "n": n,
-            "seeds": [r.seed for r in ok]}
+            "seeds": [float(r.metric) for r in by_seed]}
 
 
 def recipe_baseline_names(recipe: Recipe) -> list[str]:
