@@ -132,8 +132,8 @@ def hv_curve(trials: list[dict], backbone: int) -> list[float]:
     F, curve = [], []
     for t in search:
         if t["status"] == "ok":
-            F.append([-float(t["metric"]), t["trainable_parameters"] / backbone])
-        curve.append(hypervolume(np.array(F), np.array([-0.5, 1.0])) if F else 0.0)
+            F.append((float(t["metric"]), t["trainable_parameters"]))
+        curve.append(normalised_hv(F, backbone))
     return curve
 
 
@@ -181,10 +181,16 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def normalised_hypervolume(front: Front, backbone: int) -> float:
-    """Accuracy gain over 0.5 times the share of the backbone's parameters left untrained, reference (0.5, 1.0)."""
-    F = np.array([[-p.selection.value, p.trainable_parameters / backbone] for p in front.points if p.selection])
+def normalised_hv(points: list[tuple[float, int]], backbone: int) -> float:
+    """Hypervolume of (metric, trainable parameters) points: accuracy gain over 0.5 times the share of the
+    backbone's parameters left untrained, reference (0.5, 1.0); one scale for every run and every curve."""
+    F = np.array([[-metric, parameters / backbone] for metric, parameters in points])
     return hypervolume(F, np.array([-0.5, 1.0])) if len(F) else 0.0
+
+
+def normalised_hypervolume(front: Front, backbone: int) -> float:
+    """`normalised_hv` of a front's selection values."""
+    return normalised_hv([(p.selection.value, p.trainable_parameters) for p in front.points if p.selection], backbone)
 
 
 def pooled_final_runs(trials: list[dict], name: str, budget: dict[str, Any]) -> dict[str, Any] | None:
@@ -209,8 +215,7 @@ def pooled_final_runs(trials: list[dict], name: str, budget: dict[str, Any]) -> 
 def hand_designs(recipe: Any) -> tuple[Any, dict[str, str]]:
     """The recipe's space and {point key: name} of its baselines and `points_to_evaluate` that are points of it, so
     the report can say when a front point *is* a hand design (one the search was seeded with)."""
-    from peft_autoconfig.front import load_point_config
-    from peft_autoconfig.search.baselines import baseline_configs
+    from peft_autoconfig.search.baselines import baseline_configs, encode_config
     from peft_autoconfig.search.recipe import resolve_model
     from peft_autoconfig.search.space import SearchSpace
 
@@ -219,8 +224,8 @@ def hand_designs(recipe: Any) -> tuple[Any, dict[str, str]]:
     keys = {}
     for name, config in baseline_configs(specs, space).configs.items():
         try:
-            keys[space.key(space.encode(load_point_config(config)))] = name
-        except (TypeError, ValueError, KeyError, AttributeError):  # full fine-tuning, UniPELT, outside the space
+            keys[space.key(encode_config(config, space))] = name
+        except ValueError:  # full fine-tuning, UniPELT, outside the space: no front point can be it
             continue
     return space, keys
 

@@ -90,7 +90,6 @@ class SuperNetwork(InPlaceSwitch):
             self.holder.__dict__[self.list_name] = nn.ModuleList([self.blocks[i] for i in sub.layers])
         self.active = sub
 
-
     def remove(self) -> None:
         """Take the hooks off and restore every layer: the model is the plain model again."""
         self.select(None)

@@ -107,21 +107,30 @@ def baseline_configs(specs: list[Any], space: Any, field: str = "baselines") -> 
     return Baselines(configs, space)
 
 
+def encode_config(config: Optional[dict[str, Any]], space: Any) -> dict[str, Any]:
+    """A resolved baseline config (`Baselines.configs` value) as a point of `space`; `ValueError` saying why not
+    (full fine-tuning, UniPELT, a size or target set the space does not offer)."""
+    from ..front import load_point_config
+
+    if config is None or config.get("peft_type") != "MIXED_PET":
+        kind = "full fine-tuning" if config is None else config.get("peft_type")
+        raise ValueError(f"{kind} is not a point of the search space (a MIXED_PET configuration is)")
+    try:
+        return space.encode(load_point_config(config))
+    except ValueError as error:
+        raise ValueError(f"the search space cannot express it: {error}") from None
+
+
 def encode_points_to_evaluate(specs: list[Any], space: Any) -> list[dict[str, Any]]:
     """The recipe's `algorithm.points_to_evaluate` as points of `space`; `RecipeError` naming the entry that the
-    space cannot express (full fine-tuning, UniPELT, a size or target set the space does not offer)."""
-    from ..front import load_point_config
+    space cannot express."""
     from .schema import RecipeError
 
     configs = baseline_configs(specs, space, field="algorithm.points_to_evaluate").configs
     points = []
     for i, (name, config) in enumerate(configs.items()):
-        where = f"recipe field `algorithm.points_to_evaluate[{i}]` ({name!r})"
-        if config is None or config.get("peft_type") != "MIXED_PET":
-            kind = "full fine-tuning" if config is None else config.get("peft_type")
-            raise RecipeError(f"{where}: {kind} is not a point of the search space (a MIXED_PET configuration is)")
         try:
-            points.append(space.encode(load_point_config(config)))
+            points.append(encode_config(config, space))
         except ValueError as error:
-            raise RecipeError(f"{where}: the search space cannot express it: {error}") from None
+            raise RecipeError(f"recipe field `algorithm.points_to_evaluate[{i}]` ({name!r}): {error}") from None
     return points

@@ -32,7 +32,7 @@ def report(records: list[TrialRecord], split: str, metric_name: str) -> Optional
     The standard error is the binomial one of the mean accuracy on the `n` report examples (the seeds share the
     test set); for other metrics the seeds' standard error `sd / sqrt(k)` (None with one seed).
     """
-    ok = [r for r in records if r.ok]
+    ok = sorted((r for r in records if r.ok), key=lambda r: r.seed)
     if not ok:
         return None
     values = [float(r.metric) for r in ok]
@@ -44,9 +44,8 @@ def report(records: list[TrialRecord], split: str, metric_name: str) -> Optional
     )
     # `seeds` holds one metric value per seed, in seed order (front format 2, `front.Report`); the seed numbers
     # themselves are in the journal
-    by_seed = sorted(ok, key=lambda r: r.seed)
     return {"split": split, "metric": metric_name, "mean": mean, "sd": sd, "standard_error": se, "n": n,
-            "seeds": [float(r.metric) for r in by_seed]}
+            "seeds": values}
 
 
 def recipe_baseline_names(recipe: Recipe) -> list[str]:

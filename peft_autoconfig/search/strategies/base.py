@@ -47,7 +47,7 @@ class SeededSampling(Sampling):
 
     def __init__(self, points: list[Point]) -> None:
         super().__init__()
-        self.points = [dict(x) for x in points]
+        self.points = points
 
     def _do(self, problem: Problem, n_samples: int, random_state: Any = None, **kwargs: Any) -> list[Point]:
         from pymoo.core.mixed import MixedVariableSampling

@@ -126,6 +126,7 @@ class MoboStrategy(Strategy):
         self.n_told = 0
         self.seen: set[str] = set()
         self.timings: list[dict[str, Any]] = []
+        self._fit_s = 0.0  # surrogate-fit seconds of the current ask (`_acquisition` adds to it)
         self.points: list[Point] = []
         self.F: list[list[float]] = []
         self._costs: dict[tuple[int, ...], float] = {}
