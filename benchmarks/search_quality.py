@@ -4,6 +4,7 @@ real budget, NSGA-II against random search, the low fidelity's ranking and the s
     python benchmarks/search_quality.py --recipe recipes/rotten_tomatoes.yaml --out runs/bench --workers 2
     python benchmarks/search_quality.py --recipe recipes/rotten_tomatoes.yaml --out runs/bench \\
         --algorithms nsga2 random --seeds 0 1 2 --workers 2          # + the algorithm comparison
+    python benchmarks/search_quality.py ... --algorithms nsga2 random --seeds 0 1 2 --first-level-only  # cheaper
     python benchmarks/search_quality.py --recipe recipes/rotten_tomatoes.yaml --out runs/bench --algorithms mobo nsga2 \
         random --seeds 0 1 2 --variant mobo_warm mobo warm_start=/abs/runs/other_task/mobo-s0 --workers 2  # issue 14
 
@@ -19,7 +20,10 @@ Reported (OUT/results.md and OUT/results.json, printed too):
   standard error of full fine-tuning, and whether each baseline is matched or beaten by a point with no more
   parameters;
 - hypervolume of each run's selection front (accuracy gain over 0.5 x share of the backbone's parameters, one
-  reference point for all), mean +- sd per algorithm, and Welch's t-test between the first two algorithms;
+  reference point for all), mean +- sd per algorithm, and Welch's t-test between the first two algorithms; the same
+  for the hypervolume of the first fidelity level's trials (what the strategies search on). With
+  `--first-level-only` the comparison runs (all but the first) stop after the first level: the strategies are
+  compared where they act (promotion is the same rule for all), at about half the cost, on the level-0 statistics;
 - the search's cost in units of one final-budget run (optimiser steps of every search and promotion trial divided by
   the steps of one final run; steps, so machine load does not change it), baselines and final stage excluded;
 - hypervolume against trials at the first fidelity level per algorithm (mean +- sd over seeds, OUT/hv_vs_trials.png)
@@ -49,10 +53,12 @@ from peft_autoconfig.search.pareto import hypervolume
 
 
 def run_recipes(raw: dict[str, Any], algorithms: list[str], seeds: list[int],
-                variants: dict[str, tuple[str, dict[str, Any]]] | None = None) -> list[tuple[str, int, dict]]:
-    """(label, seed, recipe mapping) per run; only the first keeps `final:` and `baselines:`. A label is an
-    algorithm name, or a variant's label (`variants[label] = (algorithm, algorithm fields)`: e.g. a warm-started
-    `mobo`), which runs that algorithm with those fields set."""
+                variants: dict[str, tuple[str, dict[str, Any]]] | None = None,
+                first_level_only: bool = False) -> list[tuple[str, int, dict]]:
+    """(label, seed, recipe mapping) per run; only the first keeps `final:` and `baselines:` (and, with
+    `first_level_only`, the fidelity levels after the first). A label is an algorithm name, or a variant's label
+    (`variants[label] = (algorithm, algorithm fields)`: e.g. a warm-started `mobo`), which runs that algorithm with
+    those fields set."""
     runs = []
     for i, (label, seed) in enumerate((a, s) for a in algorithms for s in seeds):
         recipe = copy.deepcopy(raw)
@@ -62,6 +68,8 @@ def run_recipes(raw: dict[str, Any], algorithms: list[str], seeds: list[int],
         if i > 0:
             recipe.pop("final", None)
             recipe["baselines"] = []
+            if first_level_only:
+                recipe["fidelity"] = {**recipe["fidelity"], "levels": recipe["fidelity"]["levels"][:1]}
         runs.append((label, seed, recipe))
     return runs
 
@@ -123,6 +131,25 @@ def rank_all_levels(recipe: Any, run_dir: Path, workers: int) -> dict[str, Any]:
     search.evaluate_points(points, len(recipe.fidelity_levels) - 1)
     ranked = read_journal(ranking / "journal.jsonl")
     return {**kendall_tau(ranked), "from_loss": kendall_tau(ranked, low="-loss")}
+
+
+def hv_tests(searches: list[dict], algorithms: list[str], keys: list[str]) -> dict[str, Any] | None:
+    """Welch's t-test and the Mann-Whitney U test between the first two algorithms' values of each key (over
+    seeds); None with fewer than two algorithms or fewer than two runs of one."""
+    from scipy.stats import mannwhitneyu, ttest_ind
+
+    if len(algorithms) < 2:
+        return None
+    tests = {}
+    for key in keys:
+        a, b = ([s[key] for s in searches if s["algorithm"] == name] for name in algorithms)
+        if min(len(a), len(b)) < 2:
+            return None
+        statistic, p_value = ttest_ind(a, b, equal_var=False)
+        u = mannwhitneyu(a, b, alternative="two-sided")
+        tests[key] = {"algorithms": list(algorithms), "welch_t": float(statistic), "p_value": float(p_value),
+                      "mann_whitney_u": float(u.statistic), "mann_whitney_p": float(u.pvalue)}
+    return tests
 
 
 def hv_curve(trials: list[dict], backbone: int) -> list[float]:
@@ -310,6 +337,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rank-all", action="store_true",
                         help="train every level-0 point of the first run at the last level too (OUT/<run>/ranking/) "
                              "and report Kendall tau on all of them, not only on the promoted ones")
+    parser.add_argument("--first-level-only", action="store_true",
+                        help="the comparison runs (all but the first) search at the first fidelity level only, without "
+                             "promotion; compare the algorithms on the level-0 hypervolume")
     args = parser.parse_args(argv)
 
     raw = yaml.safe_load(Path(args.recipe).read_text())
@@ -319,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = []
     variants = dict(parse_variant(words) for words in args.variant)
     labels = list(args.algorithms) + [label for label in variants if label not in args.algorithms]
-    for algorithm, seed, mapping in run_recipes(raw, labels, args.seeds, variants):
+    for algorithm, seed, mapping in run_recipes(raw, labels, args.seeds, variants, args.first_level_only):
         recipe = parse_recipe(mapping, base_dir=base)
         result = run_search(recipe, out / f"{algorithm}-s{seed}", workers=args.workers, progress=True)
         runs.append({"algorithm": algorithm, "seed": seed, "recipe": recipe, "dir": result.out_dir})
@@ -346,22 +376,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "algorithm": run["algorithm"], "seed": run["seed"], "hypervolume": normalised_hypervolume(front, backbone),
             "n_trials": len(searched), "n_failed": sum(t["status"] != "ok" for t in searched), "steps": steps,
             "cost_final_runs": steps / final_steps if final_steps else None, "kendall": kendall_tau(trials),
-            "hv_curve": hv_curve(trials, backbone),
+            "hv_curve": (curve := hv_curve(trials, backbone)), "hv_level0": curve[-1] if curve else 0.0,
             "front": [{"name": p.name, "trainable_parameters": p.trainable_parameters,
                        "selection": p.selection.value if p.selection else None} for p in front.points],
         })
     summary = []
     for algorithm in labels:
-        values = [s["hypervolume"] for s in searches if s["algorithm"] == algorithm]
-        summary.append({"algorithm": algorithm, "hv_mean": float(np.mean(values)),
-                        "hv_sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values)})
-    test = None
-    if len(summary) > 1 and min(s["n"] for s in summary[:2]) > 1:
-        from scipy.stats import ttest_ind
-
-        a, b = ([s["hypervolume"] for s in searches if s["algorithm"] == name] for name in args.algorithms[:2])
-        statistic, p_value = ttest_ind(a, b, equal_var=False)
-        test = {"welch_t": float(statistic), "p_value": float(p_value)}
+        row: dict[str, Any] = {"algorithm": algorithm}
+        for key, prefix in (("hypervolume", "hv"), ("hv_level0", "hv0")):
+            values = [s[key] for s in searches if s["algorithm"] == algorithm]
+            row.update({f"{prefix}_mean": float(np.mean(values)),
+                        f"{prefix}_sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values)})
+        summary.append(row)
+    # the front's HV compares like with like only when every run has the same levels
+    test = hv_tests(searches, args.algorithms[:2], ["hv_level0"] if args.first_level_only else ["hypervolume", "hv_level0"])
     curves = curve_summary(searches, labels)
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, out / "hv_vs_trials.png")
@@ -393,17 +421,21 @@ def format_report(results: dict[str, Any]) -> str:
                      f"{_num(r['selection'])} +- {_num(r['selection_se'])} | {_num(r['test'])} +- {_num(r['test_se'])} | "
                      f"{_num(r['test_sd']) if r['n_seeds'] > 1 else '-'} | {','.join(map(str, r['seeds'])) or r['n_seeds'] or '-'} |")
     lines += ["", *[f"- {v}" for v in results["verdicts"]], "", "## Searches", "",
-              "| algorithm | seed | trials | failed | HV (normalised) | cost (final-budget runs) | Kendall tau (n) |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+              "| algorithm | seed | trials | failed | HV (normalised) | level-0 HV | cost (final-budget runs) | Kendall tau (n) |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for s in results["searches"]:
         k = s["kendall"]
         tau = f"{k['tau']:.3f} ({k['n']}, p={k['p_value']:.3f})" if k["tau"] is not None else f"- ({k['n']})"
         lines.append(f"| {s['algorithm']} | {s['seed']} | {s['n_trials']} | {s['n_failed']} | {s['hypervolume']:.5f} | "
-                     f"{_num(s['cost_final_runs'], 2)} | {tau} |")
-    lines += ["", "| algorithm | HV mean +- sd | runs |", "|---|---:|---:|"]
-    lines += [f"| {s['algorithm']} | {s['hv_mean']:.5f} +- {s['hv_sd']:.5f} | {s['n']} |" for s in results["summary"]]
-    if results["hv_test"]:
-        lines.append(f"\nWelch's t-test on HV: t = {results['hv_test']['welch_t']:.3f}, p = {results['hv_test']['p_value']:.3f}")
+                     f"{s['hv_level0']:.5f} | {_num(s['cost_final_runs'], 2)} | {tau} |")
+    lines += ["", "| algorithm | HV mean +- sd | level-0 HV mean +- sd | runs |", "|---|---:|---:|---:|"]
+    lines += [f"| {s['algorithm']} | {s['hv_mean']:.5f} +- {s['hv_sd']:.5f} | {s['hv0_mean']:.5f} +- {s['hv0_sd']:.5f} "
+              f"| {s['n']} |" for s in results["summary"]]
+    for key, test in (results["hv_test"] or {}).items():
+        label = "level-0 HV" if key == "hv_level0" else "HV of the selection front"
+        lines.append(f"\n{' vs '.join(test['algorithms'])}, {label}: Welch's t = {test['welch_t']:.3f}, "
+                     f"p = {test['p_value']:.3f}; Mann-Whitney U = {test['mann_whitney_u']:.1f}, "
+                     f"p = {test['mann_whitney_p']:.3f}")
     curves = results.get("hv_curves")
     if curves and curves["target_hv"] is not None:
         lines += ["", f"Trials (first fidelity level) to reach {curves['reference']}'s mean final level-0 HV "

@@ -150,3 +150,46 @@ def test_unipelt_prefix_lr_smoke_prints_one_row_per_variant(tiny_bert_dir, synth
     assert [r["variant"] for r in rows] == list(script.VARIANTS)
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
     assert capsys.readouterr().out.count('"variant"') == 3
+
+
+def test_search_quality_first_level_only_compares_level0_hypervolume(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    import yaml
+
+    recipe = {
+        "model": str(tiny_bert_dir), "task": str(synthetic_task_dir), "seed": 0,
+        "algorithm": {"name": "nsga2", "n_trials": 3, "pop_size": 2},
+        "space": {"modules": ["serial_adapter", "lora"], "sizes": {"serial_adapter": [0, 2, 8], "lora": [0, 2]}},
+        "training": {"batch_size": 8, "max_length": 16},
+        "fidelity": {"levels": [{"train_subset": 16, "max_steps": 1}, {"train_subset": 32, "max_steps": 2}], "eta": 2},
+        "final": {"train_subset": 32, "num_epochs": 1, "seeds": [0]},
+        "baselines": [],
+    }
+    search_quality = load_script("search_quality")
+    runs = search_quality.run_recipes(recipe, ["nsga2", "random"], [0, 1], first_level_only=True)
+    assert [len(r["fidelity"]["levels"]) for _, _, r in runs] == [2, 1, 1, 1]  # the first run keeps its promotion
+    assert "final" in runs[0][2] and all("final" not in r for _, _, r in runs[1:])
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    results = search_quality.main(["--recipe", str(path), "--out", str(tmp_path / "out"), "--algorithms", "nsga2",
+                                   "random", "--seeds", "0", "1", "--first-level-only"])
+    for search in results["searches"][1:]:
+        levels = {t["level"] for t in read_journal(tmp_path / "out" / f"{search['algorithm']}-s{search['seed']}" / "journal.jsonl")}
+        assert levels == {0}
+    assert all(s["hv_level0"] == s["hv_curve"][-1] for s in results["searches"])
+    # only the level-0 HV is compared: the first run's front is a level-1 front, the others' are level-0 fronts
+    assert set(results["hv_test"]) == {"hv_level0"}
+    by_algorithm = {s["algorithm"]: s for s in results["summary"]}
+    nsga2 = [s["hv_level0"] for s in results["searches"] if s["algorithm"] == "nsga2"]
+    assert by_algorithm["nsga2"]["hv0_mean"] == pytest.approx(sum(nsga2) / 2)
+    assert "nsga2 vs random, level-0 HV: Welch's t = " in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_hv_tests_need_two_runs_of_each_algorithm():
+    search_quality = load_script("search_quality")
+    searches = [{"algorithm": a, "hv_level0": v} for a, v in
+                [("nsga2", 0.30), ("nsga2", 0.31), ("nsga2", 0.32), ("random", 0.20), ("random", 0.21), ("random", 0.22)]]
+    tests = search_quality.hv_tests(searches, ["nsga2", "random"], ["hv_level0"])
+    assert tests["hv_level0"]["welch_t"] > 0 and tests["hv_level0"]["p_value"] < 0.01
+    assert tests["hv_level0"]["mann_whitney_u"] == 9.0  # every nsga2 value above every random one
+    assert search_quality.hv_tests(searches[:4], ["nsga2", "random"], ["hv_level0"]) is None
+    assert search_quality.hv_tests(searches, ["nsga2"], ["hv_level0"]) is None
