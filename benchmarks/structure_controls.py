@@ -148,9 +148,10 @@ def final_runs(journal: list[dict]) -> dict[str, list[float]]:
 def strategy_points(run_dir: Path) -> list[dict[str, Any]]:
     """The budgeted run's front points: strategy, budget, parameters, structure and final test values."""
     front = Front.load(run_dir)
-    finals = final_runs(read_journal(run_dir / "journal.jsonl"))
+    journal = read_journal(run_dir / "journal.jsonl")
+    finals = final_runs(journal)
     algorithm = json.loads((run_dir / "front.json").read_text())["search"]["algorithm"]
-    trials = {t["trial_id"]: t for t in read_journal(run_dir / "journal.jsonl") if t["kind"] == "search"}
+    trials = {t["trial_id"]: t for t in journal if t["kind"] == "search"}
     points = []
     for p in front.points:
         if p.kind != "search":

@@ -87,3 +87,43 @@ def test_report_counts_random_structures_beaten(controls):
     assert "s3pet 0.7600: 2 of 3" in text
     assert controls.describe({"lora_rank": {"5": 2}, "target_modules": ["value"], "bias_tuning": {"1": 1}}) == \
         "lora(v) 5:2 | bias 1:1"
+
+
+def test_controls_train_in_a_copy_of_the_run_under_its_final_stage(controls, tmp_path, tiny_bert_dir, synthetic_task_dir):
+    import json
+
+    from peft_autoconfig.search import load_recipe, read_journal, run_search
+    from tests.test_search_fakes import write_recipe
+
+    space = {"modules": ["lora", "parallel_adapter", "prefix"], "layer_mode": "sizes",
+             "sizes": {"lora": [0, 4], "parallel_adapter": [0, 8], "prefix": [0, 4]}}
+    path = write_recipe(
+        tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:fake_evaluate", space=space,
+        algorithm={"name": "prune", "settings": {"keep_fraction": 0.5, "retrain_steps": 2}}, budgets=[400, 1500],
+        fidelity={"levels": [{"train_subset": 64, "max_steps": 4}]},
+        final={"train_subset": 64, "num_epochs": 1, "seeds": [0]},
+    )
+    run = tmp_path / "run"
+    run_search(load_recipe(path), run, progress=False)
+    before = (run / "journal.jsonl").read_text()
+    out = tmp_path / "controls"
+    results = controls.main(["--runs", str(run), "--out", str(out), "--n", "2", "--front", str(run)])
+    assert (run / "journal.jsonl").read_text() == before  # the run itself is untouched
+    assert [b["budget"] for b in results["budgets"]] == [400, 1500]
+    journal = read_journal(out / "journal.jsonl")
+    finals = {t["name"]: t for t in journal if t["kind"] == "final"}
+    for b in results["budgets"]:
+        assert [r["name"] for r in b["random"]] == [f"random-{b['budget']}-0", f"random-{b['budget']}-1"]
+        for r in b["random"]:
+            assert r["trainable_parameters"] <= b["budget"] and r["test"] == finals[r["name"]]["metric"]
+        (strategy,) = b["strategies"]
+        assert strategy["strategy"] == "prune" and strategy["test"] is not None
+        assert strategy["beats"] == sum(strategy["test"] > r["test"] for r in b["random"])
+        assert b["nearest_front_point"]["trainable_parameters"] <= b["budget"]
+    # the strategy's own runs are reused from the copied journal, not trained again
+    assert sum(t["kind"] == "search" for t in journal) == 2
+    assert (out / "controls.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "controls.json").read_text()) == results
+    lines = len((out / "journal.jsonl").read_text().splitlines())
+    controls.main(["--runs", str(run), "--out", str(out), "--n", "2"])  # resumed: the same draws, nothing trained
+    assert len((out / "journal.jsonl").read_text().splitlines()) == lines
