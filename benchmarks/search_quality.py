@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     budget = primary.final.budget() if primary.final else None
     rows = final_rows(Front.load(runs[0]["dir"]), backbone, pooled, budget, hand_designs(primary))
     results = {"backbone_parameters": backbone, "final_steps": final_steps, "final": rows, "verdicts": verdicts(rows),
-               "kendall_all": ranking, "hv_curves": curves,
+               "kendall_all": ranking, "hv_curves": curves, "first_level_only": args.first_level_only,
                "searches": searches, "summary": summary, "hv_test": test, "wall_time_s": time.perf_counter() - start}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -431,6 +431,9 @@ def format_report(results: dict[str, Any]) -> str:
     lines += ["", "| algorithm | HV mean +- sd | level-0 HV mean +- sd | runs |", "|---|---:|---:|---:|"]
     lines += [f"| {s['algorithm']} | {s['hv_mean']:.5f} +- {s['hv_sd']:.5f} | {s['hv0_mean']:.5f} +- {s['hv0_sd']:.5f} "
               f"| {s['n']} |" for s in results["summary"]]
+    if results.get("first_level_only"):
+        lines.append("\nWith --first-level-only the first run's selection front is a last-level front and the others' "
+                     "are level-0 fronts: compare the level-0 HV.")
     for key, test in (results["hv_test"] or {}).items():
         label = "level-0 HV" if key == "hv_level0" else "HV of the selection front"
         lines.append(f"\n{' vs '.join(test['algorithms'])}, {label}: Welch's t = {test['welch_t']:.3f}, "
