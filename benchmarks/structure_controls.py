@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from peft_autoconfig.front import Front
 from peft_autoconfig.search import parse_recipe, read_journal, run_search
