@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from peft_autoconfig.front import Front
+from peft_autoconfig.front import Front, FrontPoint, describe_config, load_point_config
 from peft_autoconfig.search import parse_recipe, read_journal, run_search
 from peft_autoconfig.search.recipe import resolve_model
 
@@ -123,51 +123,31 @@ def random_structure(model_config: Any, num_layers: int, modules: list[str], bud
 
 
 def describe(config: dict[str, Any]) -> str:
-    """Short human-readable structure: `lora(q,v) 5:2 | parallel 4:6 5:6`."""
-    parts = []
-    for module, field in BLOCK_FIELDS.items():
-        layers = config.get(field) or {}
-        if layers:
-            name = module
-            if field == "lora_rank":
-                name += "(" + ",".join(t[0] for t in config.get("target_modules", ["query", "value"])) + ")"
-            parts.append(name + " " + " ".join(f"{layer}:{size}" for layer, size in layers.items()))
-    return " | ".join(parts)
+    """The project's one-line description of a config mapping (`show` and the model card print the same)."""
+    return describe_config(load_point_config(config))
 
 
-def final_runs(journal: list[dict]) -> dict[str, list[float]]:
-    """Final-stage metric values per run name (baseline name or `trial:<id>`), every seed."""
-    runs: dict[str, list[float]] = {}
-    for t in journal:
-        if t["kind"] == "final" and t["status"] == "ok" and t["metric"] is not None:
-            runs.setdefault(t["name"], []).append(float(t["metric"]))
-    return runs
+def test_value(point: FrontPoint) -> float | None:
+    """A front point's or baseline's final-stage (report split) mean over seeds; None when it has no report."""
+    return point.report.mean if point.report is not None else None
 
 
-def strategy_points(run_dir: Path) -> list[dict[str, Any]]:
-    """The budgeted run's front points: strategy, budget, parameters, structure and final test values."""
-    front = Front.load(run_dir)
-    journal = read_journal(run_dir / "journal.jsonl")
-    finals = final_runs(journal)
-    algorithm = json.loads((run_dir / "front.json").read_text())["search"]["algorithm"]
-    trials = {t["trial_id"]: t for t in journal if t["kind"] == "search"}
+def strategy_points(run_dir: Path, front: Front) -> list[dict[str, Any]]:
+    """The budgeted run's front points: strategy, budget (the journal names each one-shot trial `budget=N`),
+    parameters, structure and final test value."""
+    budgets = {t["trial_id"]: t["name"] for t in read_journal(run_dir / "journal.jsonl") if t["kind"] == "search"}
     points = []
     for p in front.points:
-        if p.kind != "search":
-            continue
-        trial = trials.get(p.trial_id, {})
-        budget = str(trial.get("name") or "").removeprefix("budget=")
-        values = finals.get(f"trial:{p.trial_id}", [])
-        points.append({"strategy": algorithm, "budget": int(budget) if budget.isdigit() else None,
+        budget = str(budgets.get(p.trial_id) or "").removeprefix("budget=")
+        points.append({"strategy": front.search["algorithm"], "budget": int(budget) if budget.isdigit() else None,
                        "trainable_parameters": p.trainable_parameters, "structure": describe(p.config or {}),
-                       "test": float(np.mean(values)) if values else None, "n_seeds": len(values)})
+                       "test": test_value(p), "n_seeds": len(p.report.seeds) if p.report else 0})
     return points
 
 
-def nearest_front_point(front_dir: Path, parameters: int) -> dict[str, Any] | None:
+def nearest_front_point(front: Front, parameters: int) -> dict[str, Any] | None:
     """The trial-by-trial front's point nearest to `parameters` in log scale (its final test mean)."""
-    front = Front.load(front_dir)
-    search = [p for p in front.points if p.kind == "search" and p.metric is not None]
+    search = [p for p in front.points if p.metric is not None]
     if not search:
         return None
     p = min(search, key=lambda p: abs(np.log(max(p.trainable_parameters, 1)) - np.log(parameters)))
@@ -217,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     if not (out / "journal.jsonl").exists():
         shutil.copytree(runs[0], out, dirs_exist_ok=True)
-    raw = json.loads(read_journal_header(out / "journal.jsonl"))["recipe"]
+    fronts = [Front.load(run) for run in runs]
+    raw = fronts[0].search["recipe"]  # the run's `recipe.raw`, as its journal header holds it
     recipe = parse_recipe(raw)
     from transformers import AutoConfig
 
@@ -225,15 +206,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model_config = AutoConfig.from_pretrained(resolve_model(recipe.model))
     backbone = backbone_parameter_count(model_config)
-    strategies = [p for run in runs for p in strategy_points(run)]
+    strategies = [p for run, front in zip(runs, fronts) for p in strategy_points(run, front)]
     budgets = sorted({p["budget"] for p in strategies if p["budget"]})
-    modules = sorted({m for run in runs for m in parse_recipe(
-        json.loads(read_journal_header(run / "journal.jsonl"))["recipe"]).space.modules}, key=list(BLOCK_FIELDS).index)
+    modules = sorted({m for front in fronts for m in front.search["space"]["modules"]}, key=list(BLOCK_FIELDS).index)
     fixed = dict(raw.get("space", {}).get("fixed") or {})
     max_sizes: dict[str, int] = {}
-    for run in runs:
-        options = json.loads((run / "front.json").read_text())["search"]["space"]["size_options"]
-        for module, sizes in options.items():
+    for front in fronts:
+        for module, sizes in front.search["space"]["size_options"].items():
             max_sizes[module] = max(max_sizes.get(module, 0), max(sizes))
     rng = np.random.default_rng(args.seed)
     controls = []
@@ -248,18 +227,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {"name": c["name"], "config": c["config"]} for c in controls]
     run_search(parse_recipe(with_controls), out, workers=args.workers, progress=True)
 
-    finals = final_runs(read_journal(out / "journal.jsonl"))
-    metric = json.loads((out / "front.json").read_text())["metric"]
-    results: dict[str, Any] = {"metric": metric, "backbone_parameters": backbone, "n": args.n, "seed": args.seed,
+    trained = Front.load(out)
+    reference = Front.load(args.front) if args.front else None
+    results: dict[str, Any] = {"metric": trained.metric, "backbone_parameters": backbone, "n": args.n, "seed": args.seed,
                                "modules": modules, "max_sizes": max_sizes, "budgets": []}
     for budget in budgets:
         random_rows = []
         for c in controls:
             if c["budget"] == budget:
-                values = finals.get(c["name"], [])
                 random_rows.append({"name": c["name"], "trainable_parameters": c["trainable_parameters"],
-                                    "structure": describe(c["config"]),
-                                    "test": float(np.mean(values)) if values else None})
+                                    "structure": describe(c["config"]), "test": test_value(trained.point(c["name"]))})
         values = [r["test"] for r in random_rows if r["test"] is not None]
         rows = []
         for s in (p for p in strategies if p["budget"] == budget):
@@ -269,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "budget": budget, "percent": 100 * budget / backbone, "strategies": rows, "random": random_rows,
             "random_mean": float(np.mean(values)) if values else None,
             "random_sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-            "nearest_front_point": nearest_front_point(Path(args.front), budget) if args.front else None,
+            "nearest_front_point": nearest_front_point(reference, budget) if reference else None,
         })
     (out / "controls.json").write_text(json.dumps(results, indent=2) + "\n")
     text = format_report(results)
@@ -277,11 +254,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot(results, out / "controls.png")
     print(text)
     return results
-
-
-def read_journal_header(path: Path) -> str:
-    with open(path) as f:
-        return f.readline()
 
 
 def _num(value: float | None) -> str:

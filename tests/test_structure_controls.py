@@ -85,8 +85,9 @@ def test_report_counts_random_structures_beaten(controls):
     text = controls.format_report(results)
     assert "| 2,271 (0.01 %) | **s3pet** | 1,921 | prefix 4:1 | **0.7600** |" in text
     assert "s3pet 0.7600: 2 of 3" in text
-    assert controls.describe({"lora_rank": {"5": 2}, "target_modules": ["value"], "bias_tuning": {"1": 1}}) == \
-        "lora(v) 5:2 | bias 1:1"
+    # structures are described as `show` describes configs: blocks, per-layer sizes, LoRA targets
+    assert controls.describe({"peft_type": "MIXED_PET", "lora_rank": {"5": 2}, "target_modules": ["value"],
+                              "bias_tuning": {"1": 1}}) == "LoRA r{5: 2} (value) · BitFit {1: 1} (all) · layers all"
 
 
 def test_controls_train_in_a_copy_of_the_run_under_its_final_stage(controls, tmp_path, tiny_bert_dir, synthetic_task_dir):
