@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     compute_metrics = build_compute_metrics(task.metric_names, num_labels)
     batches = evaluation_batches(recipe, task, tokenizer, split=args.report_split)
     latency = {"batch_size": recipe.latency.batch_size, "sequence_length": recipe.latency.sequence_length,
-               "repeats": args.repeats}
+               "repeats": args.repeats, "device": recipe.latency.device}
     supernet = load_supernetwork(recipe, prune_dir / "supernet", num_labels, tokenizer, task.label_names)
 
     rows, loaders = [], []

@@ -24,7 +24,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -50,13 +50,44 @@ def sample_points(space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]
     return list(points.values())
 
 
-def standalone(context: OneShotContext, level: dict[str, Any], config: Any, init_adapter: str | None) -> dict[str, Any]:
-    kwargs = dict(context.training)
-    kwargs.update({k: v for k, v in level.items() if v is not None})
-    result = run(RunConfig(model_name_or_path=context.model, task=context.task, peft_config=config,
-                           init_adapter=init_adapter, seed=context.seed, eval_split=context.selection_split,
-                           eval_subset=context.eval_subset, save_adapter=False, show_progress=False, **kwargs))
+def standalone(run_kwargs: dict[str, Any], config: Any, init_adapter: str | None) -> dict[str, Any]:
+    """One stand-alone training run (a module-level function, so a worker process can run it)."""
+    result = run(RunConfig(peft_config=config, init_adapter=init_adapter, save_adapter=False, show_progress=False,
+                           **run_kwargs))
     return {"metric": result.metric_value, "wall_time_s": result.wall_time_s}
+
+
+def standalone_kwargs(context: OneShotContext, recipe: Any, budget: str) -> dict[str, Any]:
+    """Runner arguments of a stand-alone run: the recipe's training settings at the last fidelity level (what the
+    search's re-training uses) or at its `final:` budget (training subset, epochs, first seed), scored on the
+    selection split like every search trial."""
+    kwargs = dict(context.training)
+    seed = context.seed
+    if budget == "final":
+        final = recipe.final
+        kwargs.update({"train_subset": final.train_subset, "num_epochs": final.num_epochs, "max_steps": -1})
+        seed = final.seeds[0] if final.seeds else recipe.seed
+    else:
+        kwargs.update({k: v for k, v in recipe.fidelity_levels[-1].items() if v is not None})
+    kwargs.update(model_name_or_path=context.model, task=context.task, seed=seed, eval_split=context.selection_split,
+                  eval_subset=context.eval_subset)
+    return kwargs
+
+
+def run_jobs(jobs: list[tuple[Any, ...]], workers: int) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Yield (tag, result) for each (tag, run_kwargs, config, init_adapter) job as it finishes, in `workers`
+    processes (spawned: CUDA cannot be forked) or inline when `workers` is 1."""
+    if workers <= 1:
+        for tag, *job in jobs:
+            yield tag, standalone(*job)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(standalone, *job): tag for tag, *job in jobs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def correlations(a: list[float], b: list[float]) -> dict[str, Any]:
@@ -76,6 +107,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", required=True, help="output folder (resumable)")
     parser.add_argument("--n", type=int, default=20, help="configurations to compare (default 20)")
     parser.add_argument("--warm-start", action="store_true", help="also re-train each from its slice")
+    parser.add_argument("--budget", choices=["level", "final"], default="level",
+                        help="stand-alone training budget: the recipe's last fidelity level (default; what the search "
+                             "re-trains its front at) or its `final:` section (training subset, epochs, first seed)")
+    parser.add_argument("--score-full", action="store_true",
+                        help="also score every slice on the whole selection split (besides settings.score_subset)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="stand-alone runs in parallel processes (they share one GPU); default 1")
     args = parser.parse_args(argv)
 
     recipe = load_recipe(args.recipe)
@@ -93,37 +131,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     manifest = train_superpet(context, {"num_random": settings.num_random, "temperature": settings.temperature,
                                         "distill": settings.distill}, out / "superpet")
     superpet = load_superpet(out / "superpet", model, recipe.task, space)
+    max_length = int(context.training.get("max_length", 128))
+    eval_batch = settings.eval_batch_size or 2 * int(context.training.get("batch_size", 16))
     scorer = SliceScorer.for_task(superpet, model, recipe.task, context.selection_split,
-                                  settings.score_subset or context.eval_subset,
-                                  int(context.training.get("max_length", 128)),
-                                  settings.eval_batch_size or 2 * int(context.training.get("batch_size", 16)))
+                                  settings.score_subset or context.eval_subset, max_length, eval_batch)
+    full_scorer = (SliceScorer.for_task(superpet, model, recipe.task, context.selection_split, None, max_length,
+                                        eval_batch) if args.score_full else None)
     print(f"super-PET ready in {time.perf_counter() - start:.0f} s (trained in {manifest['wall_time_s']:.0f} s)")
 
-    log = out / "standalone.jsonl"
+    suffix = "" if args.budget == "level" else f"-{args.budget}"
+    log = out / f"standalone{suffix}.jsonl"
     done = {json.loads(line)["key"]: json.loads(line) for line in log.read_text().splitlines()} if log.is_file() else {}
-    level = recipe.fidelity_levels[-1]
-    rows = []
-    points = sample_points(space, args.n, recipe.seed)
-    for i, x in enumerate(points):
+    run_kwargs = standalone_kwargs(context, recipe, args.budget)
+    rows, jobs = [], []
+    for i, x in enumerate(sample_points(space, args.n, recipe.seed)):   # slice scores are cheap: always recomputed
         key = space.key(x)
-        row = done.get(key)
-        if row is None or (args.warm_start and "warm" not in row):
-            config = space.decode(x)
-            row = row or {"key": key, "x": x, "config": config_to_dict(config), "parameters": space.cost(x)}
-            started = time.perf_counter()
-            row["superpet"] = scorer(x)
-            row["scoring_s"] = time.perf_counter() - started
-            row.setdefault("cold", standalone(context, level, config, None))
-            if args.warm_start:
-                folder = save_slice(superpet, config, model, recipe.task, out / "slices" / str(i))
-                row["warm"] = standalone(context, level, config, str(folder))
-            with open(log, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
-            done[key] = row
+        config = space.decode(x)
+        row = done.get(key) or {"key": key, "x": x, "config": config_to_dict(config), "parameters": space.cost(x)}
+        started = time.perf_counter()
+        row["superpet"] = scorer(x)
+        row["scoring_s"] = time.perf_counter() - started
+        if full_scorer is not None:
+            row["superpet_full"] = full_scorer(x)
+        if "cold" not in row:
+            jobs.append(((i, "cold"), run_kwargs, config, None))
+        if args.warm_start and "warm" not in row:
+            folder = save_slice(superpet, config, model, recipe.task, out / "slices" / str(i))
+            jobs.append(((i, "warm"), run_kwargs, config, str(folder)))
         rows.append(row)
-        print(f"[{i + 1}/{len(points)}] {row['parameters']:>9,} params  super-PET "
-              f"{row['superpet']:.4f}  stand-alone {row['cold']['metric']:.4f}"
-              + (f"  warm {row['warm']['metric']:.4f}" if "warm" in row else ""))
+    for (i, which), result in run_jobs(jobs, args.workers):
+        row = rows[i]
+        row[which] = result
+        with open(log, "a") as handle:   # append-only; the last line of a key wins on resume
+            handle.write(json.dumps(row) + "\n")
+        print(f"[{i + 1}/{len(rows)}] {row['parameters']:>9,} params  super-PET {row['superpet']:.4f}  "
+              f"{which} {result['metric']:.4f}  ({result['wall_time_s']:.0f} s)", flush=True)
 
     superpet_scores = [r["superpet"] for r in rows]
     cold = [r["cold"]["metric"] for r in rows]
@@ -135,15 +177,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "scoring_s_per_config": float(np.mean([r["scoring_s"] for r in rows])),
         "standalone_s_per_config": standalone_s,
         "superpet_training_in_standalone_runs": manifest["wall_time_s"] / standalone_s if standalone_s else None,
-        "rows": [{k: r[k] for k in ("x", "parameters", "superpet", "cold", "warm") if k in r} for r in rows],
+        "budget": args.budget, "stand-alone": {k: run_kwargs.get(k) for k in ("train_subset", "num_epochs", "seed",
+                                                                              "eval_split", "eval_subset")},
+        "rows": [{k: r[k] for k in ("x", "parameters", "superpet", "superpet_full", "cold", "warm") if k in r}
+                 for r in rows],
     }
+    if all("superpet_full" in r for r in rows):
+        results["superpet_full_vs_standalone"] = correlations([r["superpet_full"] for r in rows], cold)
     if all("warm" in r for r in rows):
         warm = [r["warm"]["metric"] for r in rows]
         results["cold_vs_warm"] = correlations(cold, warm)
         results["warm_gain_mean"] = float(np.mean(np.subtract(warm, cold)))
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"results{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
     report = format_report(results)
-    (out / "results.md").write_text(report)
+    (out / f"results{suffix}.md").write_text(report)
     print(report)
     return results
 
@@ -151,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def format_report(results: dict[str, Any]) -> str:
     c = results["superpet_vs_standalone"]
     lines = [
-        f"# super-PET ranking vs stand-alone training ({results['model']}, N = {results['n']})", "",
+        f"# super-PET ranking vs stand-alone training ({results['model']}, N = {results['n']}, stand-alone at "
+        f"{results['stand-alone']['train_subset']} x {results['stand-alone']['num_epochs']} epochs)", "",
         f"- Kendall tau {_f(c['kendall_tau'])} (p {_f(c['kendall_p'])}), Spearman rho {_f(c['spearman_rho'])} "
         f"(p {_f(c['spearman_p'])})",
         f"- super-PET training {results['superpet_training_s']:.0f} s = "
@@ -159,6 +207,10 @@ def format_report(results: dict[str, Any]) -> str:
         f"{results['standalone_s_per_config']:.0f} s; "
         f"scoring one slice {results['scoring_s_per_config']:.2f} s",
     ]
+    if "superpet_full_vs_standalone" in results:
+        f = results["superpet_full_vs_standalone"]
+        lines.append(f"- slices scored on the whole split instead: Kendall tau {_f(f['kendall_tau'])} "
+                     f"(p {_f(f['kendall_p'])}), Spearman rho {_f(f['spearman_rho'])}")
     if "cold_vs_warm" in results:
         w = results["cold_vs_warm"]
         lines.append(f"- warm start from the slice: mean gain {results['warm_gain_mean']:+.4f}; "

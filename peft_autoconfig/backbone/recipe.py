@@ -91,6 +91,9 @@ class LatencySpec(RecipeModel):
     batch_size: PositiveInt = 8
     sequence_length: Annotated[int, Field(strict=True, ge=2)] = 128
     repeats: PositiveInt = 5
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where latency is measured: `auto` on the device the model is on (the GPU when there is one), `cpu` or
+    `cuda` on that device whatever the training used (e.g. CPU latency for a CPU deployment, trained on a GPU)."""
 
 
 class RetrainSpec(RecipeModel):

@@ -10,6 +10,7 @@ replayed with the journal's objectives and only unscored sub-networks are evalua
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -35,9 +36,16 @@ def subnetwork_key(sub: SubNetwork) -> str:
     return json.dumps(sub.to_dict(), separators=(",", ":"))
 
 
-def measure_latency(model: torch.nn.Module, batch_size: int, sequence_length: int, repeats: int) -> float:
-    """Median seconds of one forward pass on random tokens (one warm-up pass first)."""
+def measure_latency(model: torch.nn.Module, batch_size: int, sequence_length: int, repeats: int,
+                    device: str = "auto") -> float:
+    """Median seconds of one forward pass on random tokens (one warm-up pass first), on `device` (`auto`: where
+    the model is; otherwise on a copy of it moved there)."""
     generator = torch.Generator().manual_seed(0)
+    if device != "auto":
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("recipe field `latency.device` is 'cuda' but no GPU is visible; allowed: auto, cpu, cuda.")
+        if next(model.parameters()).device.type != device:
+            model = copy.deepcopy(model).to(device)
     device = next(model.parameters()).device
     inputs = torch.randint(0, model.config.vocab_size, (batch_size, sequence_length), generator=generator).to(device)
     times = []
