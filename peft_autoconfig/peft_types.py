@@ -41,6 +41,7 @@ def add_peft_type(name: str) -> PeftType:
     PeftType._member_map_[name] = member
     PeftType._value2member_map_[name] = member
     PeftType._member_names_.append(name)
+    type.__setattr__(PeftType, name, member)  # Python >= 3.12 looks members up as class attributes, not in the map
     return member
 
 

@@ -90,6 +90,7 @@ def test_prune_model_resumes_a_killed_search(tiny_bert_dir, synthetic_task_dir, 
         ({"search": {"algorithm": "s3pet"}}, r"search.algorithm`: must be an ask/tell strategy, one of \[.*'nsga2'.*\]; 's3pet' is a one-shot"),
         ({"supernet": {"epochs": 2}}, "unknown recipe field `supernet.epochs`"),
         ({"latency": {"sequence_length": 65}}, "latency.sequence_length` \\(65\\) is longer than the model's 64"),
+        ({"latency": {"device": "gpu"}}, r"latency.device.*'auto', 'cpu' or 'cuda'"),
     ],
 )
 def test_bad_recipe_fails_before_training(changes, message, tiny_bert_dir, synthetic_task_dir, tmp_path, capsys):
@@ -165,3 +166,19 @@ def test_show_and_argument_errors(tmp_path, capsys):
     assert "front.json does not exist" in capsys.readouterr().err
     assert main(["prune-model", "recipe.yaml"]) == 2
     assert "needs RECIPE and `--out DIR`" in capsys.readouterr().err
+
+
+def test_latency_is_measured_on_the_asked_device(make_tiny_model):
+    """`latency.device`: `cpu` times a copy on the CPU and leaves the model where it was; `cuda` without a GPU is a
+    clear error naming the field."""
+    import torch
+
+    from peft_autoconfig.backbone.search import measure_latency
+
+    model = make_tiny_model("bert").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert measure_latency(model, batch_size=2, sequence_length=8, repeats=2, device="cpu") > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"`latency.device` is 'cuda' but no GPU is visible"):
+            measure_latency(model, batch_size=2, sequence_length=8, repeats=2, device="cuda")

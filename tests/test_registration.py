@@ -34,6 +34,8 @@ def test_each_method_has_its_own_prefix_and_registers_idempotently():
     unipelt.register()  # a second registration changes nothing and raises nothing
     assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.UNIPELT] is unipelt.UniPELTModel
     assert add_peft_type("UNIPELT") is PeftType.UNIPELT
+    # a class attribute too: Python >= 3.12 resolves `PeftType.NAME` (and peft's `getattr(PeftType, NAME)`) there
+    assert vars(PeftType)["MIXED_PET"] is PeftType["MIXED_PET"] and vars(PeftType)["UNIPELT"] is PeftType("UNIPELT")
     with pytest.raises(ValueError, match="upper case"):
         add_peft_type("unipelt")
     with pytest.raises(TypeError, match="abstract"):

@@ -279,6 +279,8 @@ def test_a_super_pet_of_another_model_is_refused(tmp_path, tiny_bert_dir, synthe
     ({"inner": "nsga3"}, r"`algorithm.settings.inner`: unknown algorithm 'nsga3'"),
     ({"inner_trials": 0}, r"`algorithm.settings.inner_trials`"),
     ({"inner_trails": 10}, r"unknown recipe field `algorithm.settings.inner_trails`"),
+    ({"learning_rate_scale": 0}, r"`algorithm.settings.learning_rate_scale`"),
+    ({"learning_rate_scale": 2}, r"`algorithm.settings.learning_rate_scale`"),
 ])
 def test_bad_supernet_settings_name_the_field(tmp_path, tiny_bert_dir, synthetic_task_dir, settings, message):
     from peft_autoconfig.search import load_recipe
@@ -339,3 +341,23 @@ def test_a_reused_super_pet_must_contain_the_space(tmp_path, tiny_bert_dir, synt
     larger = SearchSpace(base.config, SpaceSpec(modules=("serial_adapter",), sizes={"serial_adapter": (0, 2, 8)}))
     with pytest.raises(SliceError, match=r"`serial_adapter_size` = 8 in layer 0 is larger than the super-PET's 2"):
         load_superpet(tmp_path / "superpet", str(tiny_bert_dir), str(synthetic_task_dir), larger)
+
+
+def test_learning_rate_scale_multiplies_every_rate_of_the_super_pet(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """`settings.learning_rate_scale`: the super-PET trains at the per-block rates (recipe's over the defaults)
+    times the scale, recorded in its manifest, so a super-PET trained at another scale is refused on reuse."""
+    from peft_autoconfig.search.oneshot import OneShotContext
+    from peft_autoconfig.search.superpet import SuperPetMismatchError, train_superpet
+    from peft_autoconfig.training.optim import DEFAULT_LEARNING_RATES
+
+    space = SearchSpace.from_pretrained(str(tiny_bert_dir), SpaceSpec(modules=("lora",), sizes={"lora": (0, 2)}))
+    context = OneShotContext(model=str(tiny_bert_dir), task=str(synthetic_task_dir), space=space,
+                             training={"batch_size": 8, "max_length": 16, "learning_rates": {"lora": 1e-2}},
+                             fidelity={"train_subset": 16, "max_steps": 2}, selection_split="validation",
+                             eval_subset=8, seed=0, budgets=[], work_dir=tmp_path, progress=False)
+    sandwich = {"num_random": 1, "temperature": 1.0, "distill": True}
+    manifest = train_superpet(context, sandwich, tmp_path / "superpet", learning_rate_scale=0.5)
+    rates = manifest["training"]["run"]["learning_rates"]
+    assert rates == pytest.approx({**{k: v * 0.5 for k, v in DEFAULT_LEARNING_RATES.items()}, "lora": 5e-3})
+    with pytest.raises(SuperPetMismatchError, match="`algorithm.settings`"):
+        train_superpet(context, sandwich, tmp_path / "superpet", learning_rate_scale=1.0)

@@ -85,16 +85,23 @@ def check_manifest(manifest: dict[str, Any], directory: Path, model_config: Any,
             f"this search asks for {training}; use another output folder.")
 
 
-def train_superpet(context: Any, sandwich: dict[str, Any], directory: Path) -> dict[str, Any]:
+def train_superpet(context: Any, sandwich: dict[str, Any], directory: Path,
+                   learning_rate_scale: float = 1.0) -> dict[str, Any]:
     """Train the super-PET of `context.space` into `directory` with the sandwich rule (`sandwich`: `num_random`,
     `temperature`, `distill`) at `context.fidelity`, through the runner; a finished one there is reused (and one
-    trained otherwise refused). Returns the manifest."""
+    trained otherwise refused). Every per-block learning rate is multiplied by `learning_rate_scale`: the largest
+    configuration, which the sandwich trains every step, may not train at the rates chosen for single sizes
+    (RESULTS.md section 9). Returns the manifest."""
+    from ..training.optim import resolve_learning_rates
     from ..training.runner import RunConfig, run
     from ..training.sandwich import SandwichTrainer
 
     directory = Path(directory)
     kwargs = dict(context.training)
     kwargs.update({k: v for k, v in context.fidelity.items() if v is not None})
+    if learning_rate_scale != 1.0:
+        rates = resolve_learning_rates(kwargs.get("learning_rates"), kwargs.pop("learning_rate", None))
+        kwargs["learning_rates"] = {block: rate * learning_rate_scale for block, rate in rates.items()}
     training = {"run": kwargs, "sandwich": sandwich, "seed": context.seed, "task": context.task}
     training = json.loads(json.dumps(training, sort_keys=True, default=str))
     manifest = read_manifest(directory)

@@ -44,6 +44,8 @@ class SupernetSettings(RecipeModel):
         num_random: random sub-configurations per sandwich step (besides the largest and the smallest).
         distill: in-place distillation of the students from the largest (else they train on the labels).
         temperature: distillation temperature.
+        learning_rate_scale: multiplies every per-block learning rate while the super-PET trains (the largest
+            configuration, trained every step, may diverge at rates chosen for single sizes; RESULTS.md section 9).
         score_subset: score the slices on this many examples of the selection split (a fixed subset); default
             `evaluation.eval_subset`. The driver's stand-alone re-training still scores on `evaluation.eval_subset`.
         eval_batch_size: batch size of the scoring passes (default twice `training.batch_size`).
@@ -62,6 +64,7 @@ class SupernetSettings(RecipeModel):
     num_random: int = Field(2, strict=True, ge=0)
     distill: bool = True
     temperature: float = Field(1.0, gt=0)
+    learning_rate_scale: float = Field(1.0, gt=0, le=1)
     score_subset: Optional[int] = Field(None, strict=True, ge=1)
     eval_batch_size: Optional[int] = Field(None, strict=True, ge=1)
     superpet: Optional[str] = Field(None, min_length=1)
@@ -145,7 +148,7 @@ class SupernetStrategy(OneShotStrategy):
             directory = work_dir / "superpet"
             sandwich = {"num_random": settings.num_random, "temperature": settings.temperature,
                         "distill": settings.distill}
-            manifest = train_superpet(context, sandwich, directory)
+            manifest = train_superpet(context, sandwich, directory, settings.learning_rate_scale)
         else:
             directory = Path(settings.superpet)
             manifest = None
