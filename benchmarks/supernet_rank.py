@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                         eval_batch) if args.score_full else None)
     print(f"super-PET ready in {time.perf_counter() - start:.0f} s (trained in {manifest['wall_time_s']:.0f} s)")
 
+    superpet_id = json.dumps(manifest["training"], sort_keys=True)   # what the slices were trained with
     suffix = "" if args.budget == "level" else f"-{args.budget}"
     log = out / f"standalone{suffix}.jsonl"
     done = {json.loads(line)["key"]: json.loads(line) for line in log.read_text().splitlines()} if log.is_file() else {}
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             row["superpet_full"] = full_scorer(x)
         if "cold" not in row:
             jobs.append(((i, "cold"), run_kwargs, config, None))
+        if row.get("warm_from") != superpet_id:   # a warm start from another super-PET's slice does not count here
+            row.pop("warm", None)
         if args.warm_start and "warm" not in row:
             folder = save_slice(superpet, config, model, recipe.task, out / "slices" / str(i))
             jobs.append(((i, "warm"), run_kwargs, config, str(folder)))
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for (i, which), result in run_jobs(jobs, args.workers):
         row = rows[i]
         row[which] = result
+        if which == "warm":
+            row["warm_from"] = superpet_id
         with open(log, "a") as handle:   # append-only; the last line of a key wins on resume
             handle.write(json.dumps(row) + "\n")
         print(f"[{i + 1}/{len(rows)}] {row['parameters']:>9,} params  super-PET {row['superpet']:.4f}  "

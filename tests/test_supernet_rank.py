@@ -1,0 +1,48 @@
+"""benchmarks/supernet_rank.py on a tiny model: stand-alone runs at the final budget are cached and reused across
+super-PETs, warm starts only count for the super-PET whose slices they started from, and the report is complete."""
+
+import json
+
+from test_search_fakes import write_recipe
+
+
+def _recipe(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    return write_recipe(
+        tmp_path, tiny_bert_dir, synthetic_task_dir,
+        algorithm={"name": "supernet", "settings": {"num_random": 1, "score_subset": 16}},
+        space={"modules": ["serial_adapter", "lora"], "sizes": {"serial_adapter": [0, 2, 8], "lora": [0, 2, 4]}},
+        fidelity={"levels": [{"train_subset": 32, "max_steps": 2}]},
+        final={"train_subset": 32, "num_epochs": 1, "seeds": [0]},
+    )
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_final_budget_runs_are_reused_and_warm_starts_follow_the_super_pet(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    from benchmarks.supernet_rank import main
+
+    recipe = str(_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir))
+    first = tmp_path / "a"
+    results = main(["--recipe", recipe, "--out", str(first), "--n", "3", "--budget", "final", "--warm-start",
+                    "--score-full"])
+    log = _lines(first / "standalone-final.jsonl")
+    last = {r["key"]: r for r in log}   # append-only: the last line of a key is its row
+    assert len(log) == 6 and len(last) == 3 and all("cold" in r and "warm" in r for r in last.values())
+    assert results["n"] == 3 and results["budget"] == "final" and results["stand-alone"]["train_subset"] == 32
+    assert set(results["superpet_vs_standalone"]) >= {"kendall_tau", "kendall_p", "spearman_rho", "n"}
+    assert "superpet_full_vs_standalone" in results and "warm_gain_mean" in results
+    assert (first / "results-final.md").read_text().startswith("# super-PET ranking vs stand-alone training")
+
+    # the same points, a super-PET trained at other rates: the cold runs are reused, the warm ones re-run
+    second = tmp_path / "b"
+    second.mkdir()
+    (second / "standalone-final.jsonl").write_text((first / "standalone-final.jsonl").read_text())
+    again = main(["--recipe", recipe, "--out", str(second), "--n", "3", "--budget", "final", "--warm-start",
+                  "--learning-rate-scale", "0.5"])
+    added = _lines(second / "standalone-final.jsonl")[len(log):]
+    assert len(added) == 3 and all(r["warm_from"] != log[-1]["warm_from"] for r in added)
+    assert {r["key"] for r in added} == set(last)
+    assert [r["cold"] for r in again["rows"]] == [r["cold"] for r in results["rows"]]
+    assert again["learning_rate_scale"] == 0.5
