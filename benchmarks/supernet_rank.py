@@ -2,6 +2,10 @@
 
     python benchmarks/supernet_rank.py --recipe recipes/rotten_tomatoes_supernet.yaml --out runs/supernet_rank --n 20
     python benchmarks/supernet_rank.py --recipe ... --out ... --n 20 --warm-start      # + re-training from the slices
+    python benchmarks/supernet_rank.py --recipe ... --out ... --n 20 --budget final --score-full --workers 4
+        # stand-alone at the recipe's `final:` budget, 4 runs at a time, slices also scored on the whole split
+    python benchmarks/supernet_rank.py --recipe ... --out OTHER --n 20 --budget final --learning-rate-scale 0.1
+        # another super-PET; copy OUT/standalone-final.jsonl into OTHER first to reuse the stand-alone runs
 
 The recipe's space, training settings, fidelity levels and selection split are used exactly as the `supernet`
 strategy uses them: the super-PET is trained with the sandwich rule at the first fidelity level (the recipe's
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         row["superpet"] = scorer(x)
         row["scoring_s"] = time.perf_counter() - started
+        row.pop("superpet_full", None)   # a cached row may hold another super-PET's
         if full_scorer is not None:
             row["superpet_full"] = full_scorer(x)
         if "cold" not in row:
