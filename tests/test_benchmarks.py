@@ -143,21 +143,27 @@ def test_lr_sweep_smoke_writes_one_row_per_block_and_rate(tmp_path, tiny_bert_di
     assert len(out.read_text().splitlines()) == 4
 
 
-def test_width_rate_check_trains_the_block_at_its_size_and_rate(tiny_bert_dir, synthetic_task_dir):
-    script = load_script("width_rate_check")
-    row = script.check(2e-3, 6, "parallel_adapter", model=str(tiny_bert_dir), task=str(synthetic_task_dir),
-                       train_subset=16, max_steps=1, max_length=16)
+def test_lr_sweep_at_another_size_with_the_head_at_its_default_rate(tmp_path, tiny_bert_dir, synthetic_task_dir,
+                                                                     capsys):
     from peft import get_peft_model
     from transformers import AutoModelForSequenceClassification
 
     from peft_autoconfig import MixedPetConfig
 
+    lr_sweep = load_script("lr_sweep")
+    out = tmp_path / "sweep.jsonl"
+    argv = ["--model", str(tiny_bert_dir), "--task", str(synthetic_task_dir), "--blocks", "parallel_adapter",
+            "--rates", "2e-3", "--size", "6", "--head-rate", "default", "--train-subset", "16", "--max-steps", "1",
+            "--out", str(out)]
+    (row,) = lr_sweep.main(argv)
     alone = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir),
                            MixedPetConfig(task_type="SEQ_CLS", parallel_adapter_size=6))
     blocks = sum(p.numel() for n, p in alone.named_parameters() if p.requires_grad and "parallel" in n)
-    assert blocks > 0 and row["trainable_parameters"] == blocks   # the block at size 6, nothing else searched
-    assert (row["block"], row["rate"]) == ("parallel_adapter", 2e-3)
-    assert 0.0 <= row["metric"] <= 1.0 and row["train_loss"] > 0
+    assert blocks > 0 and row["trainable_parameters"] == blocks   # the block at size 6, nothing else
+    assert (row["size"], row["head_rate"], row["learning_rate"]) == (6, "default", 2e-3)
+    assert 0.0 <= row["accuracy"] <= 1.0 and row["train_loss"] > 0
+    assert "| parallel_adapter 6 (head at default) |" in capsys.readouterr().out
+    assert len(lr_sweep.main(argv)) == 1 and len(out.read_text().splitlines()) == 1   # resumed, nothing re-trained
 
 
 def test_unipelt_prefix_lr_smoke_prints_one_row_per_variant(tiny_bert_dir, synthetic_task_dir, capsys):

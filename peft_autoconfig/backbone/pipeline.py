@@ -34,7 +34,8 @@ from ..search.recipe import RecipeError
 from .export import save_exported
 from .recipe import PruneRecipe
 from .sandwich import BackboneSupernet, SandwichTrainer
-from .search import OBJECTIVE_KEYS, SubNetworkScorer, score_record, search_subnetworks, subnetwork_key
+from .search import (OBJECTIVE_KEYS, SubNetworkScorer, check_latency_device, score_record, search_subnetworks,
+                     subnetwork_key)
 from .space import BackboneSpace, SubNetwork, family_for
 
 FRONT_FORMAT_VERSION = 1
@@ -72,6 +73,10 @@ def check_recipe(recipe: PruneRecipe) -> BackboneSpace:
             f"(a {config.model_type} config ties the head size to hidden_size / num_attention_heads), so they save "
             "no exported parameters or latency (only `effective_parameters`); set `space.min_heads: "
             f"{space.dims.num_heads}` to search layers and FFN units only. See docs/backbone.md.", stacklevel=2)
+    try:
+        check_latency_device(recipe.latency.device)
+    except ValueError as error:
+        raise RecipeError(str(error)) from None
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None:
         positions -= 2 if config.model_type == "roberta" else 0  # RoBERTa's positions start after the padding id

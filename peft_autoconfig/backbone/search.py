@@ -36,14 +36,19 @@ def subnetwork_key(sub: SubNetwork) -> str:
     return json.dumps(sub.to_dict(), separators=(",", ":"))
 
 
+def check_latency_device(device: str) -> None:
+    """`ValueError` naming `latency.device` when it asks for a GPU this machine does not have."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("recipe field `latency.device` is 'cuda' but no GPU is visible; allowed: auto, cpu, cuda.")
+
+
 def measure_latency(model: torch.nn.Module, batch_size: int, sequence_length: int, repeats: int,
                     device: str = "auto") -> float:
     """Median seconds of one forward pass on random tokens (one warm-up pass first), on `device` (`auto`: where
     the model is; otherwise on a copy of it moved there)."""
     generator = torch.Generator().manual_seed(0)
+    check_latency_device(device)
     if device != "auto":
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("recipe field `latency.device` is 'cuda' but no GPU is visible; allowed: auto, cpu, cuda.")
         if next(model.parameters()).device.type != device:
             model = copy.deepcopy(model).to(device)
     device = next(model.parameters()).device
