@@ -15,7 +15,7 @@ Steps (each resumable: re-running reuses OUT/prune, OUT/full_finetune and OUT/st
    is scored on the report split (`--report-split`, default test, which the
    search never saw); the baselines (exported from the super-network) and the unpruned super-network likewise;
 4. with `--kendall N`: N scored sub-networks (spread over the journal by size) are exported from the *pre-trained*
-   model and fine-tuned stand-alone with the super-network's settings, scored on the search's split, and Kendall's
+   model (rewired like the super-network, when stage 1 rewired it) and fine-tuned stand-alone with the super-network's settings, scored on the search's split, and Kendall's
    tau between their stand-alone scores and their super-network scores is reported;
 5. the cost: stage 1 plus every scoring of stage 2 (wall time), in units of the full fine-tuning's wall time.
 
@@ -37,6 +37,7 @@ import torch
 from peft_autoconfig.backbone import SubNetwork, export_model
 from peft_autoconfig.backbone.pipeline import evaluation_batches, load_supernetwork, prune_model
 from peft_autoconfig.backbone.recipe import PruneRecipe, load_prune_recipe
+from peft_autoconfig.backbone.rewiring import apply_rewiring
 from peft_autoconfig.backbone.search import evaluate_model, measure_latency
 from peft_autoconfig.search.journal import read_journal
 
@@ -118,6 +119,7 @@ def kendall(recipe: PruneRecipe, out: Path, journal: list[dict[str, Any]], n: in
     task = load_task(recipe.task)
     tokenizer = load_tokenizer(recipe.model)
     pretrained = load_model(recipe.model, resolve_num_labels(task, load_splits(task)), tokenizer, task.label_names)
+    apply_rewiring(pretrained, out / "prune" / "supernet")  # the units the sub-networks index, if stage 1 sorted them
     pairs = []
     for record in chosen:
         sub = SubNetwork.from_dict(record["config"])

@@ -125,9 +125,10 @@ def taylor_importance(model: nn.Module, batches: Iterable[dict[str, torch.Tensor
     family, dims = family_for(model.config), Dims.from_config(model.config)
     holder, name = block_list(model, family)
     blocks = getattr(holder, name)
-    heads = torch.ones(dims.num_layers, dims.num_heads, requires_grad=True)
-    units = torch.ones(dims.num_layers, dims.intermediate_size, requires_grad=True)
-    scores = Importance(torch.zeros_like(heads, requires_grad=False), torch.zeros_like(units, requires_grad=False))
+    device = next(model.parameters()).device
+    heads = torch.ones(dims.num_layers, dims.num_heads, requires_grad=True, device=device)
+    units = torch.ones(dims.num_layers, dims.intermediate_size, requires_grad=True, device=device)
+    scores = Importance(torch.zeros(dims.num_layers, dims.num_heads), torch.zeros(dims.num_layers, dims.intermediate_size))
 
     def hook(mask: torch.Tensor, repeat: int):
         def apply(module: nn.Module, args: tuple) -> tuple:
@@ -144,10 +145,11 @@ def taylor_importance(model: nn.Module, batches: Iterable[dict[str, torch.Tensor
     model.eval()
     try:
         for batch in batches:
+            batch = {key: value.to(device) for key, value in batch.items()}
             loss = transformers_model(model)(**batch).loss
             head_grad, unit_grad = torch.autograd.grad(loss, [heads, units])
-            scores.heads.add_(head_grad.abs())
-            scores.units.add_(unit_grad.abs())
+            scores.heads.add_(head_grad.abs().cpu())
+            scores.units.add_(unit_grad.abs().cpu())
     finally:
         for handle in handles:
             handle.remove()

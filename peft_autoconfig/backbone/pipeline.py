@@ -2,6 +2,7 @@
 
     out/supernet/          stage 1: the sandwich-trained super-network (full model, or LoRA adapter + merge)
     out/supernet/DONE.json marks a finished stage 1 (with the recipe's super-network fingerprint)
+    out/supernet/rewiring.json  with `supernet.rewire`: the unit and head order stage 1 sorted the model into
     out/journal.jsonl      stage 2: one line per scored sub-network (the PET search's journal format)
     out/front.json         the Pareto front, beside the unpruned super-network
     out/front/<name>/      each front sub-network as a plain, smaller model (safetensors + tokenizer)
@@ -33,6 +34,7 @@ from ..search.pareto import hypervolume, non_dominated
 from ..search.recipe import RecipeError
 from .export import save_exported
 from .recipe import PruneRecipe
+from .rewiring import apply_rewiring
 from .sandwich import BackboneSupernet, SandwichTrainer
 from .search import (OBJECTIVE_KEYS, SubNetworkScorer, check_latency_device, score_record, search_subnetworks,
                      subnetwork_key)
@@ -114,15 +116,27 @@ def train_supernetwork(recipe: PruneRecipe, directory: Path, progress: bool) -> 
         eval_split=recipe.search.eval_split, eval_subset=recipe.search.eval_subset, deepspeed=spec.deepspeed,
         show_progress=progress, trainer_class=SandwichTrainer,
         trainer_kwargs={"supernet": BackboneSupernet(**recipe.space.model_dump()), "num_random": spec.num_random,
-                        "temperature": spec.temperature},
+                        "temperature": spec.temperature, **rewire_kwargs(recipe, directory)},
     ))
     if is_main_process():
         done.write_text(json.dumps({"fingerprint": fingerprint, "wall_time_s": result.wall_time_s,
                                     "metric": result.metric_value, "metric_name": result.metric_name}) + "\n")
 
 
+def rewire_kwargs(recipe: PruneRecipe, directory: Path) -> dict[str, Any]:
+    """The sandwich trainer's arguments for the recipe's `supernet.rewire` (none without it)."""
+    spec = recipe.supernet.rewire
+    if spec is None:
+        return {}
+    from .rewiring import RewireAfterWarmup
+
+    return {"largest_only_fraction": spec.after,
+            "before_sandwich": RewireAfterWarmup(spec.importance, spec.batches, directory)}
+
+
 def load_supernetwork(recipe: PruneRecipe, directory: Path, num_labels: int, tokenizer: Any, label_names: Any) -> Any:
-    """The trained super-network as a plain model (a LoRA super-network is merged into the backbone)."""
+    """The trained super-network as a plain model (a LoRA super-network is merged into the backbone, rewired first
+    as it was during stage 1)."""
     from transformers import AutoModelForSequenceClassification
 
     if (directory / "adapter_config.json").is_file():
@@ -130,7 +144,7 @@ def load_supernetwork(recipe: PruneRecipe, directory: Path, num_labels: int, tok
 
         from ..training.runner import load_model
 
-        base = load_model(recipe.model, num_labels, tokenizer, label_names)
+        base = apply_rewiring(load_model(recipe.model, num_labels, tokenizer, label_names), directory)
         return PeftModel.from_pretrained(base, directory).merge_and_unload().eval()
     return AutoModelForSequenceClassification.from_pretrained(directory).eval()
 

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..search.recipe import RecipeError, resolve_task_paths, resolve_model
 from ..search.schema import RecipeModel, check_task
 from ..search.strategies.base import check_algorithm
 from .baselines import BASELINE_RULES, IMPORTANCE_KINDS
+from .rewiring import REWIRE_IMPORTANCE
 from .space import BackboneSpace, Dims
 
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
@@ -44,6 +45,19 @@ class LoraSpec(RecipeModel):
     target_modules: list[str] = Field(default_factory=lambda: ["query", "key", "value", "dense"])
 
 
+class RewireSpec(RecipeModel):
+    """Network rewiring (`rewiring.py`): train the full model alone for `after` of the steps, then sort every
+    layer's units and heads by importance, so that the space's slices keep the important ones."""
+
+    where = ("supernet", "rewire")
+    importance: Literal[REWIRE_IMPORTANCE] = "taylor"
+    """`taylor`: Michel et al.'s gradient score on `batches` training batches; `magnitude`: weight norms."""
+    after: Annotated[float, Field(ge=0, lt=1)] = 0.33
+    """Fraction of stage 1's steps that train the full model alone (on the labels) before the rewiring."""
+    batches: PositiveInt = 32
+    """Training batches the Taylor score sums over."""
+
+
 class SupernetSpec(RecipeModel):
     """Stage 1: sandwich-rule fine-tuning (the runner's settings plus the sandwich's)."""
 
@@ -58,6 +72,15 @@ class SupernetSpec(RecipeModel):
     train_subset: Optional[PositiveInt] = None
     lora: Optional[LoraSpec] = None
     deepspeed: Optional[str] = None
+    rewire: Optional[RewireSpec] = None
+    """Network rewiring before the sandwich rule starts (see `RewireSpec`); None = units keep the model's order."""
+
+    @model_validator(mode="after")
+    def _rewire_without_zero(self) -> "SupernetSpec":
+        if self.rewire is not None and self.deepspeed is not None:
+            raise ValueError("`supernet.rewire` permutes weights and optimizer state in place, which DeepSpeed's "
+                             "partitioned (ZeRO) state does not allow; drop `supernet.deepspeed` or `supernet.rewire`.")
+        return self
 
 
 class PruneSearchSpec(RecipeModel):

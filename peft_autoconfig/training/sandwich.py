@@ -92,6 +92,10 @@ class SandwichTrainer(Trainer):
         num_random: random students per step (>= 0).
         temperature: distillation temperature (> 0).
         distill: in-place distillation from the largest (True) or the labels for every student (False).
+        largest_only_fraction: the first fraction of the steps trains the largest network alone (a fine-tuned
+            teacher before the students start, as DynaBERT does), in [0, 1).
+        before_sandwich: called once with the trainer at the first sandwich step after that warm-up (at a step
+            boundary: the backbone's network rewiring, `backbone.rewiring.RewireAfterWarmup`).
     """
 
     def __init__(
@@ -101,6 +105,8 @@ class SandwichTrainer(Trainer):
         num_random: int = 2,
         temperature: float = 1.0,
         distill: bool = True,
+        largest_only_fraction: float = 0.0,
+        before_sandwich: Optional[Callable[["SandwichTrainer"], Any]] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -108,7 +114,12 @@ class SandwichTrainer(Trainer):
             raise ValueError(f"`supernet.num_random` must be >= 0, got {num_random}.")
         if not temperature > 0:
             raise ValueError(f"`supernet.temperature` must be > 0, got {temperature}.")
+        if not 0.0 <= largest_only_fraction < 1.0:
+            raise ValueError(f"`largest_only_fraction` must be in [0, 1), got {largest_only_fraction}.")
         self.supernet, self.space = supernet(self.model)
+        self.largest_only_fraction = largest_only_fraction
+        self.before_sandwich = before_sandwich
+        self.sandwich_started = False
         self.num_random = num_random
         self.temperature = temperature
         self.distill = distill
@@ -121,6 +132,15 @@ class SandwichTrainer(Trainer):
         if not model.training:
             with self.supernet.use(None):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.state.global_step < int(self.largest_only_fraction * self.state.max_steps):
+            with self.supernet.use(None):
+                loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+            self.last_losses = {"largest": float(loss.detach())}
+            return (loss, outputs) if return_outputs else loss
+        if not self.sandwich_started:
+            self.sandwich_started = True
+            if self.before_sandwich is not None:
+                self.before_sandwich(self)
         # seeded by the step, so a resumed run draws the same sub-networks
         rng = np.random.default_rng([self.args.seed, self.state.global_step])
         students = sandwich_networks(self.space, self.num_random, rng)
