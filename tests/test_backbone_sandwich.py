@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -62,3 +63,37 @@ def test_sandwich_training_through_the_runner_improves_the_smallest(tiny_bert_di
     shared = "bert.encoder.layer.0.output.dense.weight"
     assert not torch.equal(before[shared], after[shared])
     assert smallest_loss(out, synthetic_task_dir) < smallest_loss(tiny_bert_dir, synthetic_task_dir) - 0.05
+
+
+class RecordingTrainer(SandwichTrainer):
+    """Records the loss parts of every training step."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if model.training:
+            self.seen.append((self.state.global_step, sorted(self.last_losses)))
+        return result
+
+
+def test_largest_only_warm_up_then_the_hook_once_then_the_sandwich(tiny_bert_dir, synthetic_task_dir, tmp_path):
+    calls, seen = [], []
+
+    def hook(trainer):
+        calls.append(trainer.state.global_step)
+
+    RecordingTrainer.seen = seen
+    run(RunConfig(
+        model_name_or_path=str(tiny_bert_dir), task=str(synthetic_task_dir), output_dir=str(tmp_path / "s"),
+        max_steps=8, learning_rate=3e-3, batch_size=16, max_length=16, show_progress=False,
+        trainer_class=RecordingTrainer,
+        trainer_kwargs={"supernet": BackboneSupernet(granularity="small"), "num_random": 1,
+                        "largest_only_fraction": 0.25, "before_sandwich": hook},
+    ))
+    assert calls == [2]  # int(0.25 * 8): once, at the first sandwich step
+    assert [parts for step, parts in seen if step < 2] == [["largest"]] * 2
+    assert all(parts == ["distill_random_0", "distill_smallest", "largest"] for step, parts in seen if step >= 2)
+    assert len(seen) == 8
+    with pytest.raises(ValueError, match="largest_only_fraction"):
+        run(RunConfig(model_name_or_path=str(tiny_bert_dir), task=str(synthetic_task_dir), max_steps=1,
+                      show_progress=False, trainer_class=SandwichTrainer,
+                      trainer_kwargs={"supernet": BackboneSupernet(), "largest_only_fraction": 1.0}))
