@@ -19,7 +19,8 @@ Steps (each resumable: re-running reuses OUT/prune, OUT/full_finetune and OUT/st
    tau between their stand-alone scores and their super-network scores is reported;
 5. the cost: stage 1 plus every scoring of stage 2 (wall time), in units of the full fine-tuning's wall time.
 
-Prints the table and writes OUT/results.json and OUT/results.md.
+Prints the table and writes OUT/results.json, OUT/results.md and OUT/results.png (the report-split metric against
+parameters and against latency: front, baselines, unpruned models).
 """
 
 from __future__ import annotations
@@ -157,6 +158,37 @@ def format_table(rows: list[dict[str, Any]], metric_name: str, split: str) -> st
     return "\n".join(text)
 
 
+PLOT_STYLES = {"front": ("o", "C0"), "importance": ("s", "C1"), "drop_top_layers": ("v", "C2"),
+               "super-network": ("*", "C3"), "fine-tuned alone": ("P", "C4"), "front re-trained": ("D", "C5")}
+
+
+def plot_results(results: dict[str, Any], path: Path) -> None:
+    """Report-split metric against exported parameters and against measured latency, one marker per row kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for kind, (marker, color) in PLOT_STYLES.items():
+        rows = [r for r in results["rows"] if r["kind"] == kind]
+        if not rows:
+            continue
+        for axis, x in zip(axes, ([r["parameters"] / 1e6 for r in rows], [1000 * r["latency_s"] for r in rows])):
+            axis.scatter(x, [r["metric"] for r in rows], marker=marker, color=color, label=kind, s=40, alpha=0.8)
+    front = sorted((r for r in results["rows"] if r["kind"] == "front"), key=lambda r: r["parameters"])
+    axes[0].plot([r["parameters"] / 1e6 for r in front], [r["metric"] for r in front], color="C0", alpha=0.5)
+    axes[0].set_xlabel("parameters of the exported model (M)")
+    axes[1].set_xlabel(f"latency (ms, batch {results['latency']['batch_size']} x {results['latency']['sequence_length']},"
+                       f" {results['torch_threads']} thread(s))")
+    axes[0].set_ylabel(f"{results['metric']} ({results['report_split']})")
+    axes[1].legend(loc="lower right", fontsize=8)
+    figure.suptitle(f"prune-model on {results['task']}: the front (selected on validation) and fixed rules")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from peft_autoconfig.training.data import load_tokenizer
@@ -246,6 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot_results(results, out / "results.png")
     return results
 
 

@@ -37,6 +37,7 @@ def test_backbone_pruning_benchmark_on_a_tiny_model(tiny_bert_dir, synthetic_tas
     printed = capsys.readouterr().out
     assert "| p00 " in printed and "Kendall tau" in printed and "full fine-tuning runs" in printed
     assert (tmp_path / "bench" / "results.md").read_text().strip() == printed.strip()
+    assert (tmp_path / "bench" / "results.png").stat().st_size > 1000
 
     # resumed: nothing is trained again
     stamp = (tmp_path / "bench" / "full_finetune" / "metrics.json").stat().st_mtime_ns
