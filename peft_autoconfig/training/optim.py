@@ -65,8 +65,9 @@ def adapter_width_factor(width: int) -> float:
 
     Why: Adam moves every weight by about the rate, so the change of an adapter's output grows with its width. At
     the 24-unit rate (1e-3) a 384-unit parallel adapter collapses to the majority class, while 96 units train
-    (benchmarks/RESULTS.md section 2c: 384 units 1e-3 0.5812, 5e-4 0.7671, 2.5e-4 = 1e-3 x sqrt(24/384) 0.7765;
-    96 units 1e-3 0.7859, 5e-4 0.7875; serial 384 units 3e-3 0.7725, 1.875e-4 0.7835; one seed)."""
+    (benchmarks/RESULTS.md section 2c, validation accuracy, one seed: parallel 384 units 1e-3 0.5812, 5e-4 0.7671,
+    2.5e-4 = 1e-3 x sqrt(24/384) 0.7765; parallel 192 units 1e-3 0.7867, 3.5e-4 0.7851; parallel 96 units 1e-3
+    0.7859, 5e-4 0.7875; serial 384 units 3e-3 0.7725, 7.5e-4 0.7937, 1.875e-4 0.7835)."""
     if width < 1:
         raise ValueError(f"an adapter width must be >= 1, got {width}.")
     return min(1.0, math.sqrt(ADAPTER_REFERENCE_WIDTH / width))
