@@ -67,7 +67,7 @@ def test_prune_model_resumes_a_killed_search(tiny_bert_dir, synthetic_task_dir, 
     document, trials = json.loads((out / "front.json").read_text()), journal_trials(out)
     supernet_time = (out / "supernet" / "DONE.json").stat().st_mtime_ns
 
-    # the journal lost its last records and has a torn line; only those are scored again: the journal lost its last records and has a torn line; only those are scored again
+    # the journal lost its last records and has a torn line; only those are scored again
     lines = (out / "journal.jsonl").read_text().splitlines(keepends=True)
     (out / "journal.jsonl").write_text("".join(lines[:3]) + lines[3][:20])
     capsys.readouterr()
@@ -78,6 +78,43 @@ def test_prune_model_resumes_a_killed_search(tiny_bert_dir, synthetic_task_dir, 
     assert [p["subnetwork"] for p in resumed["points"]] == [p["subnetwork"] for p in document["points"]]
     assert [t["key"] for t in journal_trials(out)] == [t["key"] for t in trials]
     assert (out / "supernet" / "DONE.json").stat().st_mtime_ns == supernet_time  # stage 1 was not redone
+
+
+def test_mobo_searches_sub_networks_with_their_exact_size_and_resumes_identically(tiny_bert_dir, synthetic_task_dir,
+                                                                                   tmp_path, capsys):
+    pytest.importorskip("botorch")
+    from peft_autoconfig.backbone.recipe import load_prune_recipe
+    from peft_autoconfig.backbone.search import SubNetworkSpaceView, search_problem
+    from peft_autoconfig.backbone.export import exported_parameters
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_bert_dir, synthetic_task_dir,
+                          search={"algorithm": "mobo", "n_trials": 10, "pop_size": 4,
+                                  "objectives": ["metric", "parameters"]})
+    out = tmp_path / "run"
+    assert main(["prune-model", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    trials = [t for t in journal_trials(out) if t["kind"] == "search"]
+    assert len(trials) >= 4 and json.loads((out / "front.json").read_text())["search"]["algorithm"] == "mobo"
+
+    model = AutoModelForSequenceClassification.from_pretrained(out / "supernet")
+    space = load_prune_recipe(recipe).build_space(model.config)
+    problem = search_problem(space, ["metric", "parameters"], lambda sub: exported_parameters(model, sub))
+    assert problem.objective_names == ["metric", "trainable_parameters"]
+    view = problem.space
+    assert isinstance(view, SubNetworkSpaceView) and view.max_cost() == model.num_parameters()
+    for trial in trials:  # the size mobo computes instead of modelling is the size the scorer measured
+        assert view.cost(trial["x"]) == trial["trainable_parameters"]
+        assert view.key(trial["x"]) == trial["key"]
+
+    lines = (out / "journal.jsonl").read_text().splitlines(keepends=True)
+    (out / "journal.jsonl").write_text("".join(lines[:4]))  # killed after three scored sub-networks
+    assert main(["prune-model", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    assert [t["key"] for t in journal_trials(out) if t["kind"] == "search"] == [t["key"] for t in trials]
+
+    # with measured latency as a third, modelled objective
+    recipe = write_recipe(tmp_path / "r3.yaml", tiny_bert_dir, synthetic_task_dir,
+                          search={"algorithm": "mobo", "n_trials": 8, "pop_size": 4})
+    assert main(["prune-model", str(recipe), "--out", str(tmp_path / "run3"), "--no-progress"]) == 0
+    assert len([t for t in journal_trials(tmp_path / "run3") if t["kind"] == "search"]) >= 4
 
 
 @pytest.mark.parametrize(

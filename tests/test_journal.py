@@ -133,3 +133,30 @@ def test_resume_under_changed_default_learning_rates_is_refused(tmp_path, tiny_b
     monkeypatch.setitem(optim.DEFAULT_LEARNING_RATES, "lora", 5e-4)
     with pytest.raises(JournalMismatchError, match=r"other per-block learning rates \(lora: 0.003 -> 0.0005"):
         run_search(load_recipe(path), tmp_path / "out", progress=False)
+
+
+def test_a_journal_resumes_only_under_its_adapter_width_rule(tiny_bert_dir, synthetic_task_dir, tmp_path):
+    from test_search_fakes import write_recipe
+
+    from peft_autoconfig.search import load_recipe, run_search
+
+    def recipe(scaling):
+        training = {"batch_size": 8, "max_length": 16, **({} if scaling is None else {"adapter_width_scaling": scaling})}
+        return load_recipe(write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir,
+                                        evaluator="test_search_fakes:fake_evaluate", training=training,
+                                        algorithm={"name": "random", "n_trials": 2, "pop_size": 2}))
+
+    out = tmp_path / "out"
+    run_search(recipe(None), out, progress=False)
+    lines = (out / "journal.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["adapter_width_scaling"] is True  # the default, recorded
+    assert recipe(False).fingerprint() == recipe(True).fingerprint()  # checked by the header, not the fingerprint
+    with pytest.raises(JournalMismatchError, match="adapter_width_scaling: true`, this recipe has false"):
+        run_search(recipe(False), out, progress=False)
+    # a journal of an earlier version (no record): resumes, with a warning that names the field
+    header = json.loads(lines[0])
+    del header["adapter_width_scaling"]
+    (out / "journal.jsonl").write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    with pytest.warns(UserWarning, match="training.adapter_width_scaling: false"):
+        run_search(recipe(None), out, progress=False)
+    run_search(recipe(False), out, progress=False)  # pinned to the old protocol: no warning needed

@@ -31,9 +31,13 @@ def finished_keys(journal: Path) -> list[str]:
     return keys
 
 
-def test_sigkill_and_resume(tmp_path, tiny_bert_dir, synthetic_task_dir, monkeypatch, capsys):
+@pytest.mark.parametrize("algorithm", ["nsga2", "mobo"])
+def test_sigkill_and_resume(algorithm, tmp_path, tiny_bert_dir, synthetic_task_dir, monkeypatch, capsys):
+    """Killed after 5 finished trials, i.e. inside the second batch of 4: `mobo` (issue 14) and NSGA-II alike."""
+    if algorithm == "mobo":
+        pytest.importorskip("botorch")
     recipe = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:logged_slow_evaluate",
-                          algorithm={"name": "nsga2", "n_trials": 12, "pop_size": 4})
+                          algorithm={"name": algorithm, "n_trials": 12, "pop_size": 4})
     expected_trials = 12 + 6  # search + promotion of ceil(12 / 2)
     out, calls = tmp_path / "out", tmp_path / "calls.log"
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",

@@ -12,7 +12,9 @@ from peft import IA3Config, LoraConfig, PrefixTuningConfig, get_peft_model
 from peft_autoconfig import MixedPetConfig, UniPELTConfig
 from peft_autoconfig.training import RunConfig, run
 from peft_autoconfig.training.optim import (
+    ADAPTER_REFERENCE_WIDTH,
     DEFAULT_LEARNING_RATES,
+    adapter_width_factor,
     LEARNING_RATE_KEYS,
     pet_optimizer,
     pet_optimizer_cls_and_kwargs,
@@ -216,3 +218,49 @@ def test_model_init_trainer_builds_the_groups_from_optimizer_cls_and_kwargs(make
                      "head.no_decay": rate["head"]}
     with pytest.raises(ValueError, match=r"`learning_rates.gate` must be > 0"):
         pet_optimizer_cls_and_kwargs({"gate": 0})
+
+
+def test_wide_adapters_train_at_a_width_scaled_rate_one_group_per_width(make_tiny_model):
+    config = MixedPetConfig(serial_adapter_size=8, parallel_adapter_size={0: 96, 1: 96, 2: 384}, task_type="SEQ_CLS")
+    model = get_peft_model(make_tiny_model("bert"), config)
+    groups = pet_parameter_groups(model, {"parallel_adapter": 2e-3})
+    by_name = groups_by_name(groups)
+    assert list(by_name) == ["serial_adapter", "parallel_adapter@96", "parallel_adapter@384", "head"]
+    assert by_name["serial_adapter"]["lr"] == DEFAULT_LEARNING_RATES["serial_adapter"]  # 8 units: below the reference
+    assert by_name["parallel_adapter@96"]["lr"] == pytest.approx(2e-3 * 0.5)  # sqrt(24 / 96)
+    assert by_name["parallel_adapter@384"]["lr"] == pytest.approx(2e-3 * 0.25)
+    assert_partition(model, groups)
+    layers = model.base_model.model.bert.encoder.layer
+    widest = {id(p) for p in layers[2].output.dense.mixed_pet_parallel.parameters()}
+    assert {id(p) for p in by_name["parallel_adapter@384"]["params"]} == widest
+    plain = groups_by_name(pet_parameter_groups(model, adapter_width_scaling=False))
+    assert list(plain) == ["serial_adapter", "parallel_adapter", "head"]
+    assert plain["parallel_adapter"]["lr"] == DEFAULT_LEARNING_RATES["parallel_adapter"]
+    decayed = groups_by_name(pet_parameter_groups(model, weight_decay=0.1))
+    assert {"parallel_adapter@384", "parallel_adapter@384.no_decay"} <= set(decayed)
+    assert decayed["parallel_adapter@384.no_decay"]["weight_decay"] == 0.0
+
+
+def test_adapter_width_factor():
+    assert adapter_width_factor(ADAPTER_REFERENCE_WIDTH) == adapter_width_factor(1) == 1.0
+    assert adapter_width_factor(4 * ADAPTER_REFERENCE_WIDTH) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="width"):
+        adapter_width_factor(0)
+
+
+def test_runner_and_users_trainer_apply_the_width_rule(tiny_bert_dir, synthetic_task_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    config = MixedPetConfig(parallel_adapter_size=96, task_type="SEQ_CLS")
+    for scaling in (True, False):
+        out = tmp_path / str(scaling)
+        run(RunConfig(str(tiny_bert_dir), str(synthetic_task_dir), config, output_dir=str(out), max_steps=1,
+                      adapter_width_scaling=scaling, show_progress=False, save_adapter=False))
+        assert json.loads((out / "metrics.json").read_text())["run"]["adapter_width_scaling"] is scaling
+    factory, kwargs = pet_optimizer_cls_and_kwargs(adapter_width_scaling=False)
+    model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir), config)
+    rates = {group["name"]: group["lr"] for group in factory()(model, **kwargs).param_groups}
+    assert rates["parallel_adapter"] == DEFAULT_LEARNING_RATES["parallel_adapter"]
+    factory, kwargs = pet_optimizer_cls_and_kwargs()
+    rates = {group["name"]: group["lr"] for group in factory()(model, **kwargs).param_groups}
+    assert rates["parallel_adapter@96"] == pytest.approx(DEFAULT_LEARNING_RATES["parallel_adapter"] / 2)

@@ -97,7 +97,11 @@ class PruneSearchSpec(RecipeModel):
     @field_validator("algorithm")
     @classmethod
     def _registered(cls, name: str) -> str:
-        return check_algorithm(name, ask_tell=True)
+        from ..search.strategies import STRATEGIES
+
+        check_algorithm(name, ask_tell=True)
+        STRATEGIES[name].check_available()  # e.g. `mobo` without BoTorch: the install hint, before training
+        return name
 
     @field_validator("objectives")
     @classmethod

@@ -132,6 +132,49 @@ def score_record(
     )
 
 
+STRATEGY_OBJECTIVES = {"metric": "metric", "parameters": "trainable_parameters", "latency": "latency_s"}
+"""The objective names a model-based strategy reads (`problem.objective_names`): `trainable_parameters` is exact
+(the exported parameter count, known before scoring: `mobo` computes it instead of modelling it), the others are
+modelled."""
+
+
+@dataclass(frozen=True)
+class SubNetworkSpaceView:
+    """What model-based strategies (`mobo`) read off `problem.space`, as for the PET search's `SearchSpace`: the
+    variables, a point's key (points giving the same sub-network share it) and repaired form, and its exact cost."""
+
+    space: BackboneSpace
+    parameters: Callable[[SubNetwork], int]
+    """The exported parameter count of a sub-network (`export.exported_parameters` on the super-network)."""
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        return self.space.variables
+
+    def canonical(self, x: dict[str, Any]) -> dict[str, Any]:
+        return self.space.repair(x)
+
+    def key(self, x: dict[str, Any]) -> str:
+        return subnetwork_key(self.space.to_subnetwork(self.space.repair(x)))
+
+    def cost(self, x: dict[str, Any]) -> int:
+        return self.parameters(self.space.to_subnetwork(self.space.repair(x)))
+
+    def max_cost(self) -> int:
+        return self.parameters(self.space.largest())
+
+
+def search_problem(space: BackboneSpace, objectives: Sequence[str],
+                   parameters: Optional[Callable[[SubNetwork], int]]) -> Problem:
+    """The pymoo problem the strategies are set up with; with `parameters`, it also carries the space view and
+    objective names that model-based strategies need."""
+    problem = Problem(vars=space.variables, n_obj=len(objectives))
+    if parameters is not None:
+        problem.space = SubNetworkSpaceView(space, parameters)
+        problem.objective_names = [STRATEGY_OBJECTIVES[o] for o in objectives]
+    return problem
+
+
 def search_subnetworks(
     space: BackboneSpace,
     score: Callable[[SubNetwork], dict[str, Any]],
@@ -152,7 +195,11 @@ def search_subnetworks(
     """
     from tqdm.auto import tqdm
 
-    problem = Problem(vars=space.variables, n_obj=len(objectives))
+    model = getattr(score, "model", None)
+    parameters = (lambda sub: exported_parameters(model, sub)) if model is not None else None
+    if parameters is None and algorithm == "mobo":
+        raise ValueError("search.algorithm `mobo` needs the exported parameter count: pass a `SubNetworkScorer`.")
+    problem = search_problem(space, objectives, parameters)
     strategy = make_strategy(algorithm, pop_size, space.repair)
     strategy.setup(problem, seed)
     asked: list[TrialRecord] = []

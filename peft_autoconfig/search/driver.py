@@ -322,7 +322,8 @@ class Search:
         from ..training.optim import resolve_learning_rates
 
         rates = resolve_learning_rates(self.recipe.training.learning_rates or None, self.recipe.training.learning_rate)
-        self.journal = Journal(self.out_dir / "journal.jsonl", self.recipe.fingerprint(), self.recipe.raw, rates)
+        self.journal = Journal(self.out_dir / "journal.jsonl", self.recipe.fingerprint(), self.recipe.raw, rates,
+                               self.recipe.training.adapter_width_scaling)
         self._journal_ids = {record.trial_id for record in self.journal}
 
     def evaluate_points(self, points: list[dict[str, Any]], level: int) -> list[TrialRecord]:

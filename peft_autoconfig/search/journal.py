@@ -34,10 +34,12 @@ class Journal:
     """The trials of one search, keyed by `key` (a point and its fidelity); see the module docstring."""
 
     def __init__(self, path: str | Path, fingerprint: str, recipe: dict[str, Any] | None = None,
-                 learning_rates: dict[str, float] | None = None) -> None:
+                 learning_rates: dict[str, float] | None = None, adapter_width_scaling: bool | None = None) -> None:
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.learning_rates = learning_rates
+        self.adapter_width_scaling = adapter_width_scaling
+        """Like the rates, recorded in the header and checked on resume (`training.adapter_width_scaling`)."""
         """The resolved per-block rates (the recipe's over the package defaults): a recipe that leaves them to the
         defaults has the same fingerprint after the defaults change, so the header records them and a resume under
         other rates is refused."""
@@ -47,7 +49,9 @@ class Journal:
             self._load()
         else:
             self._append({"type": "header", "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "recipe": recipe,
-                          **({"learning_rates": learning_rates} if learning_rates is not None else {})})
+                          **({"learning_rates": learning_rates} if learning_rates is not None else {}),
+                          **({"adapter_width_scaling": adapter_width_scaling}
+                             if adapter_width_scaling is not None else {})})
 
     # -- reading --------------------------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -86,6 +90,7 @@ class Journal:
                         f"this recipe {self.fingerprint}); use another `--out` folder or delete it to start over."
                     )
                 self._check_learning_rates(record.get("learning_rates"))
+                self._check_width_scaling(record)
             elif record.get("type") == "trial":
                 if not header_seen:
                     break
@@ -112,6 +117,22 @@ class Journal:
             f"{self.path} was trained with other per-block learning rates ({details}; the package defaults changed, "
             "or the recipe's `training.learning_rates`); use another `--out` folder, or pin the old rates in the recipe."
         )
+
+    def _check_width_scaling(self, header: dict[str, Any]) -> None:
+        if self.adapter_width_scaling is None:
+            return
+        if "adapter_width_scaling" not in header:
+            if self.adapter_width_scaling:
+                warnings.warn(f"{self.path} predates the adapters' width-scaled learning rates: its trials trained "
+                              "adapters of every width at one rate, new trials scale the rate of adapters wider than "
+                              "24 units; set `training.adapter_width_scaling: false` to keep one protocol.",
+                              stacklevel=4)
+            return
+        if header["adapter_width_scaling"] != self.adapter_width_scaling:
+            raise JournalMismatchError(
+                f"{self.path} was trained with `training.adapter_width_scaling: "
+                f"{str(header['adapter_width_scaling']).lower()}`, this recipe has "
+                f"{str(self.adapter_width_scaling).lower()}; use another `--out` folder, or set it back.")
 
     def __contains__(self, key: str) -> bool:
         return key in self.records

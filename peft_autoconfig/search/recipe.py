@@ -155,6 +155,8 @@ class TrainingSpec(RecipeModel):
     """Per block type, over `training.optim.DEFAULT_LEARNING_RATES` (the runner merges them)."""
     learning_rate: Optional[PositiveFloat] = None
     """One rate for every block (the protocol of earlier versions); `learning_rates` entries still win."""
+    adapter_width_scaling: bool = True
+    """Adapters wider than 24 units train at their rate x sqrt(24 / width) (`training.optim.adapter_width_factor`)."""
     warmup_ratio: Optional[Annotated[float, Field(ge=0, le=0.5)]] = None
     weight_decay: Optional[Annotated[float, Field(ge=0)]] = None
     batch_size: Optional[PositiveInt] = None
@@ -365,6 +367,8 @@ class Recipe(RecipeModel):
             mode="json",
             include={"model", "task", "seed", "objectives", "algorithm", "space", "training", "fidelity", "evaluator"},
         )
+        # like the per-block rates, checked by the journal's header instead, so journals of earlier versions resume
+        search_part["training"].pop("adapter_width_scaling", None)
         search_part["evaluation"] = self.evaluation.model_dump(mode="json", exclude={"report_split"})
         if self.budgets is not None:  # only when set, so recipes without budgets keep their fingerprint
             search_part["budgets"] = self.budgets

@@ -5,6 +5,10 @@ less), so the runner, `peft-autoconfig train` and users' own `Trainer` (through 
 `pet_optimizer`) all train with the rates of `DEFAULT_LEARNING_RATES`, overridable per block. The Trainer still
 builds the warm-up + linear-decay scheduler from `TrainingArguments` over these groups.
 
+Adapter rates depend on width: the defaults hold at 24 units, and a wider serial or parallel adapter trains at the
+rate x sqrt(24 / width) (`adapter_width_factor`; `adapter_width_scaling=False` turns it off), because at one rate
+the widest adapters of the search space collapse to the majority class.
+
 Weight-decay policy (`DEFAULT_WEIGHT_DECAY` = 0.0, as usual for PET): with a positive `weight_decay`, only weight
 matrices/tensors (>= 2 dimensions) are decayed; biases, LayerNorm weights and UniPELT gates never are, and they go
 into a separate group named "<block>.no_decay".
@@ -12,6 +16,7 @@ into a separate group named "<block>.no_decay".
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional
 
 import torch
@@ -48,6 +53,25 @@ the adapters' 1e-3, full fine-tuning the usual 5e-5; a prefix trained through it
 validation accuracy on 400 sentences after 125 steps on 2,000; 1e-3 for the prefix: 0.7775; a flat prefix at 1e-2:
 0.78; benchmarks/unipelt_prefix_lr.py, RESULTS.md section 2); BitFit bias deltas take 1e-3, the upper end of the
 1e-4..1e-3 range Ben Zaken et al. (2022) report for BERT (short low-fidelity runs favour the higher rate)."""
+
+ADAPTER_REFERENCE_WIDTH = 24
+"""The bottleneck width (units) the adapters' default rates were chosen at (`lr_sweep.py`, adapters of 24 units)."""
+
+WIDTH_SCALED_BLOCKS: tuple[str, ...] = ("serial_adapter", "parallel_adapter")
+
+
+def adapter_width_factor(width: int) -> float:
+    """The factor on an adapter's rate at `width` units: sqrt(24 / width) above the reference width, else 1.
+
+    Why: Adam moves every weight by about the rate, so the change of an adapter's output grows with its width. At
+    the 24-unit rate (1e-3) a 384-unit parallel adapter collapses to the majority class, while 96 units train
+    (benchmarks/RESULTS.md section 2c, validation accuracy, one seed: parallel 384 units 1e-3 0.5812, 5e-4 0.7671,
+    2.5e-4 = 1e-3 x sqrt(24/384) 0.7765; parallel 192 units 1e-3 0.7867, 3.5e-4 0.7851; parallel 96 units 1e-3
+    0.7859, 5e-4 0.7875; serial 384 units 3e-3 0.7725, 7.5e-4 0.7937, 1.875e-4 0.7835)."""
+    if width < 1:
+        raise ValueError(f"an adapter width must be >= 1, got {width}.")
+    return min(1.0, math.sqrt(ADAPTER_REFERENCE_WIDTH / width))
+
 
 DEFAULT_WARMUP_RATIO = 0.06
 """Fraction of the optimiser steps spent warming the learning rate up linearly from 0 before the linear decay."""
@@ -111,24 +135,36 @@ def parameter_group_name(name: str, peft: bool) -> Optional[str]:
     return "head" if is_head_parameter(name) else None
 
 
+def adapter_widths(model: torch.nn.Module) -> dict[int, int]:
+    """`id(parameter)` -> bottleneck width (units) for the down/up weights of every serial and parallel adapter."""
+    from ..tuners.blocks import Bottleneck
+
+    return {id(parameter): module.down.out_features for module in model.modules() if isinstance(module, Bottleneck)
+            for parameter in (*module.down.parameters(), *module.up.parameters())}
+
+
 def pet_parameter_groups(
     model: torch.nn.Module,
     learning_rates: Optional[Mapping[str, float]] = None,
     weight_decay: float = DEFAULT_WEIGHT_DECAY,
+    adapter_width_scaling: bool = True,
 ) -> list[dict[str, Any]]:
     """AdamW parameter groups, one per block type with trainable parameters (`"name"`, `"params"`, `"lr"`,
     `"weight_decay"`), the rates taken from `DEFAULT_LEARNING_RATES` overridden by `learning_rates`.
 
-    A model without PET (full fine-tuning) puts every parameter in "full". Raises `ValueError` for a trainable
-    parameter of a PEFT model that is neither a known PET block nor the classification head (e.g. a peft method
-    this table does not know), naming it.
+    With `adapter_width_scaling`, serial and parallel adapters wider than `ADAPTER_REFERENCE_WIDTH` units train at
+    their block's rate x `adapter_width_factor(width)`, one group per width, named "<block>@<width>" (the block's
+    rate is the rate at the reference width). A model without PET (full fine-tuning) puts every parameter in
+    "full". Raises `ValueError` for a trainable parameter of a PEFT model that is neither a known PET block nor the
+    classification head (e.g. a peft method this table does not know), naming it.
     """
     if weight_decay < 0:
         raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
     rates = {**DEFAULT_LEARNING_RATES, **validate_learning_rates(learning_rates or {})}
     named = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
     peft = _has_peft(model, [name for name, _ in model.named_parameters()])
-    grouped: dict[str, list[torch.nn.Parameter]] = {}
+    widths = adapter_widths(model) if adapter_width_scaling else {}
+    grouped: dict[tuple[str, int, bool], list[torch.nn.Parameter]] = {}
     for name, parameter in named:
         key = parameter_group_name(name, peft)
         if key is None:
@@ -137,14 +173,18 @@ def pet_parameter_groups(
                 f"classification head ({', '.join(sorted(HEAD_MODULE_NAMES))}); freeze it or train it with your own "
                 "optimizer."
             )
+        width = widths.get(id(parameter), 0) if key in WIDTH_SCALED_BLOCKS else 0
+        width = width if width > ADAPTER_REFERENCE_WIDTH else 0
         decayed = weight_decay > 0 and key != "gate" and parameter.ndim >= 2
-        grouped.setdefault(key if decayed or weight_decay == 0 else f"{key}.no_decay", []).append(parameter)
+        grouped.setdefault((key, width, decayed or weight_decay == 0), []).append(parameter)
     groups = []
-    for key in LEARNING_RATE_KEYS:
-        for name in (key, f"{key}.no_decay"):
-            if name in grouped:
-                decay = weight_decay if name == key else 0.0
-                groups.append({"name": name, "params": grouped[name], "lr": rates[key], "weight_decay": decay})
+    order = {key: i for i, key in enumerate(LEARNING_RATE_KEYS)}
+    for key, width, decayed in sorted(grouped, key=lambda g: (order[g[0]], g[1], not g[2])):
+        name = f"{key}@{width}" if width else key
+        groups.append({"name": name if decayed or weight_decay == 0 else f"{name}.no_decay",
+                       "params": grouped[key, width, decayed],
+                       "lr": rates[key] * (adapter_width_factor(width) if width else 1.0),
+                       "weight_decay": weight_decay if decayed else 0.0})
     return groups
 
 
@@ -152,12 +192,13 @@ def pet_optimizer(
     model: torch.nn.Module,
     learning_rates: Optional[Mapping[str, float]] = None,
     weight_decay: float = DEFAULT_WEIGHT_DECAY,
+    adapter_width_scaling: bool = True,
 ) -> torch.optim.AdamW:
     """AdamW over `pet_parameter_groups(model, learning_rates, weight_decay)`, for a user's own Trainer:
     `Trainer(model=model, args=args, optimizers=(pet_optimizer(model), None), ...)` (the Trainer adds its
     warm-up/decay scheduler from `args`). Not with DeepSpeed, which replaces such an optimizer by Trainer's
     default one, nor with `model_init`: use `pet_optimizer_cls_and_kwargs` there."""
-    return torch.optim.AdamW(pet_parameter_groups(model, learning_rates, weight_decay))
+    return torch.optim.AdamW(pet_parameter_groups(model, learning_rates, weight_decay, adapter_width_scaling))
 
 
 class PetOptimizerFactory:
@@ -166,12 +207,13 @@ class PetOptimizerFactory:
     that builds the optimizer, DeepSpeed's included (DeepSpeed drops an optimizer passed through `optimizers`)."""
 
     def __call__(self, model: torch.nn.Module, learning_rates: Optional[Mapping[str, float]] = None,
-                 weight_decay: float = DEFAULT_WEIGHT_DECAY) -> torch.optim.AdamW:
-        return pet_optimizer(model, learning_rates, weight_decay)
+                 weight_decay: float = DEFAULT_WEIGHT_DECAY, adapter_width_scaling: bool = True) -> torch.optim.AdamW:
+        return pet_optimizer(model, learning_rates, weight_decay, adapter_width_scaling)
 
 
 def pet_optimizer_cls_and_kwargs(
-    learning_rates: Optional[Mapping[str, float]] = None, weight_decay: float = DEFAULT_WEIGHT_DECAY
+    learning_rates: Optional[Mapping[str, float]] = None, weight_decay: float = DEFAULT_WEIGHT_DECAY,
+    adapter_width_scaling: bool = True,
 ) -> tuple[type, dict[str, Any]]:
     """`Trainer(optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs(...))`: the per-block AdamW of `pet_optimizer`,
     built by the Trainer itself. Prefer it to `optimizers=(pet_optimizer(model), None)` with DeepSpeed or
@@ -179,4 +221,5 @@ def pet_optimizer_cls_and_kwargs(
     if weight_decay < 0:
         raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
     rates = validate_learning_rates(learning_rates or {})
-    return PetOptimizerFactory, {"learning_rates": rates, "weight_decay": weight_decay}
+    return PetOptimizerFactory, {"learning_rates": rates, "weight_decay": weight_decay,
+                                 "adapter_width_scaling": adapter_width_scaling}

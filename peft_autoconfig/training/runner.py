@@ -67,6 +67,8 @@ class RunConfig:
         learning_rates (`dict[str, float]`, *optional*): peak rates per block type ("lora", "serial_adapter",
             "parallel_adapter", "prefix", "bias", "gate", "head", "full"), applied over `learning_rate` (when set) or
             over the defaults; see `RunConfig.resolved_learning_rates`.
+        adapter_width_scaling (`bool`): adapters wider than 24 units train at their rate x sqrt(24 / width)
+            (`optim.adapter_width_factor`); False = one rate per block type whatever the width.
         warmup_ratio (`float`): fraction of the steps with a linear warm-up, then linear decay to 0; in [0, 1).
         weight_decay (`float`): AdamW weight decay on weight matrices (never biases, LayerNorm or gates).
         batch_size (`int`): per device (with N processes the global batch is N * batch_size).
@@ -93,6 +95,7 @@ class RunConfig:
     max_steps: int = -1
     learning_rate: Optional[float] = None
     learning_rates: Optional[dict[str, float]] = None
+    adapter_width_scaling: bool = True
     warmup_ratio: float = DEFAULT_WARMUP_RATIO
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     batch_size: int = 16
@@ -265,7 +268,8 @@ def build_trainer(config: RunConfig, model: Any, data: RunData, args: Any, callb
         compute_metrics=build_compute_metrics(data.task.metric_names, data.num_labels),
         callbacks=[DivergenceCallback(), *callbacks],
         # built by Trainer.create_optimizer, the one path DeepSpeed also takes (it drops `optimizers=`)
-        optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs(config.resolved_learning_rates(), config.weight_decay),
+        optimizer_cls_and_kwargs=pet_optimizer_cls_and_kwargs(config.resolved_learning_rates(), config.weight_decay,
+                                                             config.adapter_width_scaling),
         **config.trainer_kwargs,
     )
     trainer.remove_callback(PrinterCallback)
@@ -340,7 +344,8 @@ def write_metrics(config: RunConfig, task: TaskConfig, result: RunResult, memory
         "run": {
             **{key: getattr(config, key) for key in (
                 "seed", "train_subset", "eval_subset", "num_epochs", "max_steps", "learning_rate", "warmup_ratio",
-                "weight_decay", "batch_size", "max_length", "eval_split", "deepspeed", "init_adapter")},
+                "weight_decay", "batch_size", "max_length", "eval_split", "deepspeed", "init_adapter",
+                "adapter_width_scaling")},
             "learning_rates": config.resolved_learning_rates(),
         },
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),

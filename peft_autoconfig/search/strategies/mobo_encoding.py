@@ -2,7 +2,8 @@
 
 Encoding: every variable is one input in [0, 1]. A `Choice` with n options (module sizes, sorted ascending, and
 LoRA target sets in the recipe's order) is its option index divided by n - 1 (ordinal: neighbouring sizes are
-close, which is what a stationary kernel should see); a `Binary` layer flag is 0 or 1. Decoding a unit vector
+close, which is what a stationary kernel should see); an `Integer` in [lo, hi] (the backbone pruning's head and unit
+counts) is the ordinal choice among lo..hi; a `Binary` layer flag is 0 or 1. Decoding a unit vector
 (a Sobol point) takes the option whose equal-width bin holds the value. Points are always repaired by the
 space after decoding, so every candidate is a valid, trainable point.
 """
@@ -14,7 +15,7 @@ import math
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from pymoo.core.variable import Binary
+from pymoo.core.variable import Binary, Integer
 
 Point = dict[str, Any]
 
@@ -25,8 +26,12 @@ class SpaceEncoding:
     def __init__(self, variables: dict[str, Any], repair: Callable[[Point], Point], key: Callable[[Point], str]) -> None:
         self.names = list(variables)
         self.options: list[list[Any]] = [
-            [False, True] if isinstance(v, Binary) else list(v.options) for v in variables.values()
+            [False, True] if isinstance(v, Binary)
+            else list(range(int(v.bounds[0]), int(v.bounds[1]) + 1)) if isinstance(v, Integer)
+            else list(v.options) for v in variables.values()
         ]
+        self._positions = [{option if not isinstance(option, list) else repr(option): i for i, option in
+                            enumerate(options)} for options in self.options]
         self.repair = repair
         self.key = key
         self._scale = np.array([len(o) - 1 for o in self.options], dtype=float)
@@ -42,7 +47,8 @@ class SpaceEncoding:
 
     # -- points <-> vectors ---------------------------------------------------------------------------------------
     def indices(self, x: Point) -> tuple[int, ...]:
-        return tuple(options.index(x[name]) for name, options in zip(self.names, self.options))
+        return tuple(positions[x[name] if not isinstance(x[name], list) else repr(x[name])]
+                     for name, positions in zip(self.names, self._positions))
 
     def encode(self, points: list[Point]) -> np.ndarray:
         """`len(points) x dims` array in [0, 1]."""
@@ -90,11 +96,13 @@ class SpaceEncoding:
         return [self.point(row) for row in zip(*columns)]
 
     def neighbours(self, x: Point) -> list[Point]:
-        """The repaired points one step away: a flipped layer flag, or the next smaller/larger option of a choice."""
+        """The repaired points one step away: a flipped layer flag, the next smaller/larger option of a choice, or
+        for long integer ranges (more than 32 values) also a sixteenth of the range down and up."""
         out = []
         base = self.indices(x)
         for j, options in enumerate(self.options):
-            for step in (-1, 1):
+            far = len(options) // 16 if len(options) > 32 else 0
+            for step in ((-far, -1, 1, far) if far else (-1, 1)):
                 if 0 <= base[j] + step < len(options):
                     out.append(self.point(base[:j] + (base[j] + step,) + base[j + 1 :]))
         return out
