@@ -34,7 +34,7 @@ from ..search.pareto import hypervolume, non_dominated
 from ..search.recipe import RecipeError
 from .export import save_exported
 from .recipe import PruneRecipe
-from .rewiring import apply_rewiring
+from .rewiring import RewireAfterWarmup, apply_rewiring
 from .sandwich import BackboneSupernet, SandwichTrainer
 from .search import (OBJECTIVE_KEYS, SubNetworkScorer, check_latency_device, score_record, search_subnetworks,
                      subnetwork_key)
@@ -128,8 +128,6 @@ def rewire_kwargs(recipe: PruneRecipe, directory: Path) -> dict[str, Any]:
     spec = recipe.supernet.rewire
     if spec is None:
         return {}
-    from .rewiring import RewireAfterWarmup
-
     return {"largest_only_fraction": spec.after,
             "before_sandwich": RewireAfterWarmup(spec.importance, spec.batches, directory)}
 

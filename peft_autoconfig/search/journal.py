@@ -38,11 +38,11 @@ class Journal:
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.learning_rates = learning_rates
-        self.adapter_width_scaling = adapter_width_scaling
-        """Like the rates, recorded in the header and checked on resume (`training.adapter_width_scaling`)."""
         """The resolved per-block rates (the recipe's over the package defaults): a recipe that leaves them to the
         defaults has the same fingerprint after the defaults change, so the header records them and a resume under
         other rates is refused."""
+        self.adapter_width_scaling = adapter_width_scaling
+        """Like the rates, recorded in the header and checked on resume (`training.adapter_width_scaling`)."""
         self.records: dict[str, TrialRecord] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size > 0:
