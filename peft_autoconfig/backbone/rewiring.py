@@ -2,7 +2,7 @@
 that the search space's slices ("the first k units of a layer", "the first h heads") keep the most important ones.
 
 Without it a slice keeps units in the pre-trained model's arbitrary order. Measured on MiniLM (benchmarks/RESULTS.md,
-section 12): on the same trained super-network, the first w units of every layer score 3-5 points below the w units
+section 12): on the same trained super-network, the first w units of every layer score 3-6 points below the w units
 with the highest Taylor importance, at every width below the full one.
 
 `rewire` permutes, in place, the rows of the up projections (and their biases), the columns of the down projection,
