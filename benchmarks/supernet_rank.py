@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row.pop("superpet_full", None)   # a cached row may hold another super-PET's
         if full_scorer is not None:
             row["superpet_full"] = full_scorer(x)
+        full = f"  (whole split {row['superpet_full']:.4f})" if full_scorer is not None else ""
+        print(f"slice {i + 1}/{args.n}: {row['parameters']:>9,} params  super-PET {row['superpet']:.4f}{full}", flush=True)
         if "cold" not in row:
             jobs.append(((i, "cold"), run_kwargs, config, None))
         if row.get("warm_from") != superpet_id:   # a warm start from another super-PET's slice does not count here
