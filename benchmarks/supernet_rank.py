@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="also score every slice on the whole selection split (besides settings.score_subset)")
     parser.add_argument("--learning-rate-scale", type=float, default=None,
                         help="super-PET training: multiply every per-block rate (default: the recipe's setting)")
+    parser.add_argument("--scores-only", action="store_true",
+                        help="train and score the super-PET only (no stand-alone runs): whether its slices leave the "
+                             "majority class, before paying for N stand-alone runs; stand-alone results already in "
+                             "OUT give a partial Kendall tau")
     parser.add_argument("--workers", type=int, default=1,
                         help="stand-alone runs in parallel processes (they share one GPU); default 1")
     args = parser.parse_args(argv)
@@ -134,8 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         eval_subset=recipe.evaluation.eval_subset, seed=recipe.seed, budgets=[], work_dir=out, progress=True,
     )
     start = time.perf_counter()
-    manifest = train_superpet(context, {"num_random": settings.num_random, "temperature": settings.temperature,
-                                        "distill": settings.distill}, out / "superpet",
+    manifest = train_superpet(context, settings.sandwich(), out / "superpet",
                               args.learning_rate_scale or settings.learning_rate_scale)
     superpet = load_superpet(out / "superpet", model, recipe.task, space)
     max_length = int(context.training.get("max_length", 128))
@@ -172,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             folder = save_slice(superpet, config, model, recipe.task, out / "slices" / str(i))
             jobs.append(((i, "warm"), run_kwargs, config, str(folder)))
         rows.append(row)
+    if args.scores_only:
+        return scores_only(out, rows, manifest, args.learning_rate_scale or settings.learning_rate_scale)
     for (i, which), result in run_jobs(jobs, args.workers):
         row = rows[i]
         row[which] = result
@@ -208,6 +213,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = format_report(results)
     (out / f"results{suffix}.md").write_text(report)
     print(report)
+    return results
+
+
+def scores_only(out: Path, rows: list[dict[str, Any]], manifest: dict[str, Any],
+                learning_rate_scale: float) -> dict[str, Any]:
+    """`--scores-only`: the slices' scores, how many differ from the most common score (a dead super-PET gives
+    every slice the majority class's accuracy), and Kendall tau on the rows with a stand-alone result already."""
+    scores = [r.get("superpet_full", r["superpet"]) for r in rows]
+    values, counts = np.unique(np.round(scores, 6), return_counts=True)
+    with_cold = [r for r in rows if "cold" in r]
+    results = {
+        "superpet_metric": manifest.get("metric"), "superpet_training": manifest["training"],
+        "superpet_training_s": manifest["wall_time_s"], "learning_rate_scale": learning_rate_scale,
+        "n": len(rows), "most_common_score": float(values[counts.argmax()]), "at_most_common": int(counts.max()),
+        "score_range": [float(min(scores)), float(max(scores))],
+        "partial_vs_standalone": correlations([r.get("superpet_full", r["superpet"]) for r in with_cold],
+                                              [r["cold"]["metric"] for r in with_cold]) if len(with_cold) > 2 else None,
+        "n_with_standalone": len(with_cold),
+        "rows": [{k: r[k] for k in ("x", "parameters", "superpet", "superpet_full", "cold") if k in r} for r in rows],
+    }
+    (out / "scores.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"largest configuration {_f(results['superpet_metric'])}; {results['at_most_common']} of {len(rows)} slices "
+          f"at {results['most_common_score']:.4f}; range {scores and min(scores):.4f}-{max(scores):.4f}")
     return results
 
 

@@ -44,6 +44,9 @@ class SupernetSettings(RecipeModel):
         num_random: random sub-configurations per sandwich step (besides the largest and the smallest).
         distill: in-place distillation of the students from the largest (else they train on the labels).
         temperature: distillation temperature.
+        largest_only_fraction: the first fraction of the super-PET's steps trains the largest configuration alone,
+            so that the students are distilled from a trained teacher rather than an untrained one (DynaBERT's
+            order; the backbone's `supernet.rewire.after`); 0 (default) starts the sandwich at the first step.
         learning_rate_scale: multiplies every per-block learning rate while the super-PET trains (the largest
             configuration, trained every step, may diverge at rates chosen for single sizes; RESULTS.md section 9).
         score_subset: score the slices on this many examples of the selection split (a fixed subset); default
@@ -64,11 +67,21 @@ class SupernetSettings(RecipeModel):
     num_random: int = Field(2, strict=True, ge=0)
     distill: bool = True
     temperature: float = Field(1.0, gt=0)
+    largest_only_fraction: float = Field(0.0, ge=0, lt=1)
     learning_rate_scale: float = Field(1.0, gt=0, le=1)
     score_subset: Optional[int] = Field(None, strict=True, ge=1)
     eval_batch_size: Optional[int] = Field(None, strict=True, ge=1)
     superpet: Optional[str] = Field(None, min_length=1)
     warm_start_from_slice: bool = False
+
+    def sandwich(self) -> dict[str, Any]:
+        """The `SandwichTrainer` arguments these settings give (also the super-PET's identity in its manifest: a
+        warm-up of 0 is left out, so super-PETs trained before the field existed are still recognised)."""
+        sandwich: dict[str, Any] = {"num_random": self.num_random, "temperature": self.temperature,
+                                    "distill": self.distill}
+        if self.largest_only_fraction:
+            sandwich["largest_only_fraction"] = self.largest_only_fraction
+        return sandwich
 
     @field_validator("inner")
     @classmethod
@@ -146,9 +159,7 @@ class SupernetStrategy(OneShotStrategy):
         start = time.perf_counter()
         if settings.superpet is None:
             directory = work_dir / "superpet"
-            sandwich = {"num_random": settings.num_random, "temperature": settings.temperature,
-                        "distill": settings.distill}
-            manifest = train_superpet(context, sandwich, directory, settings.learning_rate_scale)
+            manifest = train_superpet(context, settings.sandwich(), directory, settings.learning_rate_scale)
         else:
             directory = Path(settings.superpet)
             manifest = None
