@@ -281,6 +281,8 @@ def test_a_super_pet_of_another_model_is_refused(tmp_path, tiny_bert_dir, synthe
     ({"inner_trails": 10}, r"unknown recipe field `algorithm.settings.inner_trails`"),
     ({"learning_rate_scale": 0}, r"`algorithm.settings.learning_rate_scale`"),
     ({"learning_rate_scale": 2}, r"`algorithm.settings.learning_rate_scale`"),
+    ({"largest_only_fraction": 1.0}, r"`algorithm.settings.largest_only_fraction`: Input should be less than 1"),
+    ({"largest_only_fraction": -0.1}, r"`algorithm.settings.largest_only_fraction`"),
 ])
 def test_bad_supernet_settings_name_the_field(tmp_path, tiny_bert_dir, synthetic_task_dir, settings, message):
     from peft_autoconfig.search import load_recipe
@@ -361,3 +363,34 @@ def test_learning_rate_scale_multiplies_every_rate_of_the_super_pet(tmp_path, ti
     assert rates == pytest.approx({**{k: v * 0.5 for k, v in DEFAULT_LEARNING_RATES.items()}, "lora": 5e-3})
     with pytest.raises(SuperPetMismatchError, match="`algorithm.settings`"):
         train_superpet(context, sandwich, tmp_path / "superpet", learning_rate_scale=1.0)
+
+
+def test_largest_only_fraction_trains_the_teacher_alone_first(tmp_path, tiny_bert_dir, synthetic_task_dir,
+                                                              monkeypatch):
+    """`settings.largest_only_fraction`: the first steps train the largest configuration alone (no students drawn),
+    the sandwich runs after; it is part of the super-PET's identity only when set, so folders trained before the
+    field existed are still reused."""
+    from peft_autoconfig.search.oneshot import OneShotContext
+    from peft_autoconfig.search.strategies.supernet import SupernetSettings
+    from peft_autoconfig.search.superpet import train_superpet
+    from peft_autoconfig.training import sandwich as sandwich_module
+
+    drawn = []
+    original = sandwich_module.sandwich_networks
+    monkeypatch.setattr(sandwich_module, "sandwich_networks",
+                        lambda *a, **k: drawn.append(1) or original(*a, **k))
+    space = SearchSpace.from_pretrained(str(tiny_bert_dir), SpaceSpec(modules=("lora",), sizes={"lora": (0, 2)}))
+    context = OneShotContext(model=str(tiny_bert_dir), task=str(synthetic_task_dir), space=space,
+                             training={"batch_size": 8, "max_length": 16},
+                             fidelity={"train_subset": 16, "max_steps": 4}, selection_split="validation",
+                             eval_subset=8, seed=0, budgets=[], work_dir=tmp_path, progress=False)
+    plain = SupernetSettings.parse({"num_random": 1}).sandwich()
+    assert "largest_only_fraction" not in plain
+    train_superpet(context, plain, tmp_path / "plain")
+    assert len(drawn) == 4   # students every step
+
+    drawn.clear()
+    warm = SupernetSettings.parse({"num_random": 1, "largest_only_fraction": 0.5}).sandwich()
+    manifest = train_superpet(context, warm, tmp_path / "warm")
+    assert len(drawn) == 2   # steps 0 and 1: the largest alone
+    assert manifest["training"]["sandwich"]["largest_only_fraction"] == 0.5

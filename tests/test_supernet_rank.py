@@ -3,6 +3,8 @@ super-PETs, warm starts only count for the super-PET whose slices they started f
 
 import json
 
+import numpy as np
+
 from test_search_fakes import write_recipe
 
 
@@ -46,3 +48,24 @@ def test_final_budget_runs_are_reused_and_warm_starts_follow_the_super_pet(tmp_p
     assert {r["key"] for r in added} == set(last)
     assert [r["cold"] for r in again["rows"]] == [r["cold"] for r in results["rows"]]
     assert again["learning_rate_scale"] == 0.5
+
+
+def test_scores_only_trains_no_stand_alone_run(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """`--scores-only`: the super-PET is trained and its slices scored, nothing else; stand-alone results already in
+    OUT give a partial Kendall tau."""
+    from benchmarks.supernet_rank import main
+
+    recipe = str(_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir))
+    out = tmp_path / "a"
+    results = main(["--recipe", recipe, "--out", str(out), "--n", "4", "--scores-only"])
+    assert not (out / "standalone.jsonl").exists() and results["n_with_standalone"] == 0
+    assert results["partial_vs_standalone"] is None
+    scores = [r["superpet"] for r in results["rows"]]
+    assert len(scores) == 4 and all(0.0 <= s <= 1.0 for s in scores)
+    assert results["at_most_common"] == max(scores.count(s) for s in scores)
+    assert json.loads((out / "scores.json").read_text())["rows"] == results["rows"]
+
+    full = main(["--recipe", recipe, "--out", str(out), "--n", "4"])   # the stand-alone runs, then again scores only
+    again = main(["--recipe", recipe, "--out", str(out), "--n", "4", "--scores-only"])
+    assert again["n_with_standalone"] == 4
+    np.testing.assert_equal(again["partial_vs_standalone"], full["superpet_vs_standalone"])   # nan == nan here
