@@ -64,14 +64,21 @@ def sandwich_losses(
     inputs: dict[str, Any],
     temperature: float = 1.0,
     distill: bool = True,
+    train_largest: bool = True,
 ) -> tuple[dict[str, torch.Tensor], Any]:
     """The step's losses by name ("largest": the task loss; "distill_<student>" (in-place distillation) or
-    "task_<student>" (labels, `distill=False`)) and the largest network's outputs. `model` may be a wrapper (DDP,
-    DeepSpeed) of the model `supernet` switches."""
-    with supernet.use(None):
-        outputs = model(**inputs)
-    losses = {"largest": outputs.loss}
-    teacher = outputs.logits.detach()
+    "task_<student>" (labels, `distill=False`)) and the largest network's outputs (the last student's without
+    `train_largest`: the largest is then not run, and the students train on the labels). `model` may be a wrapper
+    (DDP, DeepSpeed) of the model `supernet` switches."""
+    if distill and not train_largest:
+        raise ValueError("`train_largest=False` needs `distill=False`: the largest is the distillation teacher.")
+    losses: dict[str, torch.Tensor] = {}
+    outputs, teacher = None, None
+    if train_largest:
+        with supernet.use(None):
+            outputs = model(**inputs)
+        losses["largest"] = outputs.loss
+        teacher = outputs.logits.detach()
     student_inputs = {k: v for k, v in inputs.items() if k != "labels"} if distill else inputs
     for name, sub in students.items():
         with supernet.use(sub):
@@ -80,6 +87,7 @@ def sandwich_losses(
             losses[f"distill_{name}"] = distillation_loss(student.logits, teacher, temperature)
         else:
             losses[f"task_{name}"] = student.loss
+        outputs = outputs if train_largest else student
     return losses, outputs
 
 
@@ -96,6 +104,9 @@ class SandwichTrainer(Trainer):
             teacher before the students start, as DynaBERT does), in [0, 1).
         before_sandwich: called once with the trainer at the first sandwich step after that warm-up (at a step
             boundary: the backbone's network rewiring, `backbone.rewiring.RewireAfterWarmup`).
+        train_largest: run the largest network every step (the rule's default). False trains only the students,
+            on the labels (needs `distill=False`, excludes a largest-only warm-up): for super-networks whose largest
+            member does not train at the rates its members do (the super-PET, RESULTS.md section 13).
     """
 
     def __init__(
@@ -107,9 +118,14 @@ class SandwichTrainer(Trainer):
         distill: bool = True,
         largest_only_fraction: float = 0.0,
         before_sandwich: Optional[Callable[["SandwichTrainer"], Any]] = None,
+        train_largest: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if not train_largest and (distill or largest_only_fraction):
+            raise ValueError("`train_largest=False` trains the students on the labels: it needs `distill=False` and "
+                             f"`largest_only_fraction=0`, got distill={distill}, "
+                             f"largest_only_fraction={largest_only_fraction}.")
         if num_random < 0:
             raise ValueError(f"`supernet.num_random` must be >= 0, got {num_random}.")
         if not temperature > 0:
@@ -123,6 +139,7 @@ class SandwichTrainer(Trainer):
         self.num_random = num_random
         self.temperature = temperature
         self.distill = distill
+        self.train_largest = train_largest
         self.last_losses: dict[str, float] = {}
 
     def compute_loss(
@@ -144,7 +161,8 @@ class SandwichTrainer(Trainer):
         # seeded by the step, so a resumed run draws the same sub-networks
         rng = np.random.default_rng([self.args.seed, self.state.global_step])
         students = sandwich_networks(self.space, self.num_random, rng)
-        losses, outputs = sandwich_losses(model, self.supernet, students, inputs, self.temperature, self.distill)
+        losses, outputs = sandwich_losses(model, self.supernet, students, inputs, self.temperature, self.distill,
+                                          self.train_largest)
         loss = torch.stack(list(losses.values())).sum()
         self.last_losses = {name: float(value.detach()) for name, value in losses.items()}
         return (loss, outputs) if return_outputs else loss

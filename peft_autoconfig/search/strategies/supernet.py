@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ...front import config_to_dict
 from ..oneshot import OneShotContext, OneShotResult
@@ -44,6 +44,10 @@ class SupernetSettings(RecipeModel):
         num_random: random sub-configurations per sandwich step (besides the largest and the smallest).
         distill: in-place distillation of the students from the largest (else they train on the labels).
         temperature: distillation temperature.
+        train_largest: the sandwich rule's largest configuration trains every step (default). `false` trains only
+            the smallest and `num_random` random slices, on the labels (needs `distill: false`): at the per-block
+            rates the largest configuration (every block at its largest size in every layer) does not train, and a
+            shared head fitted to it leaves the small slices at the majority class (RESULTS.md section 13).
         largest_only_fraction: the first fraction of the super-PET's steps trains the largest configuration alone,
             so that the students are distilled from a trained teacher rather than an untrained one (DynaBERT's
             order; the backbone's `supernet.rewire.after`); 0 (default) starts the sandwich at the first step.
@@ -68,6 +72,7 @@ class SupernetSettings(RecipeModel):
     distill: bool = True
     temperature: float = Field(1.0, gt=0)
     largest_only_fraction: float = Field(0.0, ge=0, lt=1)
+    train_largest: bool = True
     learning_rate_scale: float = Field(1.0, gt=0, le=1)
     score_subset: Optional[int] = Field(None, strict=True, ge=1)
     eval_batch_size: Optional[int] = Field(None, strict=True, ge=1)
@@ -81,7 +86,16 @@ class SupernetSettings(RecipeModel):
                                     "distill": self.distill}
         if self.largest_only_fraction:
             sandwich["largest_only_fraction"] = self.largest_only_fraction
+        if not self.train_largest:
+            sandwich["train_largest"] = False
         return sandwich
+
+    @model_validator(mode="after")
+    def _students_only_train_on_labels(self) -> "SupernetSettings":
+        if not self.train_largest and (self.distill or self.largest_only_fraction):
+            raise ValueError("`algorithm.settings.train_largest: false` trains the slices on the labels, without "
+                             "the largest as a teacher: set `distill: false` and `largest_only_fraction: 0`.")
+        return self
 
     @field_validator("inner")
     @classmethod
