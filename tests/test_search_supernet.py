@@ -173,6 +173,26 @@ def test_sandwich_gradients_reach_only_the_active_slice(make_tiny_model):
     assert superpet.active is None
 
 
+def test_students_only_sandwich_never_runs_the_largest(make_tiny_model):
+    """`train_largest=False`: only the students run, each on the labels; the blocks outside every student's slice
+    get no gradient (with the largest in the step they all would)."""
+    base, space, model, superpet = make_superpet(make_tiny_model)
+    model.train()
+    used = []
+    original = superpet.use
+    superpet.use = lambda sub: used.append(sub) or original(sub)
+    batch = {**inputs(), "labels": torch.tensor([0, 1, 1])}
+    losses, outputs = sandwich_losses(model, superpet, {"sub": SUBS[0]}, batch, distill=False, train_largest=False)
+    assert set(losses) == {"task_sub"} and used == [SUBS[0]] and outputs.logits.shape == (3, 2)
+    losses["task_sub"].backward()
+    skipped = model.base_model.model.bert.encoder.layer[1]   # not in SUBS[0]
+    for module in skipped.modules():
+        if isinstance(module, (LoraDelta, Bottleneck, PrefixKV)):
+            assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.parameters())
+    with pytest.raises(ValueError, match="`train_largest=False` needs `distill=False`"):
+        sandwich_losses(model, superpet, {"sub": SUBS[0]}, batch, distill=True, train_largest=False)
+
+
 def test_sandwich_students_are_points_of_the_space(make_tiny_model):
     base, space, model, superpet = make_superpet(make_tiny_model)
     switch, students = PetSupernet(space)(model)
@@ -283,6 +303,9 @@ def test_a_super_pet_of_another_model_is_refused(tmp_path, tiny_bert_dir, synthe
     ({"learning_rate_scale": 2}, r"`algorithm.settings.learning_rate_scale`"),
     ({"largest_only_fraction": 1.0}, r"`algorithm.settings.largest_only_fraction`: Input should be less than 1"),
     ({"largest_only_fraction": -0.1}, r"`algorithm.settings.largest_only_fraction`"),
+    ({"train_largest": False}, r"`algorithm.settings.train_largest: false` trains the slices on the labels.*"
+                               r"set `distill: false`"),
+    ({"train_largest": False, "distill": False, "largest_only_fraction": 0.2}, r"`largest_only_fraction: 0`"),
 ])
 def test_bad_supernet_settings_name_the_field(tmp_path, tiny_bert_dir, synthetic_task_dir, settings, message):
     from peft_autoconfig.search import load_recipe
@@ -394,3 +417,27 @@ def test_largest_only_fraction_trains_the_teacher_alone_first(tmp_path, tiny_ber
     manifest = train_superpet(context, warm, tmp_path / "warm")
     assert len(drawn) == 2   # steps 0 and 1: the largest alone
     assert manifest["training"]["sandwich"]["largest_only_fraction"] == 0.5
+
+
+def test_students_only_super_pet_trains_through_the_runner(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """`settings.train_largest: false` reaches the trainer (recorded in the manifest) and still trains the blocks
+    of the slices; the trainer refuses it with distillation."""
+    from safetensors.torch import load_file
+
+    from peft_autoconfig.search.oneshot import OneShotContext
+    from peft_autoconfig.search.strategies.supernet import SupernetSettings
+    from peft_autoconfig.search.superpet import train_superpet
+
+    space = SearchSpace.from_pretrained(str(tiny_bert_dir), SpaceSpec(modules=("lora",), sizes={"lora": (0, 2, 4)}))
+    context = OneShotContext(model=str(tiny_bert_dir), task=str(synthetic_task_dir), space=space,
+                             training={"batch_size": 8, "max_length": 16},
+                             fidelity={"train_subset": 16, "max_steps": 3}, selection_split="validation",
+                             eval_subset=8, seed=0, budgets=[], work_dir=tmp_path, progress=False)
+    sandwich = SupernetSettings.parse({"num_random": 1, "distill": False, "train_largest": False}).sandwich()
+    manifest = train_superpet(context, sandwich, tmp_path / "superpet")
+    assert manifest["training"]["sandwich"]["train_largest"] is False
+    weights = load_file(tmp_path / "superpet" / "adapter_model.safetensors")
+    ups = [v for k, v in weights.items() if k.endswith("mixed_pet_lora.B.weight")]
+    assert ups and all(v[:, :2].abs().sum() > 0 for v in ups)   # the zero-initialised B moved in the slices
+    with pytest.raises(ValueError, match="`train_largest=False` trains the students on the labels"):
+        train_superpet(context, {"num_random": 1, "distill": True, "train_largest": False}, tmp_path / "bad")
