@@ -1,0 +1,66 @@
+"""benchmarks/supernet_vs_search.py: the `supernet` search against a trial-by-trial search at equal wall time."""
+
+import json
+
+import pytest
+from test_search_fakes import write_recipe
+
+SPACE = {"modules": ["serial_adapter", "lora"], "sizes": {"serial_adapter": [0, 2, 8], "lora": [0, 2, 4]}}
+LEVELS = {"levels": [{"train_subset": 64, "max_steps": 4}, {"train_subset": 64, "max_steps": 6}]}
+
+
+def _dir(path):
+    path.mkdir(parents=True)
+    return path
+
+
+def _trial(x, level, metric, parameters, end, wall=10.0):
+    return {"x": x, "level": level, "metric": metric, "trainable_parameters": parameters, "end": end,
+            "start": end - wall}
+
+
+def test_front_keeps_each_configuration_at_its_highest_level():
+    from benchmarks.supernet_vs_search import front_of
+
+    a, b, c = {"s": 1}, {"s": 2}, {"s": 3}
+    trials = [_trial(a, 0, 0.60, 10, 1), _trial(a, 1, 0.70, 10, 5),   # a promoted: its level-1 result counts
+              _trial(b, 0, 0.80, 20, 2),                               # b: larger and better, kept
+              _trial(c, 0, 0.65, 30, 3)]                               # c: dominated by b
+    front = front_of(trials)
+    assert [(t["x"], t["level"], t["metric"]) for t in front] == [(a, 1, 0.70), (b, 0, 0.80)]
+
+
+def test_supernet_against_nsga2_at_equal_wall_time(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    from benchmarks.search_quality import normalised_hv
+    from benchmarks.supernet_vs_search import main
+
+    from peft_autoconfig.search import load_recipe, run_search
+
+    supernet = write_recipe(_dir(tmp_path / "s"), tiny_bert_dir, synthetic_task_dir, space=SPACE, fidelity=LEVELS,
+                            algorithm={"name": "supernet", "settings": {"inner_trials": 20, "inner_pop_size": 4,
+                                                                        "max_results": 2, "num_random": 1}})
+    nsga2 = write_recipe(_dir(tmp_path / "n"), tiny_bert_dir, synthetic_task_dir, space=SPACE, fidelity=LEVELS,
+                         algorithm={"name": "nsga2", "n_trials": 6, "pop_size": 3})
+    run_search(load_recipe(supernet), tmp_path / "rs", progress=False)
+    run_search(load_recipe(nsga2), tmp_path / "rn", progress=False)
+
+    results = main(["--supernet", str(tmp_path / "rs"), "--search", str(tmp_path / "rn"), "--out",
+                    str(tmp_path / "cmp"), "--backbone-parameters", "100000"])
+    s, o = results["supernet"], results["search"]
+    oneshot = json.loads((tmp_path / "rs" / "oneshot.json").read_text())["wall_time_s"]
+    assert s["oneshot_s"] == pytest.approx(oneshot) and s["total_s"] == pytest.approx(oneshot + s["retraining_s"])
+    assert s["front"] and all(p["level"] == 1 for p in s["front"])   # re-trained at the last level
+    assert s["hv"] == pytest.approx(normalised_hv([(p["metric"], p["trainable_parameters"]) for p in s["front"]],
+                                                  100000))
+    elapsed = [e for e, _ in results["hv_curve"]]
+    assert elapsed == sorted(elapsed) and o["trials"] == len(elapsed)
+    assert o["trials_by_then"] == sum(e <= s["total_s"] for e in elapsed)
+    hv = [v for _, v in results["hv_curve"]]
+    assert all(later >= earlier - 1e-12 for earlier, later in zip(hv, hv[1:]))   # a front only grows
+    report = (tmp_path / "cmp" / "supernet_vs_search.md").read_text()
+    assert report.startswith("# `supernet` search vs a trial-by-trial search at equal wall time")
+    assert (tmp_path / "cmp" / "supernet_vs_search.png").stat().st_size > 0
+
+    with pytest.raises(ValueError, match=r"`--supernet`: .* is a 'nsga2' search|`--supernet`: .*oneshot.json"):
+        main(["--supernet", str(tmp_path / "rn"), "--search", str(tmp_path / "rs"), "--out", str(tmp_path / "x"),
+              "--backbone-parameters", "100000"])
