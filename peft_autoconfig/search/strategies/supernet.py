@@ -47,7 +47,8 @@ class SupernetSettings(RecipeModel):
         train_largest: the sandwich rule's largest configuration trains every step (default). `false` trains only
             the smallest and `num_random` random slices, on the labels (needs `distill: false`): at the per-block
             rates the largest configuration (every block at its largest size in every layer) does not train, and a
-            shared head fitted to it leaves the small slices at the majority class (RESULTS.md section 13).
+            shared head fitted to it leaves the small slices at the majority class (RESULTS.md section 13). The
+            super-PET's metric in `superpet.json` is still the largest configuration's, now never trained as such.
         largest_only_fraction: the first fraction of the super-PET's steps trains the largest configuration alone,
             so that the students are distilled from a trained teacher rather than an untrained one (DynaBERT's
             order; the backbone's `supernet.rewire.after`); 0 (default) starts the sandwich at the first step.
@@ -80,8 +81,8 @@ class SupernetSettings(RecipeModel):
     warm_start_from_slice: bool = False
 
     def sandwich(self) -> dict[str, Any]:
-        """The `SandwichTrainer` arguments these settings give (also the super-PET's identity in its manifest: a
-        warm-up of 0 is left out, so super-PETs trained before the field existed are still recognised)."""
+        """The `SandwichTrainer` arguments these settings give (also the super-PET's identity in its manifest: the
+        newer fields are left out at their defaults, so super-PETs trained before they existed are still reused)."""
         sandwich: dict[str, Any] = {"num_random": self.num_random, "temperature": self.temperature,
                                     "distill": self.distill}
         if self.largest_only_fraction:
