@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             jobs.append(((i, "cold"), run_kwargs, config, None))
         if row.get("warm_from") != superpet_id:   # a warm start from another super-PET's slice does not count here
             row.pop("warm", None)
-        if args.warm_start and "warm" not in row:
+        if args.warm_start and not args.scores_only and "warm" not in row:   # no slice saved for runs never run
             folder = save_slice(superpet, config, model, recipe.task, out / "slices" / str(i))
             jobs.append(((i, "warm"), run_kwargs, config, str(folder)))
         rows.append(row)
@@ -218,24 +218,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def scores_only(out: Path, rows: list[dict[str, Any]], manifest: dict[str, Any],
                 learning_rate_scale: float) -> dict[str, Any]:
-    """`--scores-only`: the slices' scores, how many differ from the most common score (a dead super-PET gives
-    every slice the majority class's accuracy), and Kendall tau on the rows with a stand-alone result already."""
+    """`--scores-only`: the slices' scores, how many share the most common score (a dead super-PET gives every
+    slice the majority class's accuracy; counted on the whole split when scored there), and Kendall tau on the rows
+    with a stand-alone result already, on the same scores as the full report (`partial_full_vs_standalone` too with
+    `--score-full`)."""
     scores = [r.get("superpet_full", r["superpet"]) for r in rows]
     values, counts = np.unique(np.round(scores, 6), return_counts=True)
     with_cold = [r for r in rows if "cold" in r]
+    cold = [r["cold"]["metric"] for r in with_cold]
     results = {
         "superpet_metric": manifest.get("metric"), "superpet_training": manifest["training"],
         "superpet_training_s": manifest["wall_time_s"], "learning_rate_scale": learning_rate_scale,
         "n": len(rows), "most_common_score": float(values[counts.argmax()]), "at_most_common": int(counts.max()),
         "score_range": [float(min(scores)), float(max(scores))],
-        "partial_vs_standalone": correlations([r.get("superpet_full", r["superpet"]) for r in with_cold],
-                                              [r["cold"]["metric"] for r in with_cold]) if len(with_cold) > 2 else None,
+        "partial_vs_standalone": correlations([r["superpet"] for r in with_cold], cold) if with_cold else None,
         "n_with_standalone": len(with_cold),
         "rows": [{k: r[k] for k in ("x", "parameters", "superpet", "superpet_full", "cold") if k in r} for r in rows],
     }
+    if with_cold and all("superpet_full" in r for r in with_cold):
+        results["partial_full_vs_standalone"] = correlations([r["superpet_full"] for r in with_cold], cold)
     (out / "scores.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"largest configuration {_f(results['superpet_metric'])}; {results['at_most_common']} of {len(rows)} slices "
-          f"at {results['most_common_score']:.4f}; range {scores and min(scores):.4f}-{max(scores):.4f}")
+          f"at {results['most_common_score']:.4f}; range {min(scores):.4f}-{max(scores):.4f}")
     return results
 
 

@@ -121,23 +121,20 @@ def test_shipped_recipes_points_are_in_their_space(name):
 def test_the_benchmark_recipe_meets_the_issues_budget():
     """recipes/rotten_tomatoes.yaml: NSGA-II breeds at least 4 generations after its first, and the search (every
     level-0 trial and every promotion) costs at most 5 runs of the final budget, in optimiser steps."""
-    import math
     from pathlib import Path
+
+    from benchmarks.search_quality import steps_of
 
     from peft_autoconfig.search.pareto import promotion_size
 
     recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "rotten_tomatoes.yaml")
-    batch = recipe.training.batch_size
+    batch, train_size = recipe.training.batch_size, 10_202   # the bundled Rotten Tomatoes train split
 
-    def steps(level):
-        return math.ceil(level["train_subset"] / batch) * level["num_epochs"]
-
-    levels = [dict(level) for level in recipe.fidelity_levels]
     n = recipe.algorithm.n_trials
     assert n // recipe.algorithm.pop_size - 1 >= 4
     cost, count = 0.0, n
-    for i, level in enumerate(levels):
+    for i, level in enumerate(recipe.fidelity_levels):
         count = n if i == 0 else promotion_size(count, recipe.fidelity.eta)
-        cost += count * steps(level)
-    final = steps({"train_subset": recipe.final.train_subset, "num_epochs": recipe.final.num_epochs})
+        cost += count * steps_of(dict(level), batch, train_size)
+    final = steps_of(recipe.final.budget(), batch, train_size)
     assert cost / final == pytest.approx(5.0)   # 20 x 125 + 5 x 250 = 3,750 steps = 5 x 750

@@ -69,3 +69,28 @@ def test_scores_only_trains_no_stand_alone_run(tmp_path, tiny_bert_dir, syntheti
     again = main(["--recipe", recipe, "--out", str(out), "--n", "4", "--scores-only"])
     assert again["n_with_standalone"] == 4
     np.testing.assert_equal(again["partial_vs_standalone"], full["superpet_vs_standalone"])   # nan == nan here
+
+
+def test_scores_only_summary_on_known_scores(tmp_path):
+    """`scores_only`: the most common score is counted on the whole split when scored there, and the partial tau
+    uses only the rows with a stand-alone result, on the same scores as the full report."""
+    from scipy.stats import kendalltau
+
+    from benchmarks.supernet_rank import scores_only
+
+    subset = [0.60, 0.70, 0.65, 0.80, 0.55]
+    whole = [0.58, 0.58, 0.66, 0.79, 0.58]
+    cold = [0.70, 0.78, 0.74, None, 0.72]
+    rows = [{"x": {"i": i}, "parameters": 10 * (i + 1), "superpet": s, "superpet_full": w,
+             **({"cold": {"metric": c}} if c is not None else {})} for i, (s, w, c) in enumerate(zip(subset, whole, cold))]
+    manifest = {"metric": 0.81, "training": {"run": {}}, "wall_time_s": 5.0}
+    results = scores_only(tmp_path, rows, manifest, 1.0)
+    assert results["most_common_score"] == 0.58 and results["at_most_common"] == 3
+    assert results["score_range"] == [0.58, 0.79] and results["n_with_standalone"] == 4
+    kept = [0, 1, 2, 4]
+    expected = kendalltau([subset[i] for i in kept], [cold[i] for i in kept]).statistic
+    assert results["partial_vs_standalone"]["kendall_tau"] == np.float64(expected)
+    assert results["partial_vs_standalone"]["n"] == 4
+    expected_full = kendalltau([whole[i] for i in kept], [cold[i] for i in kept]).statistic
+    assert results["partial_full_vs_standalone"]["kendall_tau"] == np.float64(expected_full)
+    assert json.loads((tmp_path / "scores.json").read_text())["at_most_common"] == 3

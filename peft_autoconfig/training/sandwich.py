@@ -87,8 +87,7 @@ def sandwich_losses(
             losses[f"distill_{name}"] = distillation_loss(student.logits, teacher, temperature)
         else:
             losses[f"task_{name}"] = student.loss
-        outputs = outputs if train_largest else student
-    return losses, outputs
+    return losses, (outputs if train_largest else student)
 
 
 class SandwichTrainer(Trainer):
