@@ -1,0 +1,120 @@
+"""How much of the low fidelity's ranking error is the last level's own noise? Each point of a search's ranking is
+trained once more at the last fidelity level with other seeds; Kendall tau between two seeds of the same level is the
+ceiling that any low fidelity's tau against one seed of it can reach.
+
+    python benchmarks/search_quality.py --recipe recipes/rotten_tomatoes.yaml --out runs/bench --rank-all
+    python benchmarks/fidelity_noise.py --recipe recipes/rotten_tomatoes.yaml --run runs/bench/nsga2-s0 --seeds 1
+
+The points are every level-0 point of the run (from `RUN/ranking/journal.jsonl`, written by `search_quality.py
+--rank-all`, else the run's journal: then only the promoted ones have a last-level value), re-trained at the last
+level with each of `--seeds` in `RUN/noise-s<seed>/` (a search folder of the recipe with that seed: resumable, and
+a point already measured there is not trained again).
+
+Reported (RUN/noise.json and RUN/noise.md, printed too), each Kendall tau with its p-value and N:
+- `last_vs_last`: the last level at the run's seed against each other seed (the ceiling);
+- `first_vs_last`: level 0 against the last level at each seed, and against the mean over all seeds (a last level
+  with less noise: what the low fidelity should predict);
+- the per-point standard deviation across seeds beside the spread of the last level's values across points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from peft_autoconfig.search import parse_recipe, read_journal
+from peft_autoconfig.search.driver import Search
+
+
+def level_values(trials: list[dict[str, Any]], level: int) -> dict[str, float]:
+    """metric of each point (by its canonical `x`) measured at fidelity `level` in a journal's trials."""
+    return {json.dumps(t["x"], sort_keys=True): float(t["metric"]) for t in trials
+            if t["kind"] in ("search", "promotion") and t["level"] == level and t["status"] == "ok"
+            and t["x"] is not None and t["metric"] is not None}
+
+
+def tau(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
+    """Kendall tau between two {point: value} maps over the points in both."""
+    from scipy.stats import kendalltau
+
+    common = sorted(set(a) & set(b))
+    if len(common) < 3:
+        return {"tau": None, "p_value": None, "n": len(common)}
+    t, p = kendalltau([a[k] for k in common], [b[k] for k in common])
+    return {"tau": float(t), "p_value": float(p), "n": len(common)}
+
+
+def report(run_seed: int, first: dict[str, float], last: dict[int, dict[str, float]]) -> dict[str, Any]:
+    """The taus and spreads of `noise.json` from level-0 values `first` and last-level values per seed `last`."""
+    seeds = sorted(last)
+    common = sorted(set.intersection(*(set(v) for v in last.values())))
+    mean = {k: float(np.mean([last[s][k] for s in seeds])) for k in common}
+    per_point_sd = [float(np.std([last[s][k] for s in seeds], ddof=1)) for k in common] if len(seeds) > 1 else []
+    return {
+        "seeds": seeds, "n_points": len(common),
+        "last_vs_last": {f"{run_seed}-{s}": tau(last[run_seed], last[s]) for s in seeds if s != run_seed},
+        "first_vs_last": {**{f"seed {s}": tau(first, last[s]) for s in seeds}, "mean": tau(first, mean)},
+        "per_point_sd_mean": float(np.mean(per_point_sd)) if per_point_sd else None,
+        "spread_across_points": {str(s): [min(last[s][k] for k in common), max(last[s][k] for k in common)]
+                                 for s in seeds} if common else {},
+    }
+
+
+def format_report(results: dict[str, Any]) -> str:
+    def row(name: str, t: dict[str, Any]) -> str:
+        value = "n/a" if t["tau"] is None else f"{t['tau']:.3f} (p = {t['p_value']:.3g}, n = {t['n']})"
+        return f"| {name} | {value} |"
+
+    lines = ["| Kendall tau | value |", "|---|---|"]
+    lines += [row(f"last level, seeds {pair}", t) for pair, t in results["last_vs_last"].items()]
+    lines += [row(f"level 0 vs last level, {which}", t) for which, t in results["first_vs_last"].items()]
+    lines.append("")
+    if results["per_point_sd_mean"] is not None:
+        lines.append(f"Mean per-point standard deviation across seeds: {results['per_point_sd_mean']:.4f}.")
+    for seed, (low, high) in results["spread_across_points"].items():
+        lines.append(f"Last level at seed {seed}: {low:.4f} to {high:.4f} across {results['n_points']} points.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", required=True, help="the recipe the run was searched with")
+    parser.add_argument("--run", required=True, help="the search folder (with ranking/ from search_quality --rank-all)")
+    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="other seeds to train the last level with")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    raw = yaml.safe_load(Path(args.recipe).read_text())
+    base = Path(args.recipe).resolve().parent
+    run_dir = Path(args.run)
+    recipe = parse_recipe(raw, base_dir=base)
+    journal = run_dir / "ranking" / "journal.jsonl"
+    trials = read_journal(journal if journal.is_file() else run_dir / "journal.jsonl")
+    last_level = len(recipe.fidelity_levels) - 1
+    if last_level == 0:
+        raise ValueError("`fidelity.levels`: the recipe has one level; there is no low fidelity to compare.")
+    first = level_values(trials, 0)
+    last = {recipe.seed: level_values(trials, last_level)}
+    points = [json.loads(k) for k in sorted(last[recipe.seed])]
+    for seed in args.seeds:
+        if seed == recipe.seed:
+            raise ValueError(f"`--seeds`: {seed} is the run's own seed (`seed` in the recipe); name other seeds.")
+        seeded = parse_recipe({**raw, "seed": seed}, base_dir=base)
+        folder = run_dir / f"noise-s{seed}"
+        Search(seeded, folder, workers=args.workers, progress=True).evaluate_points(points, last_level)
+        last[seed] = level_values(read_journal(folder / "journal.jsonl"), last_level)
+    results = report(recipe.seed, first, last)
+    (run_dir / "noise.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = format_report(results)
+    (run_dir / "noise.md").write_text(text)
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()
