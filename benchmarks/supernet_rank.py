@@ -78,6 +78,23 @@ def standalone_kwargs(context: OneShotContext, recipe: Any, budget: str) -> dict
     return kwargs
 
 
+def standalone_id(run_kwargs: dict[str, Any]) -> str:
+    """What a cached stand-alone result was trained with (budget, training settings, seed, scoring split)."""
+    return json.dumps(run_kwargs, sort_keys=True, default=str)
+
+
+def cached_rows(log: Path, identity: str) -> dict[str, dict[str, Any]]:
+    """The rows of `log` (JSON lines, the last line of a key wins) whose stand-alone runs were trained as `identity`
+    says: a row trained otherwise (another fidelity level, learning rates or seed, e.g. in a copied log) is not
+    reused, so a changed recipe re-trains instead of comparing against runs of another budget."""
+    rows = {}
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            row = json.loads(line)
+            rows[row["key"]] = row
+    return {key: row for key, row in rows.items() if row.get("standalone") == identity}
+
+
 def run_jobs(jobs: list[tuple[Any, ...]], workers: int) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Yield (tag, result) for each (tag, run_kwargs, config, init_adapter) job as it finishes, in `workers`
     processes (spawned: CUDA cannot be forked) or inline when `workers` is 1."""
@@ -139,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     start = time.perf_counter()
     manifest = train_superpet(context, settings.sandwich(), out / "superpet",
-                              args.learning_rate_scale or settings.learning_rate_scale)
+                              args.learning_rate_scale or settings.learning_rate_scale, settings.num_epochs)
     superpet = load_superpet(out / "superpet", model, recipe.task, space)
     max_length = int(context.training.get("max_length", 128))
     eval_batch = settings.eval_batch_size or 2 * int(context.training.get("batch_size", 16))
@@ -152,13 +169,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     superpet_id = json.dumps(manifest["training"], sort_keys=True)   # what the slices were trained with
     suffix = "" if args.budget == "level" else f"-{args.budget}"
     log = out / f"standalone{suffix}.jsonl"
-    done = {json.loads(line)["key"]: json.loads(line) for line in log.read_text().splitlines()} if log.is_file() else {}
     run_kwargs = standalone_kwargs(context, recipe, args.budget)
+    done = cached_rows(log, standalone_id(run_kwargs))
     rows, jobs = [], []
     for i, x in enumerate(sample_points(space, args.n, recipe.seed)):   # slice scores are cheap: always recomputed
         key = space.key(x)
         config = space.decode(x)
-        row = done.get(key) or {"key": key, "x": x, "config": config_to_dict(config), "parameters": space.cost(x)}
+        row = done.get(key) or {"key": key, "x": x, "config": config_to_dict(config), "parameters": space.cost(x),
+                                "standalone": standalone_id(run_kwargs)}
         started = time.perf_counter()
         row["superpet"] = scorer(x)
         row["scoring_s"] = time.perf_counter() - started

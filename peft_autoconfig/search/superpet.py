@@ -86,12 +86,14 @@ def check_manifest(manifest: dict[str, Any], directory: Path, model_config: Any,
 
 
 def train_superpet(context: Any, sandwich: dict[str, Any], directory: Path,
-                   learning_rate_scale: float = 1.0) -> dict[str, Any]:
+                   learning_rate_scale: float = 1.0, num_epochs: float | None = None) -> dict[str, Any]:
     """Train the super-PET of `context.space` into `directory` with the sandwich rule (`sandwich`: `num_random`,
     `temperature`, `distill`) at `context.fidelity`, through the runner; a finished one there is reused (and one
     trained otherwise refused). Every per-block learning rate is multiplied by `learning_rate_scale`: the largest
     configuration, which the sandwich trains every step, may not train at the rates chosen for single sizes
-    (RESULTS.md section 9). Returns the manifest."""
+    (RESULTS.md section 9). `num_epochs` trains it for that many epochs of the fidelity's training subset instead
+    of the fidelity's own budget (one super-PET stands for many trials, so it may afford longer training). Returns
+    the manifest."""
     from ..training.optim import resolve_learning_rates
     from ..training.runner import RunConfig, run
     from ..training.sandwich import SandwichTrainer
@@ -99,6 +101,8 @@ def train_superpet(context: Any, sandwich: dict[str, Any], directory: Path,
     directory = Path(directory)
     kwargs = dict(context.training)
     kwargs.update({k: v for k, v in context.fidelity.items() if v is not None})
+    if num_epochs is not None:
+        kwargs.update(num_epochs=num_epochs, max_steps=-1)
     if learning_rate_scale != 1.0:
         rates = resolve_learning_rates(kwargs.get("learning_rates"), kwargs.pop("learning_rate", None))
         kwargs["learning_rates"] = {block: rate * learning_rate_scale for block, rate in rates.items()}

@@ -54,6 +54,10 @@ class SupernetSettings(RecipeModel):
             order; the backbone's `supernet.rewire.after`); 0 (default) starts the sandwich at the first step.
         learning_rate_scale: multiplies every per-block learning rate while the super-PET trains (the largest
             configuration, trained every step, may diverge at rates chosen for single sizes; RESULTS.md section 9).
+        num_epochs: epochs the super-PET trains on the first fidelity level's training subset (the level's
+            `max_steps` ignored); default the first level's own budget. One super-PET stands for every trial of the
+            search, so it may afford more training than one trial; after one shared epoch a slice's score mostly
+            measures how fast it learns (RESULTS.md section 13c).
         score_subset: score the slices on this many examples of the selection split (a fixed subset); default
             `evaluation.eval_subset`. The driver's stand-alone re-training still scores on `evaluation.eval_subset`.
         eval_batch_size: batch size of the scoring passes (default twice `training.batch_size`).
@@ -75,6 +79,7 @@ class SupernetSettings(RecipeModel):
     largest_only_fraction: float = Field(0.0, ge=0, lt=1)
     train_largest: bool = True
     learning_rate_scale: float = Field(1.0, gt=0, le=1)
+    num_epochs: Optional[float] = Field(None, gt=0)
     score_subset: Optional[int] = Field(None, strict=True, ge=1)
     eval_batch_size: Optional[int] = Field(None, strict=True, ge=1)
     superpet: Optional[str] = Field(None, min_length=1)
@@ -174,7 +179,8 @@ class SupernetStrategy(OneShotStrategy):
         start = time.perf_counter()
         if settings.superpet is None:
             directory = work_dir / "superpet"
-            manifest = train_superpet(context, settings.sandwich(), directory, settings.learning_rate_scale)
+            manifest = train_superpet(context, settings.sandwich(), directory, settings.learning_rate_scale,
+                                      settings.num_epochs)
         else:
             directory = Path(settings.superpet)
             manifest = None
