@@ -93,11 +93,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = Path(args.recipe).resolve().parent
     run_dir = Path(args.run)
     recipe = parse_recipe(raw, base_dir=base)
-    journal = run_dir / "ranking" / "journal.jsonl"
-    trials = read_journal(journal if journal.is_file() else run_dir / "journal.jsonl")
     last_level = len(recipe.fidelity_levels) - 1
     if last_level == 0:
         raise ValueError("`fidelity.levels`: the recipe has one level; there is no low fidelity to compare.")
+    journal = run_dir / "ranking" / "journal.jsonl"
+    journal = journal if journal.is_file() else run_dir / "journal.jsonl"
+    if not journal.is_file():
+        raise FileNotFoundError(f"`--run`: {str(run_dir)!r} holds no search journal (journal.jsonl).")
+    trials = read_journal(journal)
     first = level_values(trials, 0)
     last = {recipe.seed: level_values(trials, last_level)}
     points = [json.loads(k) for k in sorted(last[recipe.seed])]

@@ -5,7 +5,8 @@
     python benchmarks/supernet_rank.py --recipe ... --out ... --n 20 --budget final --score-full --workers 4
         # stand-alone at the recipe's `final:` budget, 4 runs at a time, slices also scored on the whole split
     python benchmarks/supernet_rank.py --recipe ... --out OTHER --n 20 --budget final --learning-rate-scale 0.1
-        # another super-PET; copy OUT/standalone-final.jsonl into OTHER first to reuse the stand-alone runs
+        # another super-PET; copy OUT/standalone-final.jsonl into OTHER first to reuse the stand-alone runs (a row is
+        # reused only when its runs were trained with the same budget, settings and seed as OTHER's recipe asks)
 
 The recipe's space, training settings, fidelity levels and selection split are used exactly as the `supernet`
 strategy uses them: the super-PET is trained with the sandwich rule at the first fidelity level (the recipe's

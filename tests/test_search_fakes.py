@@ -76,3 +76,10 @@ def jittered_evaluate(request: dict) -> dict:
     """Like `fake_evaluate`, but each point takes a different time, so parallel trials finish out of order."""
     time.sleep(0.04 * (zlib.crc32(request["key"].encode()) % 5))
     return fake_evaluate(request)
+
+
+def seed_noisy_evaluate(request: dict) -> dict:
+    """Like `fake_evaluate`, plus up to 0.1 of noise that depends on the point and the seed (another seed of the same
+    point scores differently, as real training does)."""
+    noise = (zlib.crc32(f"{request['key']}|{request['seed']}".encode()) % 1000) / 1e4
+    return {**fake_evaluate(request), "metric": round(fake_metric(request) + noise, 6)}

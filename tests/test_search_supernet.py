@@ -441,3 +441,30 @@ def test_students_only_super_pet_trains_through_the_runner(tmp_path, tiny_bert_d
     assert ups and all(v[:, :2].abs().sum() > 0 for v in ups)   # the zero-initialised B moved in the slices
     with pytest.raises(ValueError, match="`train_largest=False` trains the students on the labels"):
         train_superpet(context, {"num_random": 1, "distill": True, "train_largest": False}, tmp_path / "bad")
+
+
+def test_num_epochs_trains_the_super_pet_longer_than_the_first_level(tmp_path, tiny_bert_dir, synthetic_task_dir,
+                                                                     monkeypatch):
+    """`settings.num_epochs`: the super-PET trains that many epochs of the first level's training subset (the level's
+    `max_steps` dropped), recorded in its manifest; refused at zero, naming the field."""
+    from peft_autoconfig.search.oneshot import OneShotContext
+    from peft_autoconfig.search.recipe import RecipeError
+    from peft_autoconfig.search.strategies.supernet import SupernetSettings
+    from peft_autoconfig.search.superpet import train_superpet
+    from peft_autoconfig.training import sandwich as sandwich_module
+
+    steps = []
+    original = sandwich_module.sandwich_networks
+    monkeypatch.setattr(sandwich_module, "sandwich_networks", lambda *a, **k: steps.append(1) or original(*a, **k))
+    space = SearchSpace.from_pretrained(str(tiny_bert_dir), SpaceSpec(modules=("lora",), sizes={"lora": (0, 2)}))
+    context = OneShotContext(model=str(tiny_bert_dir), task=str(synthetic_task_dir), space=space,
+                             training={"batch_size": 8, "max_length": 16},
+                             fidelity={"train_subset": 16, "max_steps": 1}, selection_split="validation",
+                             eval_subset=8, seed=0, budgets=[], work_dir=tmp_path, progress=False)
+    settings = SupernetSettings.parse({"num_random": 1, "num_epochs": 3})
+    manifest = train_superpet(context, settings.sandwich(), tmp_path / "superpet", settings.learning_rate_scale,
+                              settings.num_epochs)
+    assert len(steps) == 3 * 2   # 16 examples / batch 8 = 2 steps per epoch, not the level's 1 step
+    assert manifest["training"]["run"]["num_epochs"] == 3 and manifest["training"]["run"]["max_steps"] == -1
+    with pytest.raises(RecipeError, match="num_epochs"):
+        SupernetSettings.parse({"num_epochs": 0})

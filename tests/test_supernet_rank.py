@@ -94,3 +94,28 @@ def test_scores_only_summary_on_known_scores(tmp_path):
     expected_full = kendalltau([whole[i] for i in kept], [cold[i] for i in kept]).statistic
     assert results["partial_full_vs_standalone"]["kendall_tau"] == np.float64(expected_full)
     assert json.loads((tmp_path / "scores.json").read_text())["at_most_common"] == 3
+
+
+def test_a_cached_stand_alone_run_of_another_budget_is_not_reused(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """Rows of `standalone.jsonl` carry what their stand-alone runs were trained with; a log copied from a folder
+    whose recipe trained at another last level (here 3 steps instead of 2) is not compared against: re-trained."""
+    from benchmarks.supernet_rank import main
+
+    first = tmp_path / "a"
+    main(["--recipe", str(_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir)), "--out", str(first), "--n", "2"])
+    rows = _lines(first / "standalone.jsonl")
+    assert len(rows) == 2 and all(json.loads(r["standalone"])["max_steps"] == 2 for r in rows)
+
+    second = tmp_path / "b"
+    second.mkdir()
+    (second / "standalone.jsonl").write_text((first / "standalone.jsonl").read_text())
+    longer = write_recipe(tmp_path / "b", tiny_bert_dir, synthetic_task_dir,
+                          algorithm={"name": "supernet", "settings": {"num_random": 1, "score_subset": 16}},
+                          space={"modules": ["serial_adapter", "lora"],
+                                 "sizes": {"serial_adapter": [0, 2, 8], "lora": [0, 2, 4]}},
+                          fidelity={"levels": [{"train_subset": 32, "max_steps": 3}]})
+    partial = main(["--recipe", str(longer), "--out", str(second), "--n", "2", "--scores-only"])
+    assert partial["n_with_standalone"] == 0   # the copied runs are of the 2-step level
+    main(["--recipe", str(longer), "--out", str(second), "--n", "2"])
+    added = _lines(second / "standalone.jsonl")[2:]
+    assert len(added) == 2 and all(json.loads(r["standalone"])["max_steps"] == 3 for r in added)

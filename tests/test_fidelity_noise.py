@@ -1,0 +1,63 @@
+"""benchmarks/fidelity_noise.py: the last fidelity level re-trained at other seeds, and the Kendall taus that say how
+much of the low fidelity's ranking error is the last level's own noise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scipy.stats import kendalltau
+
+from peft_autoconfig.search import load_recipe, read_journal, run_search
+from test_benchmarks import load_script
+from test_search_fakes import write_recipe
+
+
+def _values(journal, level):
+    return {json.dumps(t["x"], sort_keys=True): t["metric"] for t in read_journal(journal)
+            if t["level"] == level and t["kind"] in ("search", "promotion") and t["status"] == "ok"}
+
+
+def test_other_seeds_of_the_last_level_give_the_ceiling_and_a_less_noisy_reference(tmp_path, tiny_bert_dir,
+                                                                                   synthetic_task_dir):
+    noise = load_script("fidelity_noise")
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:seed_noisy_evaluate",
+                        algorithm={"name": "random", "n_trials": 8})
+    run = tmp_path / "run"
+    run_search(load_recipe(path), run, progress=False)
+    first, last0 = _values(run / "journal.jsonl", 0), _values(run / "journal.jsonl", 1)
+    assert len(last0) >= 3
+
+    results = noise.main(["--recipe", str(path), "--run", str(run), "--seeds", "1", "2"])
+    retrained = read_journal(run / "noise-s1" / "journal.jsonl")
+    assert {t["seed"] for t in retrained} == {1} and {t["level"] for t in retrained} == {1}
+    last1, last2 = _values(run / "noise-s1" / "journal.jsonl", 1), _values(run / "noise-s2" / "journal.jsonl", 1)
+    assert set(last1) == set(last2) == set(last0) and last1 != last0   # the same points, other scores
+    keys = sorted(last0)
+    assert results["n_points"] == len(keys) and results["seeds"] == [0, 1, 2]
+    assert results["last_vs_last"]["0-1"]["tau"] == pytest.approx(kendalltau([last0[k] for k in keys],
+                                                                             [last1[k] for k in keys])[0])
+    mean = [(last0[k] + last1[k] + last2[k]) / 3 for k in keys]
+    assert results["first_vs_last"]["mean"]["tau"] == pytest.approx(kendalltau([first[k] for k in keys], mean)[0])
+    assert results["first_vs_last"]["seed 2"]["n"] == len(keys)
+    assert "last level, seeds 0-2" in (run / "noise.md").read_text()
+
+    noise.main(["--recipe", str(path), "--run", str(run), "--seeds", "1"])   # resumed: nothing trained again
+    assert len(read_journal(run / "noise-s1" / "journal.jsonl")) == len(retrained)
+    with pytest.raises(ValueError, match="`--seeds`: 0 is the run's own seed"):
+        noise.main(["--recipe", str(path), "--run", str(run), "--seeds", "0"])
+
+
+def test_a_recipe_with_one_level_is_refused(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    noise = load_script("fidelity_noise")
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:fake_evaluate",
+                        fidelity={"levels": [{"train_subset": 64, "max_steps": 2}]})
+    with pytest.raises(ValueError, match="`fidelity.levels`: the recipe has one level"):
+        noise.main(["--recipe", str(path), "--run", str(tmp_path / "nothing"), "--seeds", "1"])
+
+
+def test_a_folder_without_a_journal_is_named(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    noise = load_script("fidelity_noise")
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:fake_evaluate")
+    with pytest.raises(FileNotFoundError, match="`--run`: .* holds no search journal"):
+        noise.main(["--recipe", str(path), "--run", str(tmp_path / "nothing"), "--seeds", "1"])
