@@ -64,3 +64,30 @@ def test_supernet_against_nsga2_at_equal_wall_time(tmp_path, tiny_bert_dir, synt
     with pytest.raises(ValueError, match=r"`--supernet`: .* is a 'nsga2' search|`--supernet`: .*oneshot.json"):
         main(["--supernet", str(tmp_path / "rn"), "--search", str(tmp_path / "rs"), "--out", str(tmp_path / "x"),
               "--backbone-parameters", "100000"])
+
+
+def test_a_reused_super_pet_counts_its_training_time(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """A `supernet` search that reused another's super-PET (`settings.superpet`) did not train it in its own one-shot
+    stage: the super-PET's training time (its manifest's) is added to its wall time."""
+    from benchmarks.supernet_vs_search import main
+
+    from peft_autoconfig.search import load_recipe, run_search
+
+    settings = {"inner_trials": 8, "inner_pop_size": 4, "max_results": 1, "num_random": 1}
+    first = write_recipe(_dir(tmp_path / "a"), tiny_bert_dir, synthetic_task_dir, space=SPACE, fidelity=LEVELS,
+                         algorithm={"name": "supernet", "settings": settings})
+    run_search(load_recipe(first), tmp_path / "ra", progress=False)
+    trained = json.loads((tmp_path / "ra" / "oneshot" / "superpet" / "superpet.json").read_text())["wall_time_s"]
+    again = write_recipe(_dir(tmp_path / "b"), tiny_bert_dir, synthetic_task_dir, space=SPACE, fidelity=LEVELS,
+                         algorithm={"name": "supernet",
+                                    "settings": {**settings, "superpet": str(tmp_path / "ra" / "oneshot" / "superpet")}})
+    run_search(load_recipe(again), tmp_path / "rb", progress=False)
+
+    own = main(["--supernet", str(tmp_path / "ra"), "--search", str(tmp_path / "ra"), "--out", str(tmp_path / "c1"),
+                "--backbone-parameters", "100000"])["supernet"]
+    reused = main(["--supernet", str(tmp_path / "rb"), "--search", str(tmp_path / "ra"), "--out", str(tmp_path / "c2"),
+                   "--backbone-parameters", "100000"])["supernet"]
+    assert own["superpet_reused_s"] == 0.0
+    assert trained > 0 and reused["superpet_reused_s"] == pytest.approx(trained)
+    assert reused["total_s"] == pytest.approx(reused["oneshot_s"] + reused["retraining_s"] + trained)
+    assert "the reused super-PET's training" in (tmp_path / "c2" / "supernet_vs_search.md").read_text()
