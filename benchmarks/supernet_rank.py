@@ -62,19 +62,21 @@ def standalone(run_kwargs: dict[str, Any], config: Any, init_adapter: str | None
     return {"metric": result.metric_value, "wall_time_s": result.wall_time_s}
 
 
-def standalone_kwargs(context: OneShotContext, recipe: Any, budget: str) -> dict[str, Any]:
+def standalone_kwargs(context: OneShotContext, recipe: Any, budget: str, seed: int | None = None) -> dict[str, Any]:
     """Runner arguments of a stand-alone run: the recipe's training settings at the last fidelity level (what the
     search's re-training uses) or at its `final:` budget (training subset, epochs, first seed), scored on the
-    selection split like every search trial."""
+    selection split like every search trial; `seed` replaces the budget's seed (another replicate of the same
+    budget: its initialisation, data order and training subset)."""
     kwargs = dict(context.training)
-    seed = context.seed
+    default_seed = context.seed
     if budget == "final":
         final = recipe.final
         kwargs.update({"train_subset": final.train_subset, "num_epochs": final.num_epochs, "max_steps": -1})
-        seed = final.seeds[0] if final.seeds else recipe.seed
+        default_seed = final.seeds[0] if final.seeds else recipe.seed
     else:
         kwargs.update({k: v for k, v in recipe.fidelity_levels[-1].items() if v is not None})
-    kwargs.update(model_name_or_path=context.model, task=context.task, seed=seed, eval_split=context.selection_split,
+    kwargs.update(model_name_or_path=context.model, task=context.task, seed=default_seed if seed is None else seed,
+                  eval_split=context.selection_split,
                   eval_subset=context.eval_subset)
     return kwargs
 
@@ -140,6 +142,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="train and score the super-PET only (no stand-alone runs): whether its slices leave the "
                              "majority class, before paying for N stand-alone runs; stand-alone results already in "
                              "OUT give a partial Kendall tau")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the stand-alone runs (default: the recipe's `seed`, or the first of `final.seeds` "
+                             "with --budget final); with another seed, how well the budget agrees with itself")
     parser.add_argument("--workers", type=int, default=1,
                         help="stand-alone runs in parallel processes (they share one GPU); default 1")
     args = parser.parse_args(argv)
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     superpet_id = json.dumps(manifest["training"], sort_keys=True)   # what the slices were trained with
     suffix = "" if args.budget == "level" else f"-{args.budget}"
     log = out / f"standalone{suffix}.jsonl"
-    run_kwargs = standalone_kwargs(context, recipe, args.budget)
+    run_kwargs = standalone_kwargs(context, recipe, args.budget, args.seed)
     done = cached_rows(log, standalone_id(run_kwargs))
     rows, jobs = [], []
     for i, x in enumerate(sample_points(space, args.n, recipe.seed)):   # slice scores are cheap: always recomputed

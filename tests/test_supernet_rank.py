@@ -119,3 +119,17 @@ def test_a_cached_stand_alone_run_of_another_budget_is_not_reused(tmp_path, tiny
     main(["--recipe", str(longer), "--out", str(second), "--n", "2"])
     added = _lines(second / "standalone.jsonl")[2:]
     assert len(added) == 2 and all(json.loads(r["standalone"])["max_steps"] == 3 for r in added)
+
+
+def test_another_seed_trains_the_same_points_again(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """`--seed`: the stand-alone runs of another replicate of the budget; the cached runs of the recipe's seed stay
+    in the log and are not taken for them."""
+    from benchmarks.supernet_rank import main
+
+    recipe, out = str(_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir)), tmp_path / "a"
+    first = main(["--recipe", recipe, "--out", str(out), "--n", "2"])
+    again = main(["--recipe", recipe, "--out", str(out), "--n", "2", "--seed", "1"])
+    rows = _lines(out / "standalone.jsonl")
+    assert [json.loads(r["standalone"])["seed"] for r in rows] == [0, 0, 1, 1]
+    assert first["stand-alone"]["seed"] == 0 and again["stand-alone"]["seed"] == 1
+    assert [r["x"] for r in again["rows"]] == [r["x"] for r in first["rows"]]
