@@ -76,8 +76,7 @@ def standalone_kwargs(context: OneShotContext, recipe: Any, budget: str, seed: i
     else:
         kwargs.update({k: v for k, v in recipe.fidelity_levels[-1].items() if v is not None})
     kwargs.update(model_name_or_path=context.model, task=context.task, seed=default_seed if seed is None else seed,
-                  eval_split=context.selection_split,
-                  eval_subset=context.eval_subset)
+                  eval_split=context.selection_split, eval_subset=context.eval_subset)
     return kwargs
 
 
@@ -89,7 +88,8 @@ def standalone_id(run_kwargs: dict[str, Any]) -> str:
 def cached_rows(log: Path, identity: str) -> dict[str, dict[str, Any]]:
     """The rows of `log` (JSON lines, the last line of a key wins) whose stand-alone runs were trained as `identity`
     says: a row trained otherwise (another fidelity level, learning rates or seed, e.g. in a copied log) is not
-    reused, so a changed recipe re-trains instead of comparing against runs of another budget."""
+    reused, so a changed recipe re-trains instead of comparing against runs of another budget. Rows written before
+    this identity was recorded have none and are re-trained too."""
     rows = {}
     if log.is_file():
         for line in log.read_text().splitlines():
