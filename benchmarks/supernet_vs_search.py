@@ -89,10 +89,12 @@ def reused_superpet_s(out_dir: Path) -> float:
 
 
 def front_of(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Non-dominated (metric up, parameters down) among `trials`, each configuration at its highest level."""
+    """Non-dominated (metric up, parameters down) among `trials`, each configuration at its highest level. A
+    configuration is its point `x`, or its config where the journal has no point (a one-shot strategy's re-training
+    journals `x` as null)."""
     latest: dict[str, dict[str, Any]] = {}
     for t in trials:
-        key = json.dumps(t["x"], sort_keys=True)
+        key = json.dumps(t["x"] if t["x"] is not None else t["config"], sort_keys=True)
         if key not in latest or t["level"] >= latest[key]["level"]:
             latest[key] = t
     points = list(latest.values())

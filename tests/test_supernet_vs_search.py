@@ -30,6 +30,16 @@ def test_front_keeps_each_configuration_at_its_highest_level():
     assert [(t["x"], t["level"], t["metric"]) for t in front] == [(a, 1, 0.70), (b, 0, 0.80)]
 
 
+def test_one_shot_trials_without_a_point_are_told_apart_by_their_config():
+    """A one-shot search journals its re-trained configurations with `x` null: each is still its own configuration
+    (they once all collapsed into one, leaving a one-point front)."""
+    from benchmarks.supernet_vs_search import front_of
+
+    small = {**_trial(None, 0, 0.77, 8, 1), "config": {"lora_rank": 4}}
+    large = {**_trial(None, 0, 0.79, 100, 2), "config": {"lora_rank": 8}}
+    assert [t["config"] for t in front_of([small, large])] == [{"lora_rank": 4}, {"lora_rank": 8}]
+
+
 def test_supernet_against_nsga2_at_equal_wall_time(tmp_path, tiny_bert_dir, synthetic_task_dir):
     from benchmarks.search_quality import normalised_hv
     from benchmarks.supernet_vs_search import main
