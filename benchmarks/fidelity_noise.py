@@ -30,23 +30,10 @@ import yaml
 from peft_autoconfig.search import parse_recipe, read_journal
 from peft_autoconfig.search.driver import Search
 
-
-def level_values(trials: list[dict[str, Any]], level: int) -> dict[str, float]:
-    """metric of each point (by its canonical `x`) measured at fidelity `level` in a journal's trials."""
-    return {json.dumps(t["x"], sort_keys=True): float(t["metric"]) for t in trials
-            if t["kind"] in ("search", "promotion") and t["level"] == level and t["status"] == "ok"
-            and t["x"] is not None and t["metric"] is not None}
-
-
-def tau(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
-    """Kendall tau between two {point: value} maps over the points in both."""
-    from scipy.stats import kendalltau
-
-    common = sorted(set(a) & set(b))
-    if len(common) < 3:
-        return {"tau": None, "p_value": None, "n": len(common)}
-    t, p = kendalltau([a[k] for k in common], [b[k] for k in common])
-    return {"tau": float(t), "p_value": float(p), "n": len(common)}
+try:   # as a script (python benchmarks/...) and as a module (tests load it by path, with the repository importable)
+    from search_quality import level_scores, tau_on_common
+except ImportError:   # pragma: no cover - the module path
+    from benchmarks.search_quality import level_scores, tau_on_common
 
 
 def report(run_seed: int, first: dict[str, float], last: dict[int, dict[str, float]]) -> dict[str, Any]:
@@ -57,8 +44,9 @@ def report(run_seed: int, first: dict[str, float], last: dict[int, dict[str, flo
     per_point_sd = [float(np.std([last[s][k] for s in seeds], ddof=1)) for k in common] if len(seeds) > 1 else []
     return {
         "seeds": seeds, "n_points": len(common),
-        "last_vs_last": {f"{run_seed}-{s}": tau(last[run_seed], last[s]) for s in seeds if s != run_seed},
-        "first_vs_last": {**{f"seed {s}": tau(first, last[s]) for s in seeds}, "mean": tau(first, mean)},
+        "last_vs_last": {f"{run_seed}-{s}": tau_on_common(last[run_seed], last[s]) for s in seeds if s != run_seed},
+        "first_vs_last": {**{f"seed {s}": tau_on_common(first, last[s]) for s in seeds},
+                          "mean": tau_on_common(first, mean)},
         "per_point_sd_mean": float(np.mean(per_point_sd)) if per_point_sd else None,
         "spread_across_points": {str(s): [min(last[s][k] for k in common), max(last[s][k] for k in common)]
                                  for s in seeds} if common else {},
@@ -101,8 +89,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not journal.is_file():
         raise FileNotFoundError(f"`--run`: {str(run_dir)!r} holds no search journal (journal.jsonl).")
     trials = read_journal(journal)
-    first = level_values(trials, 0)
-    last = {recipe.seed: level_values(trials, last_level)}
+    first = level_scores(trials, 0)
+    last = {recipe.seed: level_scores(trials, last_level)}
     points = [json.loads(k) for k in sorted(last[recipe.seed])]
     for seed in args.seeds:
         if seed == recipe.seed:
@@ -110,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seeded = parse_recipe({**raw, "seed": seed}, base_dir=base)
         folder = run_dir / f"noise-s{seed}"
         Search(seeded, folder, workers=args.workers, progress=True).evaluate_points(points, last_level)
-        last[seed] = level_values(read_journal(folder / "journal.jsonl"), last_level)
+        last[seed] = level_scores(read_journal(folder / "journal.jsonl"), last_level)
     results = report(recipe.seed, first, last)
     (run_dir / "noise.json").write_text(json.dumps(results, indent=2) + "\n")
     text = format_report(results)

@@ -90,28 +90,38 @@ def steps_of(fidelity: dict[str, Any], batch_size: int, train_size: int) -> floa
     return math.ceil(examples / batch_size) * float(fidelity.get("num_epochs") or 1.0)
 
 
-def kendall_tau(trials: list[dict], low: str = "metric") -> dict[str, Any]:
-    """Kendall tau between level 0 and the last level's metric over the points measured at both. `low` is what is
-    read at level 0: `metric` (what the search selects on) or `-loss` (the validation loss, negated: a continuous
-    score that may rank better than accuracy on a small split)."""
+def level_scores(trials: list[dict], level: int, read: str = "metric") -> dict[str, float]:
+    """{point (its canonical `x` as JSON): score} of the successful search and promotion trials at fidelity `level`.
+    `read` is `metric` (what the search selects on) or `-loss` (the validation loss, negated: a continuous score
+    that may rank better than accuracy on a small split); trials without that score are left out."""
+    scores = {}
+    for t in trials:
+        if t["kind"] not in ("search", "promotion") or t["level"] != level or t["status"] != "ok" or t["x"] is None:
+            continue
+        value = t["metric"] if read == "metric" else (t.get("metrics") or {}).get("loss")
+        if value is not None:
+            scores[json.dumps(t["x"], sort_keys=True)] = float(value) if read == "metric" else -float(value)
+    return scores
+
+
+def tau_on_common(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
+    """Kendall tau (and its p-value) between two {point: score} maps over the points in both; None below 3."""
     from scipy.stats import kendalltau
 
-    def score(t: dict, name: str) -> float | None:
-        if name == "metric":
-            return t["metric"]
-        loss = (t.get("metrics") or {}).get("loss")
-        return None if loss is None else -float(loss)
+    common = sorted(set(a) & set(b))
+    if len(common) < 3:
+        return {"tau": None, "p_value": None, "n": len(common)}
+    tau, p = kendalltau([a[k] for k in common], [b[k] for k in common])
+    return {"tau": float(tau), "p_value": float(p), "n": len(common)}
 
+
+def kendall_tau(trials: list[dict], low: str = "metric") -> dict[str, Any]:
+    """Kendall tau between level 0 and the last level's metric over the points measured at both. `low` is what is
+    read at level 0 (`level_scores`' `read`)."""
     levels = sorted({t["level"] for t in trials if t["kind"] in ("search", "promotion")})
     if len(levels) < 2:
         return {"tau": None, "p_value": None, "n": 0}
-    by_level = {lv: {json.dumps(t["x"], sort_keys=True): score(t, low if lv == levels[0] else "metric") for t in trials
-                     if t["level"] == lv and t["status"] == "ok" and t["x"] is not None} for lv in levels}
-    common = sorted(k for k in set(by_level[levels[0]]) & set(by_level[levels[-1]]) if by_level[levels[0]][k] is not None)
-    if len(common) < 3:
-        return {"tau": None, "p_value": None, "n": len(common)}
-    tau, p = kendalltau([by_level[levels[0]][k] for k in common], [by_level[levels[-1]][k] for k in common])
-    return {"tau": float(tau), "p_value": float(p), "n": len(common)}
+    return tau_on_common(level_scores(trials, levels[0], low), level_scores(trials, levels[-1]))
 
 
 def rank_all_levels(recipe: Any, run_dir: Path, workers: int) -> dict[str, Any]:

@@ -176,13 +176,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     suffix = "" if args.budget == "level" else f"-{args.budget}"
     log = out / f"standalone{suffix}.jsonl"
     run_kwargs = standalone_kwargs(context, recipe, args.budget, args.seed)
-    done = cached_rows(log, standalone_id(run_kwargs))
+    identity = standalone_id(run_kwargs)
+    done = cached_rows(log, identity)
     rows, jobs = [], []
     for i, x in enumerate(sample_points(space, args.n, recipe.seed)):   # slice scores are cheap: always recomputed
         key = space.key(x)
         config = space.decode(x)
         row = done.get(key) or {"key": key, "x": x, "config": config_to_dict(config), "parameters": space.cost(x),
-                                "standalone": standalone_id(run_kwargs)}
+                                "standalone": identity}
         started = time.perf_counter()
         row["superpet"] = scorer(x)
         row["scoring_s"] = time.perf_counter() - started
