@@ -4,6 +4,9 @@
     python benchmarks/supernet_rank.py --recipe ... --out ... --n 20 --warm-start      # + re-training from the slices
     python benchmarks/supernet_rank.py --recipe ... --out ... --n 20 --budget final --score-full --workers 4
         # stand-alone at the recipe's `final:` budget, 4 runs at a time, slices also scored on the whole split
+    python benchmarks/supernet_rank.py --recipe ... --out ... --points-from runs/rt_supernet --budget final \
+        --split report --warm-start     # a `supernet` search's front at the final budget on the test split, cold
+                                        # and warm from its slices (the search's super-PET must be OUT's)
     python benchmarks/supernet_rank.py --recipe ... --out OTHER --n 20 --budget final --learning-rate-scale 0.1
         # another super-PET; copy OUT/standalone-final.jsonl into OTHER first to reuse the stand-alone runs (a row is
         # reused only when its runs were trained with the same budget, settings and seed as OTHER's recipe asks)
@@ -62,11 +65,13 @@ def standalone(run_kwargs: dict[str, Any], config: Any, init_adapter: str | None
     return {"metric": result.metric_value, "wall_time_s": result.wall_time_s}
 
 
-def standalone_kwargs(context: OneShotContext, recipe: Any, budget: str, seed: int | None = None) -> dict[str, Any]:
+def standalone_kwargs(context: OneShotContext, recipe: Any, budget: str, seed: int | None = None,
+                      split: str = "selection") -> dict[str, Any]:
     """Runner arguments of a stand-alone run: the recipe's training settings at the last fidelity level (what the
     search's re-training uses) or at its `final:` budget (training subset, epochs, first seed), scored on the
-    selection split like every search trial; `seed` replaces the budget's seed (another replicate of the same
-    budget: its initialisation, data order and training subset)."""
+    selection split like every search trial or, with `split="report"`, on the report split as the search's final
+    stage scores; `seed` replaces the budget's seed (another replicate of the same budget: its initialisation, data
+    order and training subset)."""
     kwargs = dict(context.training)
     default_seed = context.seed
     if budget == "final":
@@ -75,9 +80,31 @@ def standalone_kwargs(context: OneShotContext, recipe: Any, budget: str, seed: i
         default_seed = final.seeds[0] if final.seeds else recipe.seed
     else:
         kwargs.update({k: v for k, v in recipe.fidelity_levels[-1].items() if v is not None})
+    eval_split = recipe.evaluation.report_split if split == "report" else context.selection_split
+    if eval_split is None:
+        raise ValueError("`--split report` needs the recipe's `evaluation.report_split`.")
     kwargs.update(model_name_or_path=context.model, task=context.task, seed=default_seed if seed is None else seed,
-                  eval_split=context.selection_split, eval_subset=context.eval_subset)
+                  eval_split=eval_split, eval_subset=context.eval_subset)
     return kwargs
+
+
+def search_points(run: Path, space: SearchSpace, superpet: Path) -> list[dict[str, Any]]:
+    """The points a `supernet` search in `run` returned for re-training (its oneshot.json, in order), after checking
+    that its slices came from a super-PET trained as `superpet` was (else its warm starts and scores would be
+    another super-PET's)."""
+    oneshot, timings = run / "oneshot.json", run / "oneshot" / "supernet.json"
+    if not oneshot.is_file() or not timings.is_file():
+        raise FileNotFoundError(f"--points-from: {run} holds no finished `supernet` search (oneshot.json and "
+                                "oneshot/supernet.json).")
+    used = Path(json.loads(timings.read_text()).get("superpet") or run / "oneshot" / "superpet")
+    trained_as = [json.loads((folder / "superpet.json").read_text())["training"] for folder in (used, superpet)]
+    if trained_as[0] != trained_as[1]:
+        raise ValueError(f"--points-from: the search used the super-PET {used}, trained otherwise than {superpet} "
+                         "(the --recipe's): point --out at a folder holding the search's super-PET.")
+    points = [result["details"]["x"] for result in json.loads(oneshot.read_text())["results"]]
+    for x in points:
+        space.key(x)   # a point of another space fails here, naming the variable
+    return points
 
 
 def standalone_id(run_kwargs: dict[str, Any]) -> str:
@@ -145,6 +172,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the stand-alone runs (default: the recipe's `seed`, or the first of `final.seeds` "
                              "with --budget final); with another seed, how well the budget agrees with itself")
+    parser.add_argument("--split", choices=["selection", "report"], default="selection",
+                        help="score the stand-alone runs on the recipe's selection split (default) or its report split "
+                             "(with --budget final: the search's final stage)")
+    parser.add_argument("--points-from", default=None,
+                        help="a `supernet` search folder: its returned configurations instead of N random points")
     parser.add_argument("--workers", type=int, default=1,
                         help="stand-alone runs in parallel processes (they share one GPU); default 1")
     args = parser.parse_args(argv)
@@ -173,13 +205,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"super-PET ready in {time.perf_counter() - start:.0f} s (trained in {manifest['wall_time_s']:.0f} s)")
 
     superpet_id = json.dumps(manifest["training"], sort_keys=True)   # what the slices were trained with
-    suffix = "" if args.budget == "level" else f"-{args.budget}"
+    suffix = ("" if args.budget == "level" else f"-{args.budget}") + ("" if args.split == "selection" else "-report")
+    if args.points_from:
+        suffix += "-search"
+        points = search_points(Path(args.points_from), space, out / "superpet")
+    else:
+        points = sample_points(space, args.n, recipe.seed)
     log = out / f"standalone{suffix}.jsonl"
-    run_kwargs = standalone_kwargs(context, recipe, args.budget, args.seed)
+    run_kwargs = standalone_kwargs(context, recipe, args.budget, args.seed, args.split)
     identity = standalone_id(run_kwargs)
     done = cached_rows(log, identity)
     rows, jobs = [], []
-    for i, x in enumerate(sample_points(space, args.n, recipe.seed)):   # slice scores are cheap: always recomputed
+    for i, x in enumerate(points):   # slice scores are cheap: always recomputed
         key = space.key(x)
         config = space.decode(x)
         row = done.get(key) or {"key": key, "x": x, "config": config_to_dict(config), "parameters": space.cost(x),
@@ -191,13 +228,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if full_scorer is not None:
             row["superpet_full"] = full_scorer(x)
         full = f"  (whole split {row['superpet_full']:.4f})" if full_scorer is not None else ""
-        print(f"slice {i + 1}/{args.n}: {row['parameters']:>9,} params  super-PET {row['superpet']:.4f}{full}", flush=True)
+        print(f"slice {i + 1}/{len(points)}: {row['parameters']:>9,} params  super-PET {row['superpet']:.4f}{full}", flush=True)
         if "cold" not in row:
             jobs.append(((i, "cold"), run_kwargs, config, None))
         if row.get("warm_from") != superpet_id:   # a warm start from another super-PET's slice does not count here
             row.pop("warm", None)
         if args.warm_start and not args.scores_only and "warm" not in row:   # no slice saved for runs never run
-            folder = save_slice(superpet, config, model, recipe.task, out / "slices" / str(i))
+            folder = save_slice(superpet, config, model, recipe.task, out / f"slices{suffix}" / str(i))
             jobs.append(((i, "warm"), run_kwargs, config, str(folder)))
         rows.append(row)
     if args.scores_only:
@@ -223,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "scoring_s_per_config": float(np.mean([r["scoring_s"] for r in rows])),
         "standalone_s_per_config": standalone_s,
         "superpet_training_in_standalone_runs": manifest["wall_time_s"] / standalone_s if standalone_s else None,
-        "budget": args.budget, "stand-alone": {k: run_kwargs.get(k) for k in ("train_subset", "num_epochs", "seed",
+        "budget": args.budget, "points_from": args.points_from, "stand-alone": {k: run_kwargs.get(k) for k in ("train_subset", "num_epochs", "seed",
                                                                               "eval_split", "eval_subset")},
         "rows": [{k: r[k] for k in ("x", "parameters", "superpet", "superpet_full", "cold", "warm") if k in r}
                  for r in rows],

@@ -133,3 +133,41 @@ def test_another_seed_trains_the_same_points_again(tmp_path, tiny_bert_dir, synt
     assert [json.loads(r["standalone"])["seed"] for r in rows] == [0, 0, 1, 1]
     assert first["stand-alone"]["seed"] == 0 and again["stand-alone"]["seed"] == 1
     assert [r["x"] for r in again["rows"]] == [r["x"] for r in first["rows"]]
+
+
+def test_points_from_a_supernet_search_at_the_final_budget_on_the_report_split(tmp_path, tiny_bert_dir,
+                                                                               synthetic_task_dir):
+    """`--points-from RUN --budget final --split report`: the configurations the search returned (not random points),
+    trained cold and warm at the final budget and scored on the report split, as the search's final stage scores;
+    a search whose super-PET was trained otherwise than OUT's is refused, naming the option."""
+    import pytest
+    import yaml
+
+    from benchmarks.supernet_rank import main
+    from peft_autoconfig.search import load_recipe, run_search
+
+    recipe = _recipe(tmp_path, tiny_bert_dir, synthetic_task_dir)
+    data = yaml.safe_load(recipe.read_text())
+    data["task"]["data_files"]["test"] = str(synthetic_task_dir / "test.csv")
+    data["evaluation"]["report_split"] = "test"
+    data["algorithm"]["settings"].update({"inner_trials": 6, "inner_pop_size": 2, "max_results": 2})
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    search = tmp_path / "search"
+    run_search(load_recipe(recipe), search, progress=False)
+    returned = [r["details"]["x"] for r in json.loads((search / "oneshot.json").read_text())["results"]]
+
+    out = tmp_path / "rank"
+    results = main(["--recipe", str(recipe), "--out", str(out), "--points-from", str(search), "--budget", "final",
+                    "--split", "report", "--warm-start"])
+    assert [r["x"] for r in results["rows"]] == returned and results["n"] == len(returned)
+    assert results["stand-alone"]["eval_split"] == "test" and results["points_from"] == str(search)
+    rows = _lines(out / "standalone-final-report-search.jsonl")
+    assert all(json.loads(r["standalone"])["eval_split"] == "test" for r in rows)
+    assert all("cold" in r and "warm" in r for r in results["rows"])
+    assert (out / "slices-final-report-search" / "0").is_dir()
+
+    with pytest.raises(ValueError, match="--points-from"):
+        main(["--recipe", str(recipe), "--out", str(tmp_path / "other"), "--points-from", str(search),
+              "--learning-rate-scale", "0.5"])
+    with pytest.raises(FileNotFoundError, match="--points-from"):
+        main(["--recipe", str(recipe), "--out", str(out), "--points-from", str(tmp_path)])
