@@ -109,6 +109,17 @@ def test_search_quality_smoke_reports_final_stage_searches_and_cost(tmp_path, ti
     assert search_quality.verdicts(rows) == ["lora_r8: no front point with <= 10 parameters other than its own configuration"]
     rows[0]["same_as"] = "serial_adapter"
     assert search_quality.verdicts(rows) == ["lora_r8 (0.8000, 10 params): matched by p00 = serial_adapter (0.8000, 10 params, diff +0.0000)"]
+    # with final runs at common seeds, the verdict adds the seed-by-seed comparison (a paired t-test)
+    rows[0].update(test=0.795, by_seed={0: 0.80, 1: 0.79, 2: 0.795})
+    rows[1].update(by_seed={0: 0.81, 1: 0.80, 2: 0.79, 3: 0.80})
+    from scipy.stats import ttest_rel
+
+    p_value = ttest_rel([0.81, 0.80, 0.79], [0.80, 0.79, 0.795]).pvalue
+    assert search_quality.verdicts(rows) == [
+        "lora_r8 (0.8000, 10 params): matched by p00 = serial_adapter (0.7950, 10 params, diff -0.0050); seed by seed "
+        f"(0, 1, 2): lora_r8 ahead on 2 of 3, paired t p = {p_value:.3f}"]
+    rows[0]["by_seed"] = {3: 0.80}   # one common seed: nothing to pair
+    assert search_quality.verdicts(rows)[0].endswith("diff -0.0050)")
 
     # a variant: another run of an algorithm with some `algorithm.*` fields set, reported under its own label
     varied = search_quality.main(argv + ["--variant", "nsga2_one_generation", "nsga2", "pop_size=4"])
