@@ -14,7 +14,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD/benchmarks:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/device/pack_minilm.py unpack .devpack/minilm /tmp/minilm || exit 1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-python3 -c "import torch, transformers, peft, pymoo, peft_autoconfig; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'peft', peft.__version__)" || exit 1
+python3 -c "import torch, transformers, peft, pymoo, peft_autoconfig, peft_autoconfig.search, distributed, datasets, search_quality; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'peft', peft.__version__)" || exit 1
 pack() { tar czf "$OUT/$1.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.pth' -C /tmp "$1"; }
 workers=${WORKERS:-8}
 step() { local name=$1; shift; echo "=== $name ($(left) s left) $(date -u +%T)"; timeout --signal=INT --kill-after=10 "$(left)" "$@"; echo "=== $name rc=$? $(date -u +%T)"; }
