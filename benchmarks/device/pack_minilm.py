@@ -13,6 +13,7 @@ arrival. RESULTS.md reports how far its last hidden states are from the original
 from __future__ import annotations
 
 import gzip
+import lzma
 import json
 import shutil
 import sys
@@ -47,17 +48,21 @@ def pack(out: Path) -> None:
     packed["__embedding__"] = state[key][kept].to(torch.float16).contiguous()
     out.mkdir(parents=True, exist_ok=True)
     save_file(packed, out / "packed.safetensors", metadata={"embedding_key": key, "rows": str(state[key].shape[0])})
+    with open(out / "packed.safetensors", "rb") as raw, lzma.open(out / "packed.safetensors.xz", "wb") as packed_xz:
+        shutil.copyfileobj(raw, packed_xz)   # ~10 % smaller: what makes the wheels fit beside it
+    (out / "packed.safetensors").unlink()
     for name in FILES:
         shutil.copy(src / name, out / name)
     print(f"kept {len(kept)} of {state[key].shape[0]} embedding rows -> {out}")
 
 
 def unpack(packed_dir: Path, out: Path) -> None:
-    from safetensors import safe_open
+    from safetensors.torch import load
 
-    with safe_open(packed_dir / "packed.safetensors", "pt") as handle:
-        meta = handle.metadata()
-    packed = load_file(packed_dir / "packed.safetensors")
+    data = lzma.open(packed_dir / "packed.safetensors.xz").read()
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    meta = header["__metadata__"]
+    packed = load(data)
     kept, rows = packed.pop("__kept_rows__"), packed.pop("__embedding__")
     embedding = torch.zeros(int(meta["rows"]), rows.shape[1])
     embedding[kept] = rows.float()
