@@ -10,15 +10,24 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/device/pack_minilm.py unpack .devpack/minilm /tmp/minilm || exit 1
 limit=${1:-200}
+mkdir -p /tmp/res; pids=()
 for seed in 0 1 2; do
   for name in supernet_81864 unipelt full lora_r8; do
     if [ "$name" = full ]; then what=--full-finetuning; else what="--config benchmarks/results/gpu_paired/$name"; fi
     timeout "$limit" python3 -m peft_autoconfig.cli train --model /tmp/minilm --task rotten_tomatoes $what --seed $seed \
       --train-subset 4000 --epochs 3 --batch-size 16 --max-length 64 --eval-split test --quiet --json \
-      > "$OUT/$name-s$seed.json" 2> "/tmp/$name-s$seed.err" &
+      > "/tmp/res/$name-s$seed.json" 2> "/tmp/res/$name-s$seed.err" &
+    pids+=($!)
   done
 done
-wait
-for f in "$OUT"/*.json; do echo "$(basename $f) $(tail -c 400 $f)"; done
-tail -n 3 /tmp/*.err | tail -n 40
-cat "$OUT"/*.json > "$OUT/all.jsonl"; rm -f "$OUT"/*-s?.json
+wait "${pids[@]}"   # not a bare `wait`: that also waits for the `tee` above, i.e. forever (what cut the first call)
+python3 - "$OUT/all.jsonl" <<'PY'
+import json, pathlib, sys
+with open(sys.argv[1], "w") as out:
+    for f in sorted(pathlib.Path("/tmp/res").glob("*.json")):
+        text = f.read_text().strip()
+        result = json.loads(text.splitlines()[-1]) if text else None
+        print(f.stem, None if result is None else result["metric_value"])
+        out.write(json.dumps({"run": f.stem, "result": result}) + "\n")
+PY
+tail -n 3 /tmp/res/*.err | tail -n 40
