@@ -299,9 +299,11 @@ def final_rows(front: Front, backbone: int, pooled: list[dict] | None = None, bu
     return rows
 
 
-def verdicts(rows: list[dict[str, Any]], budget_percent: float = 0.5) -> list[str]:
-    """The issue's claims, checked on the report split."""
-    points = [r for r in rows if r["kind"] == "search" and r["test"] is not None]
+def verdicts(rows: list[dict[str, Any]], budget_percent: float = 0.5, rivals: tuple[str, ...] = ()) -> list[str]:
+    """The issue's claims, checked on the report split. `rivals` names baseline rows that stand with the front
+    points (configurations another search found, e.g. a `supernet` search's, re-trained here as `{name, config}`
+    baselines under the same final stage); they are compared, not judged."""
+    points = [r for r in rows if (r["kind"] == "search" or r["name"] in rivals) and r["test"] is not None]
     lines = []
     full = next((r for r in rows if r["name"] == "full_finetuning" and r["test"] is not None), None)
     small = [r for r in points if r["percent"] <= budget_percent]
@@ -309,27 +311,34 @@ def verdicts(rows: list[dict[str, Any]], budget_percent: float = 0.5) -> list[st
         best = max(small, key=lambda r: r["test"])
         gap = full["test"] - best["test"]
         ok = gap <= (full["test_se"] or 0.0)
-        same = f" = {best['same_as']}" if best.get("same_as") else ""
-        lines.append(f"best point <= {budget_percent} % ({best['name']}{same}, {best['percent']:.3f} %): test {best['test']:.4f} "
-                     f"vs full fine-tuning {full['test']:.4f} (gap {gap:+.4f}, one SE {full['test_se']:.4f}): "
-                     f"{'within one SE' if ok else 'NOT within one SE'}")
-    for baseline in (r for r in rows if r["kind"] == "baseline" and r["test"] is not None and r["name"] != "full_finetuning"):
+        lines.append(f"best point <= {budget_percent} % ({_label(best, rivals)}, {best['percent']:.3f} %): test "
+                     f"{best['test']:.4f} vs full fine-tuning {full['test']:.4f} (gap {gap:+.4f}, one SE "
+                     f"{full['test_se']:.4f}): {'within one SE' if ok else 'NOT within one SE'}" + paired_seeds(full, best))
+    judged = (r for r in rows if r["kind"] == "baseline" and r["test"] is not None
+              and r["name"] != "full_finetuning" and r["name"] not in rivals)
+    for baseline in judged:
         # a front point that is this baseline's own configuration (a seeded hand design) does not count as a rival
-        rivals = [r for r in points if r["trainable_parameters"] <= baseline["trainable_parameters"]
-                  and r.get("same_as") != baseline["name"]]
-        if not rivals:
+        candidates = [r for r in points if r["trainable_parameters"] <= baseline["trainable_parameters"]
+                      and r.get("same_as") != baseline["name"]]
+        if not candidates:
             own = any(r.get("same_as") == baseline["name"] for r in points)
             lines.append(f"{baseline['name']}: no front point with <= {baseline['trainable_parameters']:,} parameters"
                          + (" other than its own configuration" if own else ""))
             continue
-        best = max(rivals, key=lambda r: r["test"])
+        best = max(candidates, key=lambda r: r["test"])
         diff = best["test"] - baseline["test"]
         word = "beaten" if diff > 0 else ("matched" if -diff <= (baseline["test_se"] or 0.0) else "NOT matched")
-        same = f" = {best['same_as']}" if best.get("same_as") else ""
         lines.append(f"{baseline['name']} ({baseline['test']:.4f}, {baseline['trainable_parameters']:,} params): {word} by "
-                     f"{best['name']}{same} ({best['test']:.4f}, {best['trainable_parameters']:,} params, diff {diff:+.4f})"
-                     + paired_seeds(baseline, best))
+                     f"{_label(best, rivals)} ({best['test']:.4f}, {best['trainable_parameters']:,} params, diff "
+                     f"{diff:+.4f})" + paired_seeds(baseline, best))
     return lines
+
+
+def _label(row: dict[str, Any], rivals: tuple[str, ...]) -> str:
+    """A verdict's name for a front point (`p00 = lora_r8` when it is a hand design) or a rival (`x (rival)`)."""
+    if row["name"] in rivals:
+        return f"{row['name']} (rival)"
+    return f"{row['name']} = {row['same_as']}" if row.get("same_as") else row["name"]
 
 
 def paired_seeds(baseline: dict[str, Any], point: dict[str, Any]) -> str:
@@ -367,12 +376,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rank-all", action="store_true",
                         help="train every level-0 point of the first run at the last level too (OUT/<run>/ranking/) "
                              "and report Kendall tau on all of them, not only on the promoted ones")
+    parser.add_argument("--rivals", nargs="+", default=[], metavar="BASELINE",
+                        help="baselines of the recipe that stand with the front in the verdicts (configurations another "
+                             "search found, re-trained here as `{name, config}` baselines): compared, not judged")
     parser.add_argument("--first-level-only", action="store_true",
                         help="the comparison runs (all but the first) search at the first fidelity level only, without "
                              "promotion; compare the algorithms on the level-0 hypervolume")
     args = parser.parse_args(argv)
 
     raw = yaml.safe_load(Path(args.recipe).read_text())
+    baseline_names = [b if isinstance(b, str) else b.get("name") for b in raw.get("baselines") or []]
+    rivals = tuple(args.rivals)
+    if set(rivals) - set(baseline_names):
+        raise SystemExit(f"--rivals: {sorted(set(rivals) - set(baseline_names))} not among the recipe's `baselines` "
+                         f"({baseline_names})")
     base = Path(args.recipe).resolve().parent
     out = Path(args.out)
     start = time.perf_counter()
@@ -426,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pooled = read_journal(Path(runs[0]["dir"]) / "journal.jsonl") if args.pool_final_runs else None
     budget = primary.final.budget() if primary.final else None
     rows = final_rows(Front.load(runs[0]["dir"]), backbone, pooled, budget, hand_designs(primary))
-    results = {"backbone_parameters": backbone, "final_steps": final_steps, "final": rows, "verdicts": verdicts(rows),
+    results = {"backbone_parameters": backbone, "final_steps": final_steps, "final": rows, "verdicts": verdicts(rows, rivals=rivals),
                "kendall_all": ranking, "hv_curves": curves, "first_level_only": args.first_level_only,
                "searches": searches, "summary": summary, "hv_test": test, "wall_time_s": time.perf_counter() - start}
     out.mkdir(parents=True, exist_ok=True)

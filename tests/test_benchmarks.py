@@ -120,6 +120,21 @@ def test_search_quality_smoke_reports_final_stage_searches_and_cost(tmp_path, ti
         f"(0, 1, 2): lora_r8 ahead on 2 of 3, paired t p = {p_value:.3f}"]
     rows[0]["by_seed"] = {3: 0.80}   # one common seed: nothing to pair
     assert search_quality.verdicts(rows)[0].endswith("diff -0.0050)")
+    # a rival (a configuration another search found, trained as a baseline) stands with the front and is not judged;
+    # full fine-tuning's verdict is paired by seed too
+    rival = {"name": "found", "kind": "baseline", "trainable_parameters": 8, "percent": 0.08, "test": 0.805,
+             "test_se": 0.01, "by_seed": {0: 0.80, 1: 0.81}}
+    full = {"name": "full_finetuning", "kind": "baseline", "trainable_parameters": 1000, "percent": 100.0, "test": 0.81,
+            "test_se": 0.011, "by_seed": {0: 0.81, 1: 0.81}}
+    p_full = ttest_rel([0.81, 0.81], [0.80, 0.81]).pvalue
+    assert search_quality.verdicts(rows + [rival, full], rivals=("found",)) == [
+        "best point <= 0.5 % (found (rival), 0.080 %): test 0.8050 vs full fine-tuning 0.8100 (gap +0.0050, one SE "
+        f"0.0110): within one SE; seed by seed (0, 1): full_finetuning ahead on 1 of 2, paired t p = {p_full:.3f}",
+        "lora_r8 (0.8000, 10 params): beaten by found (rival) (0.8050, 8 params, diff +0.0050); seed by seed (0, 1): "
+        f"lora_r8 ahead on 1 of 2, paired t p = {ttest_rel([0.81, 0.80], [0.80, 0.81]).pvalue:.3f}"]
+    assert search_quality.verdicts(rows + [rival])[-1] == "found: no front point with <= 8 parameters"  # judged
+    with pytest.raises(SystemExit, match=r"--rivals: \['nowhere'\] not among the recipe's `baselines`"):
+        search_quality.main(argv + ["--rivals", "nowhere"])
 
     # a variant: another run of an algorithm with some `algorithm.*` fields set, reported under its own label
     varied = search_quality.main(argv + ["--variant", "nsga2_one_generation", "nsga2", "pop_size=4"])
