@@ -42,7 +42,8 @@ from peft_autoconfig.search.oneshot import OneShotContext
 from peft_autoconfig.search.recipe import resolve_model
 from peft_autoconfig.search.space import SearchSpace
 from peft_autoconfig.search.strategies.supernet import SupernetSettings
-from peft_autoconfig.search.superpet import SliceScorer, load_superpet, save_slice, train_superpet
+from peft_autoconfig.search.superpet import (SliceScorer, load_superpet, save_slice, superpet_run_kwargs,
+                                             superpet_training, train_superpet)
 from peft_autoconfig.training.runner import RunConfig, run
 
 
@@ -88,19 +89,18 @@ def standalone_kwargs(context: OneShotContext, recipe: Any, budget: str, seed: i
     return kwargs
 
 
-def search_points(run: Path, space: SearchSpace, superpet: Path) -> list[dict[str, Any]]:
+def search_points(run: Path, space: SearchSpace, training: dict[str, Any]) -> list[dict[str, Any]]:
     """The points a `supernet` search in `run` returned for re-training (its oneshot.json, in order), after checking
-    that its slices came from a super-PET trained as `superpet` was (else its warm starts and scores would be
-    another super-PET's)."""
+    that its slices came from a super-PET trained as `training` says (the identity the --recipe's super-PET has or
+    will have: else its warm starts and scores would be another super-PET's). Checked before anything trains."""
     oneshot, timings = run / "oneshot.json", run / "oneshot" / "supernet.json"
     if not oneshot.is_file() or not timings.is_file():
         raise FileNotFoundError(f"--points-from: {run} holds no finished `supernet` search (oneshot.json and "
                                 "oneshot/supernet.json).")
     used = Path(json.loads(timings.read_text()).get("superpet") or run / "oneshot" / "superpet")
-    trained_as = [json.loads((folder / "superpet.json").read_text())["training"] for folder in (used, superpet)]
-    if trained_as[0] != trained_as[1]:
-        raise ValueError(f"--points-from: the search used the super-PET {used}, trained otherwise than {superpet} "
-                         "(the --recipe's): point --out at a folder holding the search's super-PET.")
+    if json.loads((used / "superpet.json").read_text())["training"] != training:
+        raise ValueError(f"--points-from: the search used the super-PET {used}, trained otherwise than the "
+                         "--recipe's super-PET: give the search's recipe (or one that trains its super-PET alike).")
     points = [result["details"]["x"] for result in json.loads(oneshot.read_text())["results"]]
     for x in points:
         space.key(x)   # a point of another space fails here, naming the variable
@@ -192,9 +192,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fidelity=dict(recipe.fidelity_levels[0]), selection_split=recipe.evaluation.selection_split,
         eval_subset=recipe.evaluation.eval_subset, seed=recipe.seed, budgets=[], work_dir=out, progress=True,
     )
+    scale = args.learning_rate_scale or settings.learning_rate_scale
+    suffix = ("" if args.budget == "level" else f"-{args.budget}") + ("" if args.split == "selection" else "-report")
+    if args.points_from:   # checked first: a mismatch is refused before the super-PET trains
+        suffix += "-search"
+        training = superpet_training(context, settings.sandwich(), superpet_run_kwargs(context, scale, settings.num_epochs))
+        points = search_points(Path(args.points_from), space, training)
+    else:
+        points = sample_points(space, args.n, recipe.seed)
     start = time.perf_counter()
-    manifest = train_superpet(context, settings.sandwich(), out / "superpet",
-                              args.learning_rate_scale or settings.learning_rate_scale, settings.num_epochs)
+    manifest = train_superpet(context, settings.sandwich(), out / "superpet", scale, settings.num_epochs)
     superpet = load_superpet(out / "superpet", model, recipe.task, space)
     max_length = int(context.training.get("max_length", 128))
     eval_batch = settings.eval_batch_size or 2 * int(context.training.get("batch_size", 16))
@@ -205,12 +212,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"super-PET ready in {time.perf_counter() - start:.0f} s (trained in {manifest['wall_time_s']:.0f} s)")
 
     superpet_id = json.dumps(manifest["training"], sort_keys=True)   # what the slices were trained with
-    suffix = ("" if args.budget == "level" else f"-{args.budget}") + ("" if args.split == "selection" else "-report")
-    if args.points_from:
-        suffix += "-search"
-        points = search_points(Path(args.points_from), space, out / "superpet")
-    else:
-        points = sample_points(space, args.n, recipe.seed)
     log = out / f"standalone{suffix}.jsonl"
     run_kwargs = standalone_kwargs(context, recipe, args.budget, args.seed, args.split)
     identity = standalone_id(run_kwargs)
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             jobs.append(((i, "warm"), run_kwargs, config, str(folder)))
         rows.append(row)
     if args.scores_only:
-        return scores_only(out, rows, manifest, args.learning_rate_scale or settings.learning_rate_scale)
+        return scores_only(out, rows, manifest, scale)
     for (i, which), result in run_jobs(jobs, args.workers):
         row = rows[i]
         row[which] = result
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "recipe": str(args.recipe), "model": recipe.model, "n": len(rows),
         "superpet_vs_standalone": correlations(superpet_scores, cold),
         "superpet_training_s": manifest["wall_time_s"], "superpet_metric": manifest.get("metric"),
-        "learning_rate_scale": args.learning_rate_scale or settings.learning_rate_scale,
+        "learning_rate_scale": scale,
         "scoring_s_per_config": float(np.mean([r["scoring_s"] for r in rows])),
         "standalone_s_per_config": standalone_s,
         "superpet_training_in_standalone_runs": manifest["wall_time_s"] / standalone_s if standalone_s else None,

@@ -139,7 +139,7 @@ def test_points_from_a_supernet_search_at_the_final_budget_on_the_report_split(t
                                                                                synthetic_task_dir):
     """`--points-from RUN --budget final --split report`: the configurations the search returned (not random points),
     trained cold and warm at the final budget and scored on the report split, as the search's final stage scores;
-    a search whose super-PET was trained otherwise than OUT's is refused, naming the option."""
+    a search whose super-PET was trained otherwise than the recipe's is refused, naming the option, before training."""
     import pytest
     import yaml
 
@@ -169,5 +169,6 @@ def test_points_from_a_supernet_search_at_the_final_budget_on_the_report_split(t
     with pytest.raises(ValueError, match="--points-from"):
         main(["--recipe", str(recipe), "--out", str(tmp_path / "other"), "--points-from", str(search),
               "--learning-rate-scale", "0.5"])
+    assert not (tmp_path / "other" / "superpet").exists()   # refused before a super-PET of its own was trained
     with pytest.raises(FileNotFoundError, match="--points-from"):
         main(["--recipe", str(recipe), "--out", str(out), "--points-from", str(tmp_path)])

@@ -85,6 +85,29 @@ def check_manifest(manifest: dict[str, Any], directory: Path, model_config: Any,
             f"this search asks for {training}; use another output folder.")
 
 
+def superpet_run_kwargs(context: Any, learning_rate_scale: float = 1.0,
+                        num_epochs: float | None = None) -> dict[str, Any]:
+    """The runner's keyword arguments for training the super-PET (recipe training at `context.fidelity`, with the
+    epochs and the rate scale of `train_superpet`)."""
+    from ..training.optim import resolve_learning_rates
+
+    kwargs = dict(context.training)
+    kwargs.update({k: v for k, v in context.fidelity.items() if v is not None})
+    if num_epochs is not None:
+        kwargs.update(num_epochs=num_epochs, max_steps=-1)
+    if learning_rate_scale != 1.0:
+        rates = resolve_learning_rates(kwargs.get("learning_rates"), kwargs.pop("learning_rate", None))
+        kwargs["learning_rates"] = {block: rate * learning_rate_scale for block, rate in rates.items()}
+    return kwargs
+
+
+def superpet_training(context: Any, sandwich: dict[str, Any], run_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The identity a super-PET's manifest records (run kwargs, sandwich, seed, task) as JSON-plain data, so a
+    super-PET can be matched to a recipe before anything is trained."""
+    training = {"run": run_kwargs, "sandwich": sandwich, "seed": context.seed, "task": context.task}
+    return json.loads(json.dumps(training, sort_keys=True, default=str))
+
+
 def train_superpet(context: Any, sandwich: dict[str, Any], directory: Path,
                    learning_rate_scale: float = 1.0, num_epochs: float | None = None) -> dict[str, Any]:
     """Train the super-PET of `context.space` into `directory` with the sandwich rule (`sandwich`: `num_random`,
@@ -94,20 +117,12 @@ def train_superpet(context: Any, sandwich: dict[str, Any], directory: Path,
     (RESULTS.md section 9). `num_epochs` trains it for that many epochs of the fidelity's training subset instead
     of the fidelity's own budget (one super-PET stands for many trials, so it may afford longer training). Returns
     the manifest."""
-    from ..training.optim import resolve_learning_rates
     from ..training.runner import RunConfig, run
     from ..training.sandwich import SandwichTrainer
 
     directory = Path(directory)
-    kwargs = dict(context.training)
-    kwargs.update({k: v for k, v in context.fidelity.items() if v is not None})
-    if num_epochs is not None:
-        kwargs.update(num_epochs=num_epochs, max_steps=-1)
-    if learning_rate_scale != 1.0:
-        rates = resolve_learning_rates(kwargs.get("learning_rates"), kwargs.pop("learning_rate", None))
-        kwargs["learning_rates"] = {block: rate * learning_rate_scale for block, rate in rates.items()}
-    training = {"run": kwargs, "sandwich": sandwich, "seed": context.seed, "task": context.task}
-    training = json.loads(json.dumps(training, sort_keys=True, default=str))
+    kwargs = superpet_run_kwargs(context, learning_rate_scale, num_epochs)
+    training = superpet_training(context, sandwich, kwargs)
     manifest = read_manifest(directory)
     if manifest is not None:
         check_manifest(manifest, directory, context.space.model_config, training)
