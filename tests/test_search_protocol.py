@@ -160,3 +160,52 @@ def test_journal_written_before_new_config_fields_still_answers(tmp_path, tiny_b
     lora = {"peft_type": "MIXED_PET", "task_type": "SEQ_CLS", "lora_rank": 8}
     assert config_identity(lora) == config_identity({**lora, "bias_tuning": 0, "peft_version": "9.9"})
     assert config_identity(lora) != config_identity({**lora, "lora_rank": 4})
+
+
+def test_final_stage_trains_configs_of_the_same_function_once(tmp_path, tiny_bert_dir, synthetic_task_dir, monkeypatch):
+    """A config written with fields that change nothing (the placement of an absent serial adapter, alpha = rank,
+    the default LoRA targets spelt out) is the same run as its twin: trained once per seed, the twin's record a copy
+    that says so (`same_run_as`, no wall time); a genuinely different one (alpha 16) still trains."""
+    from peft_autoconfig.front import functional_identity
+
+    twin = {"lora_rank": 8, "target_modules": ["value", "query"], "serial_adapter_placement": "pfeiffer",
+            "prefix_init_std": 0.5}
+    assert functional_identity({"peft_type": "MIXED_PET", "lora_rank": 8, "lora_alpha": 8.0}, ["query", "value"]) == \
+        functional_identity({"peft_type": "MIXED_PET", **twin}, ["query", "value"])
+    assert functional_identity({"peft_type": "MIXED_PET", "lora_rank": 8, "lora_alpha": 16.0}, ["query", "value"]) != \
+        functional_identity({"peft_type": "MIXED_PET", "lora_rank": 8}, ["query", "value"])
+    assert functional_identity({"peft_type": "MIXED_PET", "prefix_length": 2, "layers_to_transform": [0, 1]}, None, 2) \
+        == functional_identity({"peft_type": "MIXED_PET", "prefix_length": 2}, None, 2)
+    assert functional_identity({"peft_type": "MIXED_PET", "prefix_length": 2, "prefix_init_std": 0.5}) != \
+        functional_identity({"peft_type": "MIXED_PET", "prefix_length": 2})   # a present block keeps its fields
+
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("SEARCH_CALL_LOG", str(log))
+    monkeypatch.setenv("SEARCH_FAKE_SLEEP", "0")
+    common = dict(evaluator="test_search_fakes:logged_slow_evaluate",
+                  evaluation={"selection_split": "validation", "report_split": "test", "eval_subset": 32},
+                  final={"train_subset": 128, "num_epochs": 1, "seeds": [0, 1], "max_parameters": 1})
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, **common, baselines=[
+        "lora_r8", {"name": "twin", "config": twin}, {"name": "alpha16", "config": {"lora_rank": 8, "lora_alpha": 16.0}}])
+    out = tmp_path / "out"
+    result = run_search(load_recipe(path), out, progress=False)
+    finals = [k for k in calls(log) if k.startswith("final:")]
+    assert len(finals) == 2 * 2   # lora_r8 and alpha16 per seed; the twin shares lora_r8's runs
+    trials = {(t["name"], t["seed"]): t for t in read_journal(out / "journal.jsonl") if t["kind"] == "final"}
+    for seed in (0, 1):
+        source, copy = trials[("lora_r8", seed)], trials[("twin", seed)]
+        assert copy["same_run_as"] == source["trial_id"] and copy["metric"] == source["metric"]
+        assert copy["wall_time_s"] == 0.0 and copy["config"]["serial_adapter_placement"] == "pfeiffer"
+        assert source["same_run_as"] is None and trials[("alpha16", seed)]["same_run_as"] is None
+    reports = {b["name"]: b["report"]["seeds"] for b in result.document["baselines"]}
+    assert reports["twin"] == reports["lora_r8"]
+
+    # a later recipe's twin is answered from the journal: nothing trains
+    before = len(calls(log))
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, **common, baselines=[
+        "lora_r8", {"name": "twin", "config": twin}, {"name": "alpha16", "config": {"lora_rank": 8, "lora_alpha": 16.0}},
+        {"name": "spelt_out", "config": {"lora_rank": 8, "target_modules": ["query", "value"]}}])
+    run_search(load_recipe(path), out, progress=False)
+    assert calls(log)[before:] == []
+    later = [t for t in read_journal(out / "journal.jsonl") if t["name"] == "spelt_out"]
+    assert sorted(t["same_run_as"] for t in later) == sorted(trials[("lora_r8", s)]["trial_id"] for s in (0, 1))

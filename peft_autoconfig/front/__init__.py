@@ -4,6 +4,7 @@ go through here (see docs/search.md for the format)."""
 
 from .configs import (
     config_identity,
+    functional_identity,
     config_to_dict,
     describe_config,
     known_peft_types,
@@ -40,6 +41,7 @@ __all__ = [
     "Report",
     "Selection",
     "config_identity",
+    "functional_identity",
     "binomial_standard_error",
     "check_relative_path",
     "config_to_dict",

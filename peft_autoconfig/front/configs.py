@@ -50,7 +50,11 @@ def config_identity(config: dict[str, Any] | None) -> str:
         parsed = load_point_config(config)
     except (TypeError, ValueError, KeyError):
         return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    full = config_to_dict(parsed)
+    return _identity(parsed, config_to_dict(parsed))
+
+
+def _identity(parsed: Any, full: dict[str, Any]) -> str:
+    """`full` (a mapping of the config class of `parsed`) without volatile fields and fields at their defaults."""
     defaults = {}
     for spec in dataclasses.fields(parsed):
         if spec.default is not dataclasses.MISSING:
@@ -61,6 +65,58 @@ def config_identity(config: dict[str, Any] | None) -> str:
     kept = {k: v for k, v in full.items()
             if k not in VOLATILE_FIELDS and (k in ("peft_type", "task_type") or k not in defaults or defaults[k] != v)}
     return json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
+
+
+FIELDS_OF_BLOCK: dict[str, tuple[str, ...]] = {
+    "serial_adapter_size": ("serial_adapter_placement",),
+    "parallel_adapter_size": ("parallel_adapter_scaling",),
+    "lora_rank": ("lora_alpha", "use_rslora", "lora_dropout", "target_modules"),
+    "prefix_length": ("prefix_projection_size", "prefix_init_std"),
+    "bias_tuning": ("bias_targets",),
+}
+"""A composite block's size field -> the fields that only matter where that block is present."""
+
+
+def functional_identity(config: dict[str, Any] | None, default_lora_targets: list[str] | None = None,
+                        num_layers: int | None = None) -> str:
+    """`config_identity` of what a composite (`MIXED_PET`) config trains, so two configs that build the same model
+    the same way get one identity: fields of absent blocks dropped (the placement of a serial adapter of size 0),
+    `lora_alpha` equal to every rank written as None (both scale by 1), `target_modules` None written as the
+    architecture's `default_lora_targets` (sorted), `layers_to_transform` naming all `num_layers` written as None.
+    Other configs keep their `config_identity`. Used to train such twins once (the search's final stage)."""
+    if config is None:
+        return "null"
+    try:
+        parsed = load_point_config(config)
+    except (TypeError, ValueError, KeyError):
+        return config_identity(config)
+    if str(getattr(parsed.peft_type, "value", parsed.peft_type)) != "MIXED_PET":
+        return config_identity(config)
+    full = config_to_dict(parsed)
+    sizes = {field: _sizes(full.get(field)) for field in FIELDS_OF_BLOCK}
+    for field, dependent in FIELDS_OF_BLOCK.items():
+        if not any(sizes[field]):
+            for name in dependent:
+                full.pop(name, None)
+    if not any(sizes["serial_adapter_size"]) and not any(sizes["parallel_adapter_size"]):
+        full.pop("adapter_non_linearity", None)
+    ranks = [r for r in sizes["lora_rank"] if r]
+    if ranks and not full.get("use_rslora") and full.get("lora_alpha") is not None and all(
+            float(full["lora_alpha"]) == float(r) for r in ranks):
+        full["lora_alpha"] = None
+    if ranks:
+        targets = full.get("target_modules") or default_lora_targets
+        full["target_modules"] = sorted(targets) if targets else None
+    if num_layers is not None and sorted(full.get("layers_to_transform") or []) == list(range(num_layers)):
+        full["layers_to_transform"] = None
+    return _identity(parsed, full)
+
+
+def _sizes(value: Any) -> list[int]:
+    """A size field (an int or {layer: size}) as its list of sizes."""
+    if isinstance(value, dict):
+        return [int(v) for v in value.values()]
+    return [int(value or 0)]
 
 
 def relative_weight_masks(data: Any) -> str | None:

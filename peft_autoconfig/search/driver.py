@@ -17,6 +17,7 @@ part of the recipe, so changing `final:` reuses every finished search trial.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .baselines import backbone_parameter_count, baseline_configs, encode_points_to_evaluate
-from ..front import config_identity, config_to_dict
+from ..front import config_identity, config_to_dict, functional_identity
 from .evaluator import evaluate_trial, resolve_evaluator
 from .executors import open_executor
 from .export import export_front
@@ -299,8 +300,36 @@ class Search:
         ]
         if self._bar is not None:
             self._bar.total += len(requests)
-        records = self._evaluate(executor, requests)
+        twins = self._final_twins(requests, budget)
+        self._evaluate(executor, [q for q in requests if q.key not in twins])
+        for request in requests:   # a twin shares its source's run, recorded under its own name and key
+            source = self.journal.get(twins[request.key]) if request.key in twins else None
+            if source is not None and self.journal.get(request.key) is None:
+                self._tick(self.journal.add(dataclasses.replace(
+                    source, trial_id=request.trial_id, key=request.key, name=request.name, config=request.config,
+                    wall_time_s=0.0, same_run_as=source.trial_id)))
+        records = [self.journal.get(q.key) for q in requests]
         return {name: [r for q, r in zip(requests, records) if q.name == name] for name in configs}
+
+    def _final_twins(self, requests: list[TrialRequest], budget: dict[str, Any]) -> dict[str, str]:
+        """{key of a final request not in the journal: key of the run it shares}: a config that trains the same
+        function (`functional_identity`, e.g. a front point that is the LoRA r=8 hand design against the `lora_r8`
+        baseline, written with other irrelevant fields) at the same budget and seed is trained once. Earlier
+        journaled final runs count first, then the first such request of this batch."""
+        def identity(config: dict | None, seed: int) -> str:
+            targets = list(self.space.arch.default_lora_targets)
+            return f"{functional_identity(config, targets, self.space.num_layers)}|seed={seed}"
+
+        sources = {identity(r.config, r.seed): r.key for r in self.journal
+                   if r.kind == "final" and r.ok and r.same_run_as is None and r.fidelity == budget}
+        twins = {}
+        for request in requests:
+            if self.journal.get(request.key) is not None:
+                continue
+            source = sources.setdefault(identity(request.config, request.seed), request.key)
+            if source != request.key:
+                twins[request.key] = source
+        return twins
 
     def _final_limit(self) -> int | None:
         """`final.max_parameters` as a count (None: every front point is re-trained)."""

@@ -86,6 +86,9 @@ class TrialRecord:
     peak_memory_bytes: Optional[int] = None
     trainable_parameters_with_head: Optional[int] = None
     measured_trainable_parameters: Optional[int] = None
+    same_run_as: Optional[int] = None
+    """The trial whose run this record shares (a final-stage config that trains the same function as that trial's:
+    `front.functional_identity`); its result is copied, nothing was trained for it."""
     finished_at: str = ""
     version: int = TRIAL_FORMAT_VERSION
 
