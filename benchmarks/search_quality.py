@@ -341,6 +341,33 @@ def _label(row: dict[str, Any], rivals: tuple[str, ...]) -> str:
     return f"{row['name']} = {row['same_as']}" if row.get("same_as") else row["name"]
 
 
+def report_hv_by_seed(rows: list[dict[str, Any]], rivals: tuple[str, ...], backbone: int) -> dict[str, Any] | None:
+    """The front's and the rivals' hypervolume on the report split, seed by seed (`normalised_hv` of each row's
+    final run at that seed), at the seeds where every front point and every rival has a final run: two fronts
+    trained under one final stage compared as fronts, not point by point. None without rivals or common seeds."""
+    front = [r for r in rows if r["kind"] == "search" and r.get("by_seed")]
+    rival_rows = [r for r in rows if r["name"] in rivals and r.get("by_seed")]
+    if not front or not rival_rows:
+        return None
+    seeds = sorted(set.intersection(*(set(r["by_seed"]) for r in front + rival_rows)))
+    if not seeds:
+        return None
+
+    def hv(group: list[dict[str, Any]], seed: int) -> float:
+        return normalised_hv([(r["by_seed"][seed], r["trainable_parameters"]) for r in group], backbone)
+
+    result = {"seeds": seeds, "front": [hv(front, s) for s in seeds], "rivals": [hv(rival_rows, s) for s in seeds],
+              "front_points": [r["name"] for r in front], "rival_points": [r["name"] for r in rival_rows]}
+    result["front_ahead"] = sum(a > b for a, b in zip(result["front"], result["rivals"]))
+    result["paired_p"] = None
+    if len(seeds) >= 2:
+        from scipy.stats import ttest_rel
+
+        p_value = ttest_rel(result["front"], result["rivals"]).pvalue
+        result["paired_p"] = None if p_value != p_value else float(p_value)
+    return result
+
+
 def paired_seeds(baseline: dict[str, Any], point: dict[str, Any]) -> str:
     """The comparison seed by seed, where both rows have final runs at >= 2 common seeds (`by_seed`, from the
     journal): the same seed trains on the same subset and both are scored on the same sentences, so the per-seed
@@ -444,6 +471,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     budget = primary.final.budget() if primary.final else None
     rows = final_rows(Front.load(runs[0]["dir"]), backbone, pooled, budget, hand_designs(primary))
     results = {"backbone_parameters": backbone, "final_steps": final_steps, "final": rows, "verdicts": verdicts(rows, rivals=rivals),
+               "report_hv_by_seed": report_hv_by_seed(rows, rivals, backbone),
                "kendall_all": ranking, "hv_curves": curves, "first_level_only": args.first_level_only,
                "searches": searches, "summary": summary, "hv_test": test, "wall_time_s": time.perf_counter() - start}
     out.mkdir(parents=True, exist_ok=True)
@@ -467,7 +495,15 @@ def format_report(results: dict[str, Any]) -> str:
         lines.append(f"| {r['name']} | {kind} | {r['trainable_parameters']:,} | {r['percent']:.3f} | "
                      f"{_num(r['selection'])} +- {_num(r['selection_se'])} | {_num(r['test'])} +- {_num(r['test_se'])} | "
                      f"{_num(r['test_sd']) if r['n_seeds'] > 1 else '-'} | {','.join(map(str, r['seeds'])) or r['n_seeds'] or '-'} |")
-    lines += ["", *[f"- {v}" for v in results["verdicts"]], "", "## Searches", "",
+    lines += ["", *[f"- {v}" for v in results["verdicts"]]]
+    by_seed = results.get("report_hv_by_seed")
+    if by_seed:
+        pairs = ", ".join(f"seed {s}: {a:.5f} vs {b:.5f}" for s, a, b in zip(by_seed["seeds"], by_seed["front"],
+                                                                            by_seed["rivals"]))
+        lines.append(f"- report-split hypervolume, front ({', '.join(by_seed['front_points'])}) vs rivals "
+                     f"({', '.join(by_seed['rival_points'])}): {pairs}; front ahead on {by_seed['front_ahead']} of "
+                     f"{len(by_seed['seeds'])}, paired t p = {_num(by_seed['paired_p'], 3)}")
+    lines += ["", "## Searches", "",
               "| algorithm | seed | trials | failed | HV (normalised) | level-0 HV | cost (final-budget runs) | Kendall tau (n) |",
               "|---|---:|---:|---:|---:|---:|---:|---|"]
     for s in results["searches"]:

@@ -133,6 +133,16 @@ def test_search_quality_smoke_reports_final_stage_searches_and_cost(tmp_path, ti
         "lora_r8 (0.8000, 10 params): beaten by found (rival) (0.8050, 8 params, diff +0.0050); seed by seed (0, 1): "
         f"lora_r8 ahead on 1 of 2, paired t p = {ttest_rel([0.81, 0.80], [0.80, 0.81]).pvalue:.3f}"]
     assert search_quality.verdicts(rows + [rival])[-1] == "found: no front point with <= 8 parameters"  # judged
+    # the rivals as a front: hypervolume on the report split at the seeds every front point and rival has
+    rows[0]["by_seed"] = {0: 0.80, 1: 0.79, 2: 0.795}
+    other = {**rival, "name": "found_big", "trainable_parameters": 100, "by_seed": {0: 0.82, 1: 0.83, 5: 0.8}}
+    hv = search_quality.report_hv_by_seed(rows + [rival, other], ("found", "found_big"), backbone=1000)
+    assert hv["seeds"] == [0, 1] and hv["front_points"] == ["p00"] and hv["rival_points"] == ["found", "found_big"]
+    assert hv["front"] == [search_quality.normalised_hv([(0.80, 10)], 1000),
+                           search_quality.normalised_hv([(0.79, 10)], 1000)]
+    assert hv["rivals"][1] == search_quality.normalised_hv([(0.81, 8), (0.83, 100)], 1000)
+    assert hv["front_ahead"] == 0 and 0.0 <= hv["paired_p"] <= 1.0
+    assert search_quality.report_hv_by_seed(rows + [rival], (), backbone=1000) is None   # no rivals, no comparison
     with pytest.raises(SystemExit, match=r"--rivals: \['nowhere'\] not among the recipe's `baselines`"):
         search_quality.main(argv + ["--rivals", "nowhere"])
 
