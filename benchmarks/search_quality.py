@@ -5,6 +5,9 @@ real budget, NSGA-II against random search, the low fidelity's ranking and the s
     python benchmarks/search_quality.py --recipe recipes/rotten_tomatoes.yaml --out runs/bench \\
         --algorithms nsga2 random --seeds 0 1 2 --workers 2          # + the algorithm comparison
     python benchmarks/search_quality.py ... --algorithms nsga2 random --seeds 0 1 2 --first-level-only  # cheaper
+    python benchmarks/search_quality.py --recipe R --out O --pool-final-runs --rivals supernet_81864 supernet_9216
+        # baselines `{name, config}` that another search found stand with the front: verdicts, and the two fronts'
+        # report-split hypervolume seed by seed
     python benchmarks/search_quality.py --recipe recipes/rotten_tomatoes.yaml --out runs/bench --algorithms mobo nsga2 \
         random --seeds 0 1 2 --variant mobo_warm mobo warm_start=/abs/runs/other_task/mobo-s0 --workers 2  # issue 14
 
