@@ -320,8 +320,9 @@ class Search:
             targets = list(self.space.arch.default_lora_targets)
             return f"{functional_identity(config, targets, self.space.num_layers)}|seed={seed}"
 
-        sources = {identity(r.config, r.seed): r.key for r in self.journal
-                   if r.kind == "final" and r.ok and r.same_run_as is None and r.fidelity == budget}
+        split = self.recipe.evaluation.report_split
+        sources = {identity(r.config, r.seed): r.key for r in self.journal if r.kind == "final" and r.ok
+                   and r.same_run_as is None and r.fidelity == budget and r.eval_split == split}
         twins = {}
         for request in requests:
             if self.journal.get(request.key) is not None:
