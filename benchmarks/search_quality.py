@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     raw = yaml.safe_load(Path(args.recipe).read_text())
-    baseline_names = [b if isinstance(b, str) else b.get("name") for b in raw.get("baselines") or []]
+    baseline_names = [spec.name for spec in parse_recipe(raw).baselines]
     rivals = tuple(args.rivals)
     if set(rivals) - set(baseline_names):
         raise SystemExit(f"--rivals: {sorted(set(rivals) - set(baseline_names))} not among the recipe's `baselines` "
