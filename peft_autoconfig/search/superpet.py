@@ -207,18 +207,40 @@ class SliceScorer:
 
     def __call__(self, sub: Any) -> float:
         """The task metric of slice `sub` (a point or a `MixedPetConfig`) on the batches."""
-        from transformers import EvalPrediction
-
         model = self.superpet.model
         device = next(model.parameters()).device
-        logits, labels = [], []
+        logits = []
         with torch.inference_mode(), self.superpet.use(sub):
             for batch in self.batches:
                 inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
                 logits.append(model(**inputs).logits.float().cpu())
-                labels.append(batch["labels"])
-        scores = self.compute_metrics(EvalPrediction(predictions=torch.cat(logits).numpy(),
-                                                     label_ids=torch.cat(labels).numpy()))
+        return self._metric(torch.cat(logits))
+
+    def score_many(self, subs: list[Any]) -> list[float]:
+        """The metrics of several slices, scored side by side in one pass per batch (`SuperPet.use_rows`: the
+        batch repeated once per slice); the same values as `self(sub)` for each, in fewer and larger passes."""
+        model = self.superpet.model
+        device = next(model.parameters()).device
+        logits: list[list[torch.Tensor]] = [[None] * len(self.batches) for _ in subs]
+        by_size: dict[int, list[int]] = {}
+        for index, batch in enumerate(self.batches):
+            by_size.setdefault(int(batch["labels"].shape[0]), []).append(index)
+        with torch.inference_mode():
+            for rows, indices in by_size.items():
+                with self.superpet.use_rows(subs, rows):
+                    for index in indices:
+                        inputs = {k: v.to(device).repeat(len(subs), *([1] * (v.dim() - 1)))
+                                  for k, v in self.batches[index].items() if k != "labels"}
+                        out = model(**inputs).logits.float().cpu()
+                        for i in range(len(subs)):
+                            logits[i][index] = out[i * rows:(i + 1) * rows]
+        return [self._metric(torch.cat(parts)) for parts in logits]
+
+    def _metric(self, logits: torch.Tensor) -> float:
+        from transformers import EvalPrediction
+
+        labels = torch.cat([batch["labels"] for batch in self.batches])
+        scores = self.compute_metrics(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
         return float(scores[self.metric_name])
 
 

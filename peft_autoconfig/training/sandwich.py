@@ -7,6 +7,11 @@ distillation each student is trained on the labels. The losses are summed before
 gradients of all sub-networks accumulate into the shared weights and the step stays one `Trainer` step (DeepSpeed
 and DDP see an ordinary loss). Evaluation runs the largest.
 
+With `batched_students` the step's networks run in **one** forward pass instead of one each: the batch is repeated
+once per network and the switch routes each copy through its own network (`SuperPet.use_rows`); the loss is the
+same sum of the networks' mean losses, so the gradients are the sequential rule's (up to dropout's draws and float
+rounding). It needs a switch with `use_rows` (the super-PET's) and no distillation.
+
 What a sub-network is lives elsewhere: the trainer takes a `supernet` factory that, given the model, returns a
 `Switch` (runs a sub-network in place: the backbone's `SuperNetwork`, the super-PET's `SuperPet`) and a
 `SubSpace` (draws sub-networks). Both weight-sharing methods of the project train through this one trainer.
@@ -34,6 +39,12 @@ class SubSpace(Protocol):
     def smallest(self) -> Any: ...
 
     def sample(self, rng: np.random.Generator) -> Any: ...
+
+
+class RowSwitch(Switch, Protocol):
+    """A switch that also runs several sub-networks side by side in one batch (`rows` examples each, in order)."""
+
+    def use_rows(self, subs: list[Any], rows: int) -> ContextManager[None]: ...
 
 
 SupernetFactory = Callable[[torch.nn.Module], tuple[Switch, SubSpace]]
@@ -90,6 +101,37 @@ def sandwich_losses(
     return losses, (outputs if train_largest else student)
 
 
+def batched_sandwich_loss(
+    model: torch.nn.Module,
+    supernet: RowSwitch,
+    students: dict[str, Any],
+    inputs: dict[str, Any],
+    train_largest: bool = True,
+) -> tuple[dict[str, torch.Tensor], Any]:
+    """The students (and the largest, with `train_largest`) on the labels in one forward pass over the batch
+    repeated once per network: the loss is `len(networks)` x the mean loss over all rows, i.e. the sum of each
+    network's mean loss, as `sandwich_losses(..., distill=False)` sums them. Returns ({"task_batched": loss}, the
+    outputs of the whole repeated batch)."""
+    networks = ([None] if train_largest else []) + list(students.values())
+    rows = _batch_size(inputs)
+    repeated = {
+        name: value.repeat(len(networks), *([1] * (value.dim() - 1)))
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == rows else value
+        for name, value in inputs.items()
+    }
+    with supernet.use_rows(networks, rows):
+        outputs = model(**repeated)
+    return {"task_batched": outputs.loss * len(networks)}, outputs
+
+
+def _batch_size(inputs: dict[str, Any]) -> int:
+    for name in ("input_ids", "inputs_embeds", "labels"):
+        value = inputs.get(name)
+        if isinstance(value, torch.Tensor) and value.dim():
+            return int(value.shape[0])
+    raise ValueError(f"The batch has no `input_ids`, `inputs_embeds` or `labels` to count its examples: {sorted(inputs)}.")
+
+
 class SandwichTrainer(Trainer):
     """`Trainer` whose training loss is the sandwich rule's (see the module docstring); `last_losses` holds the
     parts of the last step's loss, by name, as floats.
@@ -106,6 +148,9 @@ class SandwichTrainer(Trainer):
         train_largest: run the largest network every step (the rule's default). False trains only the students,
             on the labels (needs `distill=False`, excludes a largest-only warm-up): for super-networks whose largest
             member does not train at the rates its members do (the super-PET, RESULTS.md section 13).
+        batched_students: run the step's networks in one forward pass over the repeated batch (see the module
+            docstring; needs `distill=False` and a switch with `use_rows`). The same loss and gradients, fewer and
+            larger passes: faster where a step is bound by kernel launches (a small model on a GPU), not on a CPU.
     """
 
     def __init__(
@@ -118,9 +163,13 @@ class SandwichTrainer(Trainer):
         largest_only_fraction: float = 0.0,
         before_sandwich: Optional[Callable[["SandwichTrainer"], Any]] = None,
         train_largest: bool = True,
+        batched_students: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if batched_students and distill:
+            raise ValueError("`batched_students=True` trains every network on the labels in one pass: it needs "
+                             "`distill=False`.")
         if not train_largest and (distill or largest_only_fraction):
             raise ValueError("`train_largest=False` trains the students on the labels: it needs `distill=False` and "
                              f"`largest_only_fraction=0`, got distill={distill}, "
@@ -132,6 +181,10 @@ class SandwichTrainer(Trainer):
         if not 0.0 <= largest_only_fraction < 1.0:
             raise ValueError(f"`largest_only_fraction` must be in [0, 1), got {largest_only_fraction}.")
         self.supernet, self.space = supernet(self.model)
+        if batched_students and not hasattr(self.supernet, "use_rows"):
+            raise ValueError(f"`batched_students=True` needs a switch that runs networks side by side (`use_rows`, "
+                             f"the super-PET's); {type(self.supernet).__name__} has none.")
+        self.batched_students = batched_students
         self.largest_only_fraction = largest_only_fraction
         self.before_sandwich = before_sandwich
         self.sandwich_started = False
@@ -160,8 +213,11 @@ class SandwichTrainer(Trainer):
         # seeded by the step, so a resumed run draws the same sub-networks
         rng = np.random.default_rng([self.args.seed, self.state.global_step])
         students = sandwich_networks(self.space, self.num_random, rng)
-        losses, outputs = sandwich_losses(model, self.supernet, students, inputs, self.temperature, self.distill,
-                                          self.train_largest)
+        if self.batched_students:
+            losses, outputs = batched_sandwich_loss(model, self.supernet, students, inputs, self.train_largest)
+        else:
+            losses, outputs = sandwich_losses(model, self.supernet, students, inputs, self.temperature,
+                                              self.distill, self.train_largest)
         loss = torch.stack(list(losses.values())).sum()
         self.last_losses = {name: float(value.detach()) for name, value in losses.items()}
         return (loss, outputs) if return_outputs else loss

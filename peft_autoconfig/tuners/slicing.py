@@ -17,17 +17,24 @@ zeros without computing anything, and a prefix's `keys_values` by one that cuts 
 again when the slice changes). So a slice computes what the stand-alone configuration with
 the sliced weights computes, and training a slice only updates (gives gradients to) the weights it uses. Which
 block goes where comes from `tuners.plan.module_plans`, the same plan the tuner injects with.
+
+Several slices can also run in **one** forward pass (`use_rows(subs, rows)`): the batch holds `rows` examples per
+slice, one slice after the other, and every mask gets a batch dimension (an absent block is a zero mask for its
+rows, a shorter prefix an attention bias that hides its other tokens from those rows). Each row computes exactly
+what its slice computes alone; on a GPU, where a small model's step is bound by kernel launches rather than
+arithmetic, the sandwich rule's students then cost about one pass instead of one each (RESULTS.md section 16).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+import contextlib
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..architectures import spec_for
-from .blocks import Bottleneck, LoraDelta, PrefixKV
+from .blocks import BiasDelta, Bottleneck, LoraDelta, PrefixKV
 from .layer import PetLayer, located_pet_layers
 from .mixed.config import MixedPetConfig
 from .plan import BlockPlan, module_plans
@@ -64,6 +71,40 @@ class _PrefixSlice:
     def __call__(self, batch_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, Any]:
         key, value, bias = PrefixKV.keys_values(self.block, batch_size, dtype)
         return key[..., : self.length, :], value[..., : self.length, :], bias
+
+
+class _PrefixRows:
+    """Stands in for `PrefixKV.keys_values` while several slices share a batch: every token, with an attention bias
+    `(batch, 1, 1, length)` that hides the tokens beyond each row's own prefix length (a very negative score)."""
+
+    def __init__(self, block: PrefixKV, lengths: torch.Tensor) -> None:
+        self.block, self.lengths = block, lengths
+
+    def __call__(self, batch_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        key, value, _ = PrefixKV.keys_values(self.block, batch_size, dtype)
+        _check_rows(self.lengths.shape[0], batch_size)
+        lengths = self.lengths.to(key.device)
+        hidden = torch.arange(key.shape[-2], device=key.device)[None, :] >= lengths[:, None]
+        bias = torch.zeros(hidden.shape, dtype=dtype, device=key.device).masked_fill(hidden, torch.finfo(dtype).min)
+        return key, value, bias[:, None, None, :]
+
+
+class _BiasRows:
+    """Stands in for a BitFit block's `forward` while several slices share a batch: the delta for the rows whose
+    slice has it, zero for the others, as `(batch, 1, features)`."""
+
+    def __init__(self, block: BiasDelta, flags: torch.Tensor) -> None:
+        self.block, self.flags = block, flags
+
+    def __call__(self) -> torch.Tensor:
+        delta = self.block.delta
+        return delta * self.flags.to(device=delta.device, dtype=delta.dtype)[:, None, None]
+
+
+def _check_rows(expected: int, got: int) -> None:
+    if expected != got:
+        raise ValueError(f"`use_rows`: the batch has {got} examples, the slices ask for {expected} "
+                         "(`rows` examples per slice, the slices one after the other).")
 
 
 class _Absent:
@@ -113,7 +154,10 @@ class SuperPet(InPlaceSwitch):
             if (layer, path) in self.plans:
                 self.layers[(layer, path)] = module
         self.active: Optional[MixedPetConfig] = None
+        self.active_rows: Optional[tuple[list[Optional[MixedPetConfig]], int]] = None
+        """(slices, rows per slice) while `use_rows` is on."""
         self._masks: dict[nn.Module, torch.Tensor] = {}
+        self._rows_present: dict[nn.Module, torch.Tensor] = {}
         self._shadowed: list[tuple[nn.Module, str]] = []
         self._handles = []
         for layer in self.layers.values():
@@ -125,12 +169,29 @@ class SuperPet(InPlaceSwitch):
                     self._handles.append(block.A.register_forward_hook(self._mask_hook(block)))
                 elif isinstance(block, Bottleneck):
                     self._handles.append(block.act.register_forward_hook(self._mask_hook(block)))
+                    self._handles.append(block.register_forward_hook(self._rows_present_hook(block)))
 
     # -- hooks ----------------------------------------------------------------------------------------------------
     def _mask_hook(self, block: nn.Module):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> Optional[torch.Tensor]:
             mask = self._masks.get(block)
-            return None if mask is None else output * mask.to(device=output.device, dtype=output.dtype)
+            if mask is None:
+                return None
+            if mask.dim() == 3:  # one mask per example (`use_rows`)
+                _check_rows(mask.shape[0], output.shape[0])
+            return output * mask.to(device=output.device, dtype=output.dtype)
+
+        return hook
+
+    def _rows_present_hook(self, block: nn.Module):
+        """Zero an adapter's whole output (its `up` bias included) for the rows whose slice lacks it (`use_rows`)."""
+
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> Optional[torch.Tensor]:
+            present = self._rows_present.get(block)
+            if present is None:
+                return None
+            _check_rows(present.shape[0], output.shape[0])
+            return output * present.to(device=output.device, dtype=output.dtype)[:, None, None]
 
         return hook
 
@@ -206,8 +267,60 @@ class SuperPet(InPlaceSwitch):
                     self._masks[block] = _leading(largest, size, 1.0)
         self.active = config
 
+    def select_rows(self, subs: Sequence[SubConfig], rows: int) -> None:
+        """Run `subs` side by side in one forward pass: the batch's examples `[i * rows, (i + 1) * rows)` go
+        through `subs[i]` (None = the whole super-PET), so the batch must hold `len(subs) * rows` examples. Each
+        row computes what its slice computes under `select`; gradients reach each slice's weights from its rows."""
+        if not subs or rows < 1:
+            raise ValueError(f"`use_rows` needs at least one slice and `rows` >= 1, got {len(subs)} slices, "
+                             f"rows={rows}.")
+        configs = [self.config_of(sub) for sub in subs]
+        all_plans = [self.check(config) for config in configs]
+        self._clear()
+        for key, layer in self.layers.items():
+            for kind, (plan_field, _) in SIZES.items():
+                if self.adapter_name not in layer.blocks(kind):
+                    continue
+                block = layer.blocks(kind)[self.adapter_name]
+                largest = getattr(self.plans[key], plan_field)
+                sizes = [int(getattr(plans.get(key), plan_field, 0)) for plans in all_plans]
+                if all(size == largest for size in sizes) and kind != "lora":
+                    continue  # every row sees the whole block
+                if kind == "prefix":
+                    lengths = torch.tensor(sizes).repeat_interleave(rows)
+                    self._shadow(block, "keys_values", _PrefixRows(block, lengths))
+                elif kind == "bias":
+                    flags = torch.tensor([float(bool(size)) for size in sizes]).repeat_interleave(rows)
+                    self._shadow(block, "forward", _BiasRows(block, flags))
+                else:
+                    factors = [
+                        config.lora_scaling(size) / block.scaling if kind == "lora" and config is not None and size
+                        else 1.0 for config, size in zip(configs, sizes)
+                    ]
+                    if all(size == largest and factor == 1.0 for size, factor in zip(sizes, factors)):
+                        continue
+                    masks = torch.stack([_leading(largest, size, factor) for size, factor in zip(sizes, factors)])
+                    self._masks[block] = masks.repeat_interleave(rows, dim=0)[:, None, :]
+                    if isinstance(block, Bottleneck) and not all(sizes):  # `up`'s bias must not reach those rows
+                        present = torch.tensor([float(bool(size)) for size in sizes]).repeat_interleave(rows)
+                        self._rows_present[block] = present
+        self.active = None
+        self.active_rows = (configs, rows)
+
+    @contextlib.contextmanager
+    def use_rows(self, subs: Sequence[SubConfig], rows: int) -> Iterator[None]:
+        """`select_rows(subs, rows)` inside the block, then back to the previously active slice."""
+        previous = self.active
+        self.select_rows(subs, rows)
+        try:
+            yield
+        finally:
+            self.select(previous)
+
     def _clear(self) -> None:
+        self.active_rows = None
         self._masks.clear()
+        self._rows_present.clear()
         for block, name in self._shadowed:
             block.__dict__.pop(name, None)
         self._shadowed.clear()

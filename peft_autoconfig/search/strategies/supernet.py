@@ -52,6 +52,10 @@ class SupernetSettings(RecipeModel):
         largest_only_fraction: the first fraction of the super-PET's steps trains the largest configuration alone,
             so that the students are distilled from a trained teacher rather than an untrained one (DynaBERT's
             order; the backbone's `supernet.rewire.after`); 0 (default) starts the sandwich at the first step.
+        batched_students: run each sandwich step's slices in one forward pass over the batch repeated once per slice
+            (`SuperPet.use_rows`; needs `distill: false`): the same loss and gradients as one pass per slice, and on
+            a GPU, where MiniLM's step is bound by kernel launches, about one pass's time instead of one per slice
+            (RESULTS.md section 16). No gain on a CPU.
         learning_rate_scale: multiplies every per-block learning rate while the super-PET trains (the largest
             configuration, trained every step, may diverge at rates chosen for single sizes; RESULTS.md section 9).
         num_epochs: epochs the super-PET trains on the first fidelity level's training subset (the level's
@@ -61,6 +65,8 @@ class SupernetSettings(RecipeModel):
         score_subset: score the slices on this many examples of the selection split (a fixed subset); default
             `evaluation.eval_subset`. The driver's stand-alone re-training still scores on `evaluation.eval_subset`.
         eval_batch_size: batch size of the scoring passes (default twice `training.batch_size`).
+        slices_per_pass: score this many slices side by side in each scoring pass (`SliceScorer.score_many`: the
+            batch repeated once per slice); the same scores, fewer passes (a GPU's gain, not a CPU's). Default 1.
         superpet: a super-PET folder to reuse instead of training one (it must be of the same model and contain the
             space; its own training settings are taken as they are).
         warm_start_from_slice: also save each returned configuration's sliced weights (`slices/<i>/`, named in
@@ -78,10 +84,12 @@ class SupernetSettings(RecipeModel):
     temperature: float = Field(1.0, gt=0)
     largest_only_fraction: float = Field(0.0, ge=0, lt=1)
     train_largest: bool = True
+    batched_students: bool = False
     learning_rate_scale: float = Field(1.0, gt=0, le=1)
     num_epochs: Optional[float] = Field(None, gt=0)
     score_subset: Optional[int] = Field(None, strict=True, ge=1)
     eval_batch_size: Optional[int] = Field(None, strict=True, ge=1)
+    slices_per_pass: int = Field(1, strict=True, ge=1)
     superpet: Optional[str] = Field(None, min_length=1)
     warm_start_from_slice: bool = False
 
@@ -94,6 +102,8 @@ class SupernetSettings(RecipeModel):
             sandwich["largest_only_fraction"] = self.largest_only_fraction
         if not self.train_largest:
             sandwich["train_largest"] = False
+        if self.batched_students:
+            sandwich["batched_students"] = True
         return sandwich
 
     @model_validator(mode="after")
@@ -101,6 +111,9 @@ class SupernetSettings(RecipeModel):
         if not self.train_largest and (self.distill or self.largest_only_fraction):
             raise ValueError("`algorithm.settings.train_largest: false` trains the slices on the labels, without "
                              "the largest as a teacher: set `distill: false` and `largest_only_fraction: 0`.")
+        if self.batched_students and self.distill:
+            raise ValueError("`algorithm.settings.batched_students: true` trains every slice on the labels in one "
+                             "pass: set `distill: false`.")
         return self
 
     @field_validator("inner")
@@ -111,11 +124,13 @@ class SupernetSettings(RecipeModel):
 
 def inner_search(
     space: SearchSpace, score: Callable[[dict[str, Any]], float], log: Path, *, inner: str, n_trials: int,
-    pop_size: int, seed: int, progress: bool = True,
+    pop_size: int, seed: int, progress: bool = True, slices_per_pass: int = 1,
 ) -> list[dict[str, Any]]:
     """Drive `inner` over `space` for `n_trials` asked points, each scored by `score(x)` (the metric, maximised)
     against `space.cost(x)`; every distinct point is scored once and logged to `log` (JSON lines), whose lines a
-    resumed search reuses. Returns the log's entries of the asked points, distinct, in order."""
+    resumed search reuses. With `slices_per_pass` > 1 the new points of a batch are scored that many at a time by
+    `score.score_many` (each logged with its share of the time). Returns the log's entries of the asked points,
+    distinct, in order."""
     from tqdm.auto import tqdm
 
     done: dict[str, dict[str, Any]] = {}
@@ -134,15 +149,21 @@ def inner_search(
             points = strategy.ask()[: n_trials - count]
             if not points:
                 break
+            new = list({space.key(x): x for x in points if space.key(x) not in done}.items())
+            for start_at in range(0, len(new), slices_per_pass):
+                chunk = new[start_at:start_at + slices_per_pass]
+                start = time.perf_counter()
+                metrics = [score(x) for _, x in chunk] if slices_per_pass == 1 else score.score_many(
+                    [x for _, x in chunk])
+                seconds = (time.perf_counter() - start) / len(chunk)
+                for (key, x), metric in zip(chunk, metrics):
+                    done[key] = {"key": key, "x": space.canonical(x), "metric": metric,
+                                 "trainable_parameters": space.cost(x), "wall_time_s": seconds}
+                    handle.write(json.dumps(done[key]) + "\n")
+                handle.flush()
             F = []
             for x in points:
                 key = space.key(x)
-                if key not in done:
-                    start = time.perf_counter()
-                    done[key] = {"key": key, "x": space.canonical(x), "metric": score(x),
-                                 "trainable_parameters": space.cost(x), "wall_time_s": time.perf_counter() - start}
-                    handle.write(json.dumps(done[key]) + "\n")
-                    handle.flush()
                 asked.setdefault(key, done[key])
                 F.append([-done[key]["metric"], done[key]["trainable_parameters"]])
             strategy.tell(points, np.array(F, dtype=float))
@@ -192,7 +213,7 @@ class SupernetStrategy(OneShotStrategy):
                                       int(context.training.get("max_length", 128)), batch_size)
         entries = inner_search(context.space, scorer, work_dir / "inner.jsonl", inner=settings.inner,
                                n_trials=settings.inner_trials, pop_size=settings.inner_pop_size, seed=context.seed,
-                               progress=context.progress)
+                               progress=context.progress, slices_per_pass=settings.slices_per_pass)
         front = inner_front(entries, settings.max_results)
         scored = time.perf_counter()
         results = []
