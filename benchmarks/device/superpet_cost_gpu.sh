@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# RESULTS.md section 16: the `supernet` search's cost on one lent GPU, in units of a final-budget LoRA r=8 run timed
+# alone on the same machine in the same call (issue 17). Same packing as rt_gpu.sh (.whl/, .devpack/minilm).
+#   there: bash benchmarks/device/superpet_cost_gpu.sh SECONDS      (results under OUT)
+# 1. benchmarks/superpet_steptime.py: LoRA r=8 step vs super-PET step (one pass per student / students in one pass),
+#    slice scoring alone vs 8 side by side; 2. one LoRA r=8 final-budget run alone; 3. the batched `supernet` search
+#    (results/rotten_tomatoes_supernet_batched_gpu.yaml) with its final stage; 4. its super-PET's scores of the 20
+#    seeded points of RESULTS 13b (Kendall tau against the committed stand-alone runs is computed afterwards).
+set -uo pipefail
+budget=${1:-500}
+deadline=$(( $(date +%s) + budget ))
+left() { echo $(( deadline - $(date +%s) )); }
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD/benchmarks:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
+python3 benchmarks/device/pack_minilm.py unpack .devpack/minilm /tmp/minilm || exit 1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import torch, transformers, peft, pymoo, peft_autoconfig, peft_autoconfig.search, peft_autoconfig.search.strategies.supernet, datasets, supernet_rank, superpet_steptime; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+pack() { tar czf "$OUT/$1.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.pth' -C /tmp "$1"; }
+step() { local name=$1; shift; echo "=== $name ($(left) s left) $(date -u +%T)"; timeout --signal=INT --kill-after=10 "$(left)" "$@"; echo "=== $name rc=$? $(date -u +%T)"; }
+recipe=benchmarks/results/rotten_tomatoes_supernet_batched_gpu.yaml
+step steptime python3 benchmarks/superpet_steptime.py --recipe "$recipe" --steps 40 --repeats 2 --score-slices 24 \
+    --slices-per-pass 8 --json "$OUT/steptime.json"
+step lora_alone python3 -m peft_autoconfig.cli train --model /tmp/minilm --task rotten_tomatoes \
+    --config benchmarks/results/gpu_paired/lora_r8 --seed 0 --train-subset 4000 --epochs 3 --batch-size 16 \
+    --max-length 64 --eval-split test --quiet --json > /tmp/lora_alone.json
+cp /tmp/lora_alone.json "$OUT/lora_alone.json"
+[ "$(left)" -gt 60 ] && step search python3 -m peft_autoconfig.cli search "$recipe" --out /tmp/gpu_sb --workers 1
+pack gpu_sb
+mkdir -p /tmp/rank && ln -sfn /tmp/gpu_sb/oneshot/superpet /tmp/rank/superpet
+[ "$(left)" -gt 20 ] && step rank python3 benchmarks/supernet_rank.py --recipe "$recipe" --out /tmp/rank --n 20 \
+    --score-full --scores-only
+pack rank
+echo "=== done $(date -u +%T)"
