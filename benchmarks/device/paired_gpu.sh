@@ -2,7 +2,8 @@
 # RESULTS.md section 15: final-budget runs (4,000 sentences x 3 epochs, test split) of a few configurations at seeds
 # 0-2, all at once on one GPU, each through `peft-autoconfig train` with the project's default per-block rates.
 # Configs in benchmarks/results/gpu_paired/ (the 81,864-parameter point of RESULTS 13e, LoRA r=8, UniPELT as the
-# recipes resolve them); `full` = full fine-tuning. Same packing as rt_gpu.sh.
+# recipes resolve them); `full` = full fine-tuning. NAMES and SEEDS (environment) pick a subset. Same packing as
+# rt_gpu.sh.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
@@ -11,8 +12,8 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 TOKENIZERS
 python3 benchmarks/device/pack_minilm.py unpack .devpack/minilm /tmp/minilm || exit 1
 limit=${1:-200}
 mkdir -p /tmp/res; pids=()
-for seed in 0 1 2; do
-  for name in supernet_81864 unipelt full lora_r8; do
+for seed in ${SEEDS:-0 1 2}; do
+  for name in ${NAMES:-supernet_81864 unipelt full lora_r8}; do
     if [ "$name" = full ]; then what=--full-finetuning; else what="--config benchmarks/results/gpu_paired/$name"; fi
     timeout "$limit" python3 -m peft_autoconfig.cli train --model /tmp/minilm --task rotten_tomatoes $what --seed $seed \
       --train-subset 4000 --epochs 3 --batch-size 16 --max-length 64 --eval-split test --quiet --json \

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# RESULTS.md section 16: the cheaper batched `supernet` search against NSGA-II's trial-by-trial search at equal wall
+# time on one lent GPU (issue 17), both one run at a time (--workers 1), with a LoRA r=8 final-budget run timed alone
+# in the same call as the cost unit. Same packing as rt_gpu.sh (.whl/, .devpack/minilm).
+#   there: bash benchmarks/device/supernet_vs_nsga2_gpu.sh SECONDS      (results under OUT)
+set -uo pipefail
+budget=${1:-400}
+deadline=$(( $(date +%s) + budget ))
+left() { echo $(( deadline - $(date +%s) )); }
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD/benchmarks:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
+python3 benchmarks/device/pack_minilm.py unpack .devpack/minilm /tmp/minilm || exit 1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import torch, peft_autoconfig.search.strategies.supernet, supernet_vs_search, search_quality; print('cuda', torch.cuda.is_available())" || exit 1
+pack() { tar czf "$OUT/$1.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.pth' -C /tmp "$1"; }
+step() { local name=$1; shift; echo "=== $name ($(left) s left) $(date -u +%T)"; timeout --signal=INT --kill-after=10 "$(left)" "$@"; echo "=== $name rc=$? $(date -u +%T)"; }
+step lora_alone python3 -m peft_autoconfig.cli train --model /tmp/minilm --task rotten_tomatoes \
+    --config benchmarks/results/gpu_paired/lora_r8 --seed 0 --train-subset 4000 --epochs 3 --batch-size 16 \
+    --max-length 64 --eval-split test --quiet --json > /tmp/lora_alone.json
+tail -n 1 /tmp/lora_alone.json > "$OUT/lora_alone.json"
+step supernet python3 -m peft_autoconfig.cli search benchmarks/results/rotten_tomatoes_supernet_cheap_gpu.yaml \
+    --out /tmp/gpu_sbc --workers 1
+pack gpu_sbc
+step nsga2 python3 -m peft_autoconfig.cli search benchmarks/results/rotten_tomatoes_gpu_search_only.yaml \
+    --out /tmp/gpu_nsga2 --workers 1
+pack gpu_nsga2
+step compare python3 benchmarks/supernet_vs_search.py --supernet /tmp/gpu_sbc --search /tmp/gpu_nsga2 --out /tmp/svs
+pack svs
+# issue 12: UniPELT and the searched 81,864-parameter point at seeds 0-2 (lost from RESULTS 15's call), all at once
+[ "$(left)" -gt 90 ] && NAMES="unipelt supernet_81864" SEEDS="0 1 2" bash benchmarks/device/paired_gpu.sh $(( $(left) - 15 ))
+echo "=== done $(date -u +%T)"
