@@ -200,3 +200,27 @@ def test_slices_scored_side_by_side_get_the_scores_they_get_alone(make_tiny_mode
                         progress=False, slices_per_pass=4)
     assert [e["key"] for e in one] == [e["key"] for e in many] and len(one) > 4
     assert np.allclose([e["metric"] for e in one], [e["metric"] for e in many], rtol=1e-5, atol=1e-4)
+
+
+def test_superpet_steptime_smoke_prints_ratios_and_checks_scores(tmp_path, tiny_bert_dir, synthetic_task_dir, capsys):
+    """benchmarks/superpet_steptime.py on the tiny model: one table row per variant with its ratio to LoRA r=8,
+    the scoring line, and the JSON (the side-by-side scores agree with the scores alone, or the script fails)."""
+    import json
+
+    from benchmarks import superpet_steptime
+    from tests.test_search_supernet import supernet_recipe
+
+    recipe = supernet_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, distill=False, train_largest=False,
+                             batched_students=True)
+    out = tmp_path / "steptime.json"
+    result = superpet_steptime.main(["--recipe", str(recipe), "--steps", "5", "--repeats", "1", "--score-slices", "3",
+                                     "--slices-per-pass", "2", "--json", str(out)])
+    printed = capsys.readouterr().out
+    for row in ("| lora_r8 |", "| super-PET, one pass per student |", "| super-PET, students in one pass |"):
+        assert row in printed
+    assert "2 side by side" in printed and "2 students per step" in printed
+    saved = json.loads(out.read_text())
+    assert saved["median_step_s"] == result["median_step_s"] and set(saved["median_step_s"]) == {
+        "lora_r8", "super-PET, one pass per student", "super-PET, students in one pass"}
+    assert all(len(times) == 2 for times in saved["step_times_s"].values())  # 5 steps, the first 3 dropped
+    assert saved["scoring"]["max_score_difference"] <= 2 / saved["scoring"]["examples"]

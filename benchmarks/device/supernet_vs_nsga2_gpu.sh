@@ -15,7 +15,8 @@ python3 benchmarks/device/pack_minilm.py unpack .devpack/minilm /tmp/minilm || e
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, peft_autoconfig.search.strategies.supernet, supernet_vs_search, search_quality; print('cuda', torch.cuda.is_available())" || exit 1
 pack() { tar czf "$OUT/$1.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.pth' -C /tmp "$1"; }
-step() { local name=$1; shift; echo "=== $name ($(left) s left) $(date -u +%T)"; timeout --signal=INT --kill-after=10 "$(left)" "$@"; echo "=== $name rc=$? $(date -u +%T)"; }
+# the step's own lines go to stderr: a step's stdout may be redirected to a result file (lora_alone)
+step() { local name=$1; shift; echo "=== $name ($(left) s left) $(date -u +%T)" >&2; timeout --signal=INT --kill-after=10 "$(left)" "$@"; echo "=== $name rc=$? $(date -u +%T)" >&2; }
 step lora_alone python3 -m peft_autoconfig.cli train --model /tmp/minilm --task rotten_tomatoes \
     --config benchmarks/results/gpu_paired/lora_r8 --seed 0 --train-subset 4000 --epochs 3 --batch-size 16 \
     --max-length 64 --eval-split test --quiet --json > /tmp/lora_alone.json

@@ -18,14 +18,15 @@ python3 benchmarks/device/pack_minilm.py unpack .devpack/minilm /tmp/minilm || e
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, peft, pymoo, peft_autoconfig, peft_autoconfig.search, peft_autoconfig.search.strategies.supernet, datasets, supernet_rank, superpet_steptime; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 pack() { tar czf "$OUT/$1.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.pth' -C /tmp "$1"; }
-step() { local name=$1; shift; echo "=== $name ($(left) s left) $(date -u +%T)"; timeout --signal=INT --kill-after=10 "$(left)" "$@"; echo "=== $name rc=$? $(date -u +%T)"; }
+# the step's own lines go to stderr: a step's stdout may be redirected to a result file (lora_alone)
+step() { local name=$1; shift; echo "=== $name ($(left) s left) $(date -u +%T)" >&2; timeout --signal=INT --kill-after=10 "$(left)" "$@"; echo "=== $name rc=$? $(date -u +%T)" >&2; }
 recipe=benchmarks/results/rotten_tomatoes_supernet_batched_gpu.yaml
 step steptime python3 benchmarks/superpet_steptime.py --recipe "$recipe" --steps 40 --repeats 2 --score-slices 24 \
     --slices-per-pass 8 --json "$OUT/steptime.json"
 step lora_alone python3 -m peft_autoconfig.cli train --model /tmp/minilm --task rotten_tomatoes \
     --config benchmarks/results/gpu_paired/lora_r8 --seed 0 --train-subset 4000 --epochs 3 --batch-size 16 \
     --max-length 64 --eval-split test --quiet --json > /tmp/lora_alone.json
-cp /tmp/lora_alone.json "$OUT/lora_alone.json"
+tail -n 1 /tmp/lora_alone.json > "$OUT/lora_alone.json"
 [ "$(left)" -gt 60 ] && step search python3 -m peft_autoconfig.cli search "$recipe" --out /tmp/gpu_sb --workers 1
 pack gpu_sb
 mkdir -p /tmp/rank && ln -sfn /tmp/gpu_sb/oneshot/superpet /tmp/rank/superpet
