@@ -468,3 +468,17 @@ def test_num_epochs_trains_the_super_pet_longer_than_the_first_level(tmp_path, t
     assert manifest["training"]["run"]["num_epochs"] == 3 and manifest["training"]["run"]["max_steps"] == -1
     with pytest.raises(RecipeError, match="num_epochs"):
         SupernetSettings.parse({"num_epochs": 0})
+
+
+def test_min_score_keeps_majority_class_slices_out_of_the_front():
+    """`settings.min_score`: the cheapest slice scoring at the majority class is on every front unless left out;
+    with the setting it is, and a threshold nothing reaches is refused naming the field."""
+    from peft_autoconfig.search.strategies.supernet import SupernetSettings, inner_front
+
+    entries = [{"key": k, "metric": m, "trainable_parameters": p}
+               for k, m, p in [("a", 0.5867, 3_840), ("b", 0.7624, 11_526), ("c", 0.7820, 81_864), ("d", 0.70, 90_000)]]
+    assert [e["key"] for e in inner_front(entries, 3)] == ["a", "b", "c"]
+    assert [e["key"] for e in inner_front(entries, 3, min_score=0.6)] == ["b", "c"]
+    with pytest.raises(ValueError, match=r"`algorithm.settings.min_score` = 0.9: no slice of the 4 scored .*best 0.782"):
+        inner_front(entries, 3, min_score=0.9)
+    assert SupernetSettings.parse({"min_score": 0.6}).min_score == 0.6

@@ -65,6 +65,9 @@ class SupernetSettings(RecipeModel):
         score_subset: score the slices on this many examples of the selection split (a fixed subset); default
             `evaluation.eval_subset`. The driver's stand-alone re-training still scores on `evaluation.eval_subset`.
         eval_batch_size: batch size of the scoring passes (default twice `training.batch_size`).
+        min_score: slices whose super-PET score is below this are not returned (default: none left out); e.g.
+            just above the majority class's accuracy, so that the front's cheapest point is not a slice that does
+            not learn (RESULTS.md section 16: a third of the re-training went to one).
         slices_per_pass: score this many slices side by side in each scoring pass (`SliceScorer.score_many`: the
             batch repeated once per slice); the same scores, fewer passes (a GPU's gain, not a CPU's). Default 1.
         superpet: a super-PET folder to reuse instead of training one (it must be of the same model and contain the
@@ -90,6 +93,7 @@ class SupernetSettings(RecipeModel):
     score_subset: Optional[int] = Field(None, strict=True, ge=1)
     eval_batch_size: Optional[int] = Field(None, strict=True, ge=1)
     slices_per_pass: int = Field(1, strict=True, ge=1)
+    min_score: Optional[float] = None
     superpet: Optional[str] = Field(None, min_length=1)
     warm_start_from_slice: bool = False
 
@@ -173,8 +177,18 @@ def inner_search(
     return list(asked.values())
 
 
-def inner_front(entries: list[dict[str, Any]], max_results: int) -> list[dict[str, Any]]:
-    """The non-dominated entries (metric up, parameters down), at most `max_results` spread ones, smallest first."""
+def inner_front(entries: list[dict[str, Any]], max_results: int,
+                min_score: Optional[float] = None) -> list[dict[str, Any]]:
+    """The non-dominated entries (metric up, parameters down), at most `max_results` spread ones, smallest first.
+    With `min_score`, entries scoring below it are left out first (a slice at the majority class is the cheapest
+    point of every front, and re-training it stand-alone is wasted); none left is an error naming the field."""
+    if min_score is not None:
+        kept = [e for e in entries if e["metric"] >= min_score]
+        if not kept:
+            best = max((e["metric"] for e in entries), default=None)
+            raise ValueError(f"`algorithm.settings.min_score` = {min_score}: no slice of the {len(entries)} scored "
+                             f"reaches it (best {best}).")
+        entries = kept
     F = np.array([[-e["metric"], e["trainable_parameters"]] for e in entries], dtype=float).reshape(-1, 2)
     front = [entries[i] for i in non_dominated(F)]
     if len(front) > max_results:
@@ -214,7 +228,7 @@ class SupernetStrategy(OneShotStrategy):
         entries = inner_search(context.space, scorer, work_dir / "inner.jsonl", inner=settings.inner,
                                n_trials=settings.inner_trials, pop_size=settings.inner_pop_size, seed=context.seed,
                                progress=context.progress, slices_per_pass=settings.slices_per_pass)
-        front = inner_front(entries, settings.max_results)
+        front = inner_front(entries, settings.max_results, settings.min_score)
         scored = time.perf_counter()
         results = []
         for i, entry in enumerate(front):
