@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         points = sample_points(space, args.n, recipe.seed)
     start = time.perf_counter()
-    manifest = train_superpet(context, settings.sandwich(), out / "superpet", scale, settings.num_epochs)
+    manifest = train_superpet(context, settings.sandwich(), out / "superpet", scale, settings.num_epochs,
+                              settings.students_in_one_pass())
     superpet = load_superpet(out / "superpet", model, recipe.task, space)
     max_length = int(context.training.get("max_length", 128))
     eval_batch = settings.eval_batch_size or 2 * int(context.training.get("batch_size", 16))

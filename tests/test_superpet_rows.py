@@ -122,8 +122,8 @@ def test_trainer_refuses_batched_students_with_distillation_or_without_rows(tmp_
 
 def test_batched_super_pet_trains_through_the_runner_in_one_pass_per_step(tmp_path, tiny_bert_dir,
                                                                           synthetic_task_dir, monkeypatch):
-    """`settings.batched_students: true` reaches the trainer (recorded in the manifest, left out when false so
-    older super-PETs keep matching), runs one forward pass per step, and trains the slices' blocks."""
+    """`settings.batched_students: true` reaches the trainer (recorded in the manifest, outside the super-PET's
+    identity), runs one forward pass per step, and trains the slices' blocks."""
     from safetensors.torch import load_file
 
     from peft_autoconfig.search.oneshot import OneShotContext
@@ -143,12 +143,15 @@ def test_batched_super_pet_trains_through_the_runner_in_one_pass_per_step(tmp_pa
                              training={"batch_size": 8, "max_length": 16},
                              fidelity={"train_subset": 16, "max_steps": 3}, selection_split="validation",
                              eval_subset=8, seed=0, budgets=[], work_dir=tmp_path, progress=False)
-    settings = {"num_random": 2, "distill": False, "train_largest": False}
-    assert "batched_students" not in SupernetSettings.parse(settings).sandwich()
-    sandwich = SupernetSettings.parse({**settings, "batched_students": True}).sandwich()
-    manifest = train_superpet(context, sandwich, tmp_path / "superpet")
-    assert manifest["training"]["sandwich"]["batched_students"] is True
+    settings = SupernetSettings.parse({"num_random": 2, "distill": False, "train_largest": False,
+                                       "batched_students": True})
+    assert settings.students_in_one_pass() and "batched_students" not in settings.sandwich()
+    manifest = train_superpet(context, settings.sandwich(), tmp_path / "superpet",
+                              batched_students=settings.students_in_one_pass())
+    assert manifest["batched_students"] is True and "batched_students" not in manifest["training"]["sandwich"]
     assert len(calls) == 3
+    # not part of the identity: the same super-PET is reused one pass per student (a CPU after a GPU), not refused
+    assert train_superpet(context, settings.sandwich(), tmp_path / "superpet") == manifest and len(calls) == 3
     weights = load_file(tmp_path / "superpet" / "adapter_model.safetensors")
     ups = [v for k, v in weights.items() if k.endswith("mixed_pet_lora.B.weight")]
     assert ups and all(v[:, :2].abs().sum() > 0 for v in ups)
@@ -224,3 +227,17 @@ def test_superpet_steptime_smoke_prints_ratios_and_checks_scores(tmp_path, tiny_
         "lora_r8", "super-PET, one pass per student", "super-PET, students in one pass"}
     assert all(len(times) == 2 for times in saved["step_times_s"].values())  # 5 steps, the first 3 dropped
     assert saved["scoring"]["max_score_difference"] <= 2 / saved["scoring"]["examples"]
+
+
+def test_students_in_one_pass_and_side_by_side_scoring_default_to_the_gpu(monkeypatch):
+    """Null `batched_students` / `slices_per_pass` mean: on (8 side by side) with a CUDA device, off (1) without;
+    never batched with distillation; set values win."""
+    from peft_autoconfig.search.strategies.supernet import SupernetSettings
+
+    for cuda, batched, per_pass in ((True, True, 8), (False, False, 1)):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        labels = SupernetSettings.parse({"distill": False, "train_largest": False})
+        assert (labels.students_in_one_pass(), labels.scoring_slices_per_pass()) == (batched, per_pass)
+        assert not SupernetSettings.parse({}).students_in_one_pass()   # distilled students: one pass each
+        chosen = SupernetSettings.parse({"distill": False, "batched_students": False, "slices_per_pass": 3})
+        assert (chosen.students_in_one_pass(), chosen.scoring_slices_per_pass()) == (False, 3)

@@ -79,10 +79,22 @@ def check_manifest(manifest: dict[str, Any], directory: Path, model_config: Any,
             f"`model`: the super-PET in {str(directory)!r} was trained on {manifest.get('model')!r} "
             f"({manifest.get('model_signature')}); this search's model is {signature}. Use a super-PET of this model "
             "or another output folder.")
-    if training is not None and manifest.get("training") != training:
+    if training is not None and _identity(manifest.get("training")) != _identity(training):
         raise SuperPetMismatchError(
             f"`algorithm.settings`: the super-PET in {str(directory)!r} was trained with {manifest.get('training')}, "
             f"this search asks for {training}; use another output folder.")
+
+
+EXECUTION_ONLY: tuple[str, ...] = ("batched_students",)
+"""Sandwich arguments that change how a step runs, not what it computes (the same loss and gradients): left out of
+a super-PET's identity, so one trained on a GPU with its students in one pass is reused on a CPU and back."""
+
+
+def _identity(training: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    if not isinstance(training, dict) or not isinstance(training.get("sandwich"), dict):
+        return training
+    sandwich = {k: v for k, v in training["sandwich"].items() if k not in EXECUTION_ONLY}
+    return {**training, "sandwich": sandwich}
 
 
 def superpet_run_kwargs(context: Any, learning_rate_scale: float = 1.0,
@@ -105,18 +117,20 @@ def superpet_training(context: Any, sandwich: dict[str, Any], run_kwargs: dict[s
     """The identity a super-PET's manifest records (run kwargs, sandwich, seed, task) as JSON-plain data, so a
     super-PET can be matched to a recipe before anything is trained."""
     training = {"run": run_kwargs, "sandwich": sandwich, "seed": context.seed, "task": context.task}
-    return json.loads(json.dumps(training, sort_keys=True, default=str))
+    return _identity(json.loads(json.dumps(training, sort_keys=True, default=str)))
 
 
 def train_superpet(context: Any, sandwich: dict[str, Any], directory: Path,
-                   learning_rate_scale: float = 1.0, num_epochs: float | None = None) -> dict[str, Any]:
+                   learning_rate_scale: float = 1.0, num_epochs: float | None = None,
+                   batched_students: bool = False) -> dict[str, Any]:
     """Train the super-PET of `context.space` into `directory` with the sandwich rule (`sandwich`: `num_random`,
     `temperature`, `distill`) at `context.fidelity`, through the runner; a finished one there is reused (and one
     trained otherwise refused). Every per-block learning rate is multiplied by `learning_rate_scale`: the largest
     configuration, which the sandwich trains every step, may not train at the rates chosen for single sizes
     (RESULTS.md section 9). `num_epochs` trains it for that many epochs of the fidelity's training subset instead
-    of the fidelity's own budget (one super-PET stands for many trials, so it may afford longer training). Returns
-    the manifest."""
+    of the fidelity's own budget (one super-PET stands for many trials, so it may afford longer training).
+    `batched_students` runs each step's students in one pass (`SandwichTrainer`; not part of the identity: the
+    same gradients). Returns the manifest (its `batched_students` says how this one was trained)."""
     from ..training.runner import RunConfig, run
     from ..training.sandwich import SandwichTrainer
 
@@ -134,12 +148,14 @@ def train_superpet(context: Any, sandwich: dict[str, Any], directory: Path,
         model_name_or_path=context.model, task=context.task, peft_config=config, output_dir=str(directory),
         seed=context.seed, eval_split=context.selection_split, eval_subset=context.eval_subset,
         show_progress=context.progress, trainer_class=SandwichTrainer,
-        trainer_kwargs={"supernet": PetSupernet(context.space), **sandwich}, **kwargs,
+        trainer_kwargs={"supernet": PetSupernet(context.space), **sandwich,
+                        **({"batched_students": True} if batched_students else {})}, **kwargs,
     ))
     manifest = {
         "format_version": 1, "model": context.model, "model_signature": model_signature(context.space.model_config),
         "config": config_to_dict(config), "training": training, "trainable_parameters": context.space.cost(config),
         "metric_name": result.metric_name, "metric": result.metric_value, "wall_time_s": result.wall_time_s,
+        "batched_students": bool(batched_students or sandwich.get("batched_students")),
     }
     tmp = directory / f"{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -54,8 +54,9 @@ class SupernetSettings(RecipeModel):
             order; the backbone's `supernet.rewire.after`); 0 (default) starts the sandwich at the first step.
         batched_students: run each sandwich step's slices in one forward pass over the batch repeated once per slice
             (`SuperPet.use_rows`; needs `distill: false`): the same loss and gradients as one pass per slice, and on
-            a GPU, where MiniLM's step is bound by kernel launches, about one pass's time instead of one per slice
-            (RESULTS.md section 16). No gain on a CPU.
+            a GPU, where MiniLM's step is bound by kernel launches, half the step time for 3 students (RESULTS.md
+            section 16); slower on a CPU. Default (null): on when a CUDA device is present and `distill` is false.
+            Not part of the super-PET's identity (a super-PET trained either way is reused by the other).
         learning_rate_scale: multiplies every per-block learning rate while the super-PET trains (the largest
             configuration, trained every step, may diverge at rates chosen for single sizes; RESULTS.md section 9).
         num_epochs: epochs the super-PET trains on the first fidelity level's training subset (the level's
@@ -69,7 +70,8 @@ class SupernetSettings(RecipeModel):
             just above the majority class's accuracy, so that the front's cheapest point is not a slice that does
             not learn (RESULTS.md section 16: a third of the re-training went to one).
         slices_per_pass: score this many slices side by side in each scoring pass (`SliceScorer.score_many`: the
-            batch repeated once per slice); the same scores, fewer passes (a GPU's gain, not a CPU's). Default 1.
+            batch repeated once per slice); the same scores, fewer passes (a GPU's gain, not a CPU's). Default
+            (null): 8 with a CUDA device, else 1.
         superpet: a super-PET folder to reuse instead of training one (it must be of the same model and contain the
             space; its own training settings are taken as they are).
         warm_start_from_slice: also save each returned configuration's sliced weights (`slices/<i>/`, named in
@@ -87,12 +89,12 @@ class SupernetSettings(RecipeModel):
     temperature: float = Field(1.0, gt=0)
     largest_only_fraction: float = Field(0.0, ge=0, lt=1)
     train_largest: bool = True
-    batched_students: bool = False
+    batched_students: Optional[bool] = None
     learning_rate_scale: float = Field(1.0, gt=0, le=1)
     num_epochs: Optional[float] = Field(None, gt=0)
     score_subset: Optional[int] = Field(None, strict=True, ge=1)
     eval_batch_size: Optional[int] = Field(None, strict=True, ge=1)
-    slices_per_pass: int = Field(1, strict=True, ge=1)
+    slices_per_pass: Optional[int] = Field(None, strict=True, ge=1)
     min_score: Optional[float] = None
     superpet: Optional[str] = Field(None, min_length=1)
     warm_start_from_slice: bool = False
@@ -106,9 +108,17 @@ class SupernetSettings(RecipeModel):
             sandwich["largest_only_fraction"] = self.largest_only_fraction
         if not self.train_largest:
             sandwich["train_largest"] = False
-        if self.batched_students:
-            sandwich["batched_students"] = True
         return sandwich
+
+    def students_in_one_pass(self) -> bool:
+        """`batched_students` resolved: as set, or (null) on with a CUDA device when the students are not distilled."""
+        if self.batched_students is not None:
+            return self.batched_students
+        return not self.distill and _cuda()
+
+    def scoring_slices_per_pass(self) -> int:
+        """`slices_per_pass` resolved: as set, or (null) 8 with a CUDA device, else 1."""
+        return self.slices_per_pass or (8 if _cuda() else 1)
 
     @model_validator(mode="after")
     def _students_only_train_on_labels(self) -> "SupernetSettings":
@@ -124,6 +134,12 @@ class SupernetSettings(RecipeModel):
     @classmethod
     def _ask_tell(cls, name: str) -> str:
         return check_algorithm(name, ask_tell=True)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def inner_search(
@@ -215,7 +231,7 @@ class SupernetStrategy(OneShotStrategy):
         if settings.superpet is None:
             directory = work_dir / "superpet"
             manifest = train_superpet(context, settings.sandwich(), directory, settings.learning_rate_scale,
-                                      settings.num_epochs)
+                                      settings.num_epochs, settings.students_in_one_pass())
         else:
             directory = Path(settings.superpet)
             manifest = None
@@ -227,7 +243,7 @@ class SupernetStrategy(OneShotStrategy):
                                       int(context.training.get("max_length", 128)), batch_size)
         entries = inner_search(context.space, scorer, work_dir / "inner.jsonl", inner=settings.inner,
                                n_trials=settings.inner_trials, pop_size=settings.inner_pop_size, seed=context.seed,
-                               progress=context.progress, slices_per_pass=settings.slices_per_pass)
+                               progress=context.progress, slices_per_pass=settings.scoring_slices_per_pass())
         front = inner_front(entries, settings.max_results, settings.min_score)
         scored = time.perf_counter()
         results = []
