@@ -479,6 +479,7 @@ def test_min_score_keeps_majority_class_slices_out_of_the_front():
                for k, m, p in [("a", 0.5867, 3_840), ("b", 0.7624, 11_526), ("c", 0.7820, 81_864), ("d", 0.70, 90_000)]]
     assert [e["key"] for e in inner_front(entries, 3)] == ["a", "b", "c"]
     assert [e["key"] for e in inner_front(entries, 3, min_score=0.6)] == ["b", "c"]
-    with pytest.raises(ValueError, match=r"`algorithm.settings.min_score` = 0.9: no slice of the 4 scored .*best 0.782"):
+    with pytest.raises(ValueError, match=r"`algorithm.settings.min_score` = 0.9: no slice of the 4 scored "
+                                         r".*best 0.782"):
         inner_front(entries, 3, min_score=0.9)
     assert SupernetSettings.parse({"min_score": 0.6}).min_score == 0.6

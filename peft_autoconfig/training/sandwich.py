@@ -129,7 +129,8 @@ def _batch_size(inputs: dict[str, Any]) -> int:
         value = inputs.get(name)
         if isinstance(value, torch.Tensor) and value.dim():
             return int(value.shape[0])
-    raise ValueError(f"The batch has no `input_ids`, `inputs_embeds` or `labels` to count its examples: {sorted(inputs)}.")
+    raise ValueError("The batch has no `input_ids`, `inputs_embeds` or `labels` to count its examples: "
+                     f"{sorted(inputs)}.")
 
 
 class SandwichTrainer(Trainer):
