@@ -3,13 +3,10 @@
 # 0-2, all at once on one GPU, each through `peft-autoconfig train` with the project's default per-block rates.
 # Configs in benchmarks/results/gpu_paired/ (the 81,864-parameter point of RESULTS 13e, LoRA r=8, UniPELT as the
 # recipes resolve them); `full` = full fine-tuning. NAMES and SEEDS (environment) pick a subset. Same packing as
-# rt_gpu.sh.
-set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-exec > >(tee -a "$OUT/log.txt") 2>&1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
-python3 benchmarks/device/pack_minilm.py unpack .devpack/minilm /tmp/minilm || exit 1
+# rt_gpu.sh (benchmarks/device/common.sh).
+export OMP_NUM_THREADS=1   # 12 runs share the machine
+source benchmarks/device/common.sh "${1:-200}"
+device_setup ""
 limit=${1:-200}
 mkdir -p /tmp/res; pids=()
 for seed in ${SEEDS:-0 1 2}; do

@@ -3,20 +3,8 @@
 # time on one lent GPU (issue 17), both one run at a time (--workers 1), with a LoRA r=8 final-budget run timed alone
 # in the same call as the cost unit. Same packing as rt_gpu.sh (.whl/, .devpack/minilm).
 #   there: bash benchmarks/device/supernet_vs_nsga2_gpu.sh SECONDS      (results under OUT)
-set -uo pipefail
-budget=${1:-400}
-deadline=$(( $(date +%s) + budget ))
-left() { echo $(( deadline - $(date +%s) )); }
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-exec > >(tee -a "$OUT/log.txt") 2>&1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/benchmarks:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
-python3 benchmarks/device/pack_minilm.py unpack .devpack/minilm /tmp/minilm || exit 1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-python3 -c "import torch, peft_autoconfig.search.strategies.supernet, supernet_vs_search, search_quality; print('cuda', torch.cuda.is_available())" || exit 1
-pack() { tar czf "$OUT/$1.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.pth' -C /tmp "$1"; }
-# the step's own lines go to stderr: a step's stdout may be redirected to a result file (lora_alone)
-step() { local name=$1; shift; echo "=== $name ($(left) s left) $(date -u +%T)" >&2; timeout --signal=INT --kill-after=10 "$(left)" "$@"; echo "=== $name rc=$? $(date -u +%T)" >&2; }
+source benchmarks/device/common.sh "${1:-400}"
+device_setup "peft_autoconfig.search.strategies.supernet supernet_vs_search search_quality"
 step lora_alone python3 -m peft_autoconfig.cli train --model /tmp/minilm --task rotten_tomatoes \
     --config benchmarks/results/gpu_paired/lora_r8 --seed 0 --train-subset 4000 --epochs 3 --batch-size 16 \
     --max-length 64 --eval-split test --quiet --json > /tmp/lora_alone.json

@@ -6,20 +6,8 @@
 #    slice scoring alone vs 8 side by side; 2. one LoRA r=8 final-budget run alone; 3. the batched `supernet` search
 #    (results/rotten_tomatoes_supernet_batched_gpu.yaml) with its final stage; 4. its super-PET's scores of the 20
 #    seeded points of RESULTS 13b (Kendall tau against the committed stand-alone runs is computed afterwards).
-set -uo pipefail
-budget=${1:-500}
-deadline=$(( $(date +%s) + budget ))
-left() { echo $(( deadline - $(date +%s) )); }
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-exec > >(tee -a "$OUT/log.txt") 2>&1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/benchmarks:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
-python3 benchmarks/device/pack_minilm.py unpack .devpack/minilm /tmp/minilm || exit 1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-python3 -c "import torch, transformers, peft, pymoo, peft_autoconfig, peft_autoconfig.search, peft_autoconfig.search.strategies.supernet, datasets, supernet_rank, superpet_steptime; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
-pack() { tar czf "$OUT/$1.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.pth' -C /tmp "$1"; }
-# the step's own lines go to stderr: a step's stdout may be redirected to a result file (lora_alone)
-step() { local name=$1; shift; echo "=== $name ($(left) s left) $(date -u +%T)" >&2; timeout --signal=INT --kill-after=10 "$(left)" "$@"; echo "=== $name rc=$? $(date -u +%T)" >&2; }
+source benchmarks/device/common.sh "${1:-500}"
+device_setup "peft_autoconfig.search.strategies.supernet datasets supernet_rank superpet_steptime"
 recipe=benchmarks/results/rotten_tomatoes_supernet_batched_gpu.yaml
 step steptime python3 benchmarks/superpet_steptime.py --recipe "$recipe" --steps 40 --repeats 2 --score-slices 24 \
     --slices-per-pass 8 --json "$OUT/steptime.json"
