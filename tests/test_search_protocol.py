@@ -47,6 +47,12 @@ def test_final_stage_reuses_the_search_when_only_final_changes(tmp_path, tiny_be
         assert len(runs) == 2 and report["mean"] == pytest.approx(sum(report["seeds"]) / 2)  # one value per seed
         assert set(report) == {"split", "metric", "mean", "sd", "standard_error", "n", "seeds"}
     assert {b["name"] for b in result.document["baselines"]} == {"lora_r8", "full_finetuning"}
+    search = result.document["search"]   # the cost in the unit: the final-budget LoRA r=8 baseline's time
+    lora_times = [t["wall_time_s"] for t in finals if t["name"] == "lora_r8"]
+    assert search["cost_lora_r8_runs"] == pytest.approx(search["trials_time_s"] / (sum(lora_times) / 2))
+    from peft_autoconfig.commands.show import format_front
+
+    assert f"= {search['cost_lora_r8_runs']:.1f} final-budget LoRA r=8 runs)" in format_front(result.document, out)
     for baseline in result.document["baselines"]:
         assert baseline["selection"] is None and baseline["report"]["split"] == "test"
         runs = sorted((t for t in finals if t["name"] == baseline["name"]), key=lambda t: t["seed"])

@@ -79,7 +79,9 @@ def format_front(front: Any, folder: str | Path) -> str:
     if search.get("cost_full_runs") is not None:
         lines.append(
             f"search time: {search.get('wall_time_s', 0):.0f} s (trials: {search.get('trials_time_s', 0):.0f} s "
-            f"= {search['cost_full_runs']:.1f} full-fidelity runs)"
+            f"= {search['cost_full_runs']:.1f} full-fidelity runs"
+            + (f" = {search['cost_lora_r8_runs']:.1f} final-budget LoRA r=8 runs"
+               if search.get("cost_lora_r8_runs") is not None else "") + ")"
         )
     has_report = any(p.report is not None for p in front.points + front.baselines)
     header = ("name", f"{front.metric} (selection)") + ((f"{front.metric} (report)",) if has_report else ()) + (

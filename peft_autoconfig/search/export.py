@@ -87,6 +87,8 @@ def export_front(
     searched = [r for r in trials if r.kind != "final"]
     full_runs = [r.wall_time_s for r in last_level]
     search_time = sum(r.wall_time_s for r in searched) + (oneshot_time_s or 0.0)
+    # the issue's unit: one final-budget run of the LoRA r=8 baseline (twins' copies hold no time of their own)
+    lora_runs = [r.wall_time_s for r in finals.get("lora_r8", []) if r.ok and r.wall_time_s]
     header = {
         "model": hub_id(recipe.model),
         "model_path": model_path,
@@ -108,6 +110,7 @@ def export_front(
             "strategy_time": strategy_time,
             "final_time_s": sum(r.wall_time_s for r in trials if r.kind == "final"),
             "cost_full_runs": search_time / float(np.mean(full_runs)) if full_runs else None,
+            "cost_lora_r8_runs": search_time / float(np.mean(lora_runs)) if lora_runs else None,
             "fidelity_levels": recipe.fidelity_levels,
             "eta": recipe.fidelity.eta,
             "evaluation": recipe.evaluation.model_dump(mode="json"),
