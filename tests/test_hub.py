@@ -65,6 +65,7 @@ def search_output(tmp_path) -> Path:
         "objectives": [{"name": "accuracy", "direction": "max"}, {"name": "trainable_parameters", "direction": "min"}],
         "reference_point": [0.0, 100000.0], "hypervolume": 42.5,
         "search": {"algorithm": "nsga2", "n_trials": 12, "seed": 0, "wall_time_s": 754.2, "cost_full_runs": 1.75,
+                   "cost_lora_r8_runs": 3.55,
                    "recipe": {"population": 4}},
         "points": points,
         "baselines": [{"name": "lora_r8", "metric": 0.77, "trainable_parameters": 3072}],
@@ -202,6 +203,7 @@ def test_card_metadata_parses_back_with_the_measured_results(search_output, tmp_
     assert "(**default**)" in next(line for line in card.text.splitlines() if line.startswith("| p02"))
     assert "![Pareto front" in card.text and "(pareto.png)" in card.text
     assert "| cost in full training runs | 1.75 |" in card.text and "| wall time | 12m 34s |" in card.text
+    assert "| cost in final-budget LoRA r=8 runs | 3.55 |" in card.text
     assert f'AutoSearchedConfig.from_pretrained("{REPO}"' in card.text and "get_peft_model" in card.text
     for key in ("zhou2024autopeft", "mao2022unipelt", "@misc{peft"):
         assert key in card.text

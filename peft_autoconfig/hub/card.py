@@ -84,6 +84,7 @@ def _metric_cell(point: FrontPoint) -> str:
 def _search_settings(front: Front, search: dict) -> list[tuple[str, Any]]:
     """(label, value) rows for the card's settings table; missing values are left out."""
     cost = search.get("cost_full_runs")
+    lora_cost = search.get("cost_lora_r8_runs")
     hypervolume = front.hypervolume
     objectives = ", ".join(f"{o.name} ({o.direction})" for o in front.objectives)
     rows = [
@@ -92,6 +93,7 @@ def _search_settings(front: Front, search: dict) -> list[tuple[str, Any]]:
         ("seed", search.get("seed")),
         ("wall time", _format_seconds(search.get("wall_time_s"))),
         ("cost in full training runs", f"{cost:.2f}" if _is_number(cost) else None),
+        ("cost in final-budget LoRA r=8 runs", f"{lora_cost:.2f}" if _is_number(lora_cost) else None),
         ("hypervolume", f"{hypervolume:.6g}" if _is_number(hypervolume) else None),
         ("reference point", front.reference_point),
         ("objectives", objectives),

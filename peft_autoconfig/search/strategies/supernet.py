@@ -259,6 +259,7 @@ class SupernetStrategy(OneShotStrategy):
             "superpet": str(directory), "superpet_training_s": trained - start, "scoring_s": scored - trained,
             "n_scored": len(entries), "n_front": len(front), "metric_name": scorer.metric_name,
             "superpet_metric": None if manifest is None else manifest.get("metric"),
+            "batched_students": settings.students_in_one_pass(), "slices_per_pass": settings.scoring_slices_per_pass(),
         }
         (work_dir / "supernet.json").write_text(json.dumps(summary, indent=2) + "\n")
         return results
