@@ -184,6 +184,19 @@ def test_final_stage_trains_configs_of_the_same_function_once(tmp_path, tiny_ber
         == functional_identity({"peft_type": "MIXED_PET", "prefix_length": 2}, None, 2)
     assert functional_identity({"peft_type": "MIXED_PET", "prefix_length": 2, "prefix_init_std": 0.5}) != \
         functional_identity({"peft_type": "MIXED_PET", "prefix_length": 2})   # a present block keeps its fields
+    # with the number of layers, sizes read as the layers get them: a block sized only in unselected layers is absent
+    # (its fields dropped), a per-layer size equals one int in the selected layers, all layers equal None
+    mixed = {"peft_type": "MIXED_PET"}
+    assert functional_identity({**mixed, "lora_rank": {0: 8, 3: 8}, "serial_adapter_size": {2: 16},
+                                "serial_adapter_placement": "pfeiffer", "layers_to_transform": [0, 1]}, None, 4) == \
+        functional_identity({**mixed, "lora_rank": 8, "layers_to_transform": [0]}, None, 4) == \
+        functional_identity({**mixed, "lora_rank": {0: 8}}, None, 4)
+    assert functional_identity({**mixed, "lora_rank": {"0": 8, "1": 8}}, None, 2) == \
+        functional_identity({**mixed, "lora_rank": 8}, None, 2)
+    assert functional_identity({**mixed, "lora_rank": 8, "layers_to_transform": [0]}, None, 4) != \
+        functional_identity({**mixed, "lora_rank": 8, "layers_to_transform": [1]}, None, 4)
+    assert functional_identity({**mixed, "lora_rank": {0: 8, 1: 4}}, None, 2) != \
+        functional_identity({**mixed, "lora_rank": {0: 4, 1: 8}}, None, 2)
 
     log = tmp_path / "calls.log"
     monkeypatch.setenv("SEARCH_CALL_LOG", str(log))

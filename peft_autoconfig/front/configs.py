@@ -82,7 +82,8 @@ def functional_identity(config: dict[str, Any] | None, default_lora_targets: lis
     """`config_identity` of what a composite (`MIXED_PET`) config trains, so two configs that build the same model
     the same way get one identity: fields of absent blocks dropped (the placement of a serial adapter of size 0),
     `lora_alpha` equal to every rank written as None (both scale by 1), `target_modules` None written as the
-    architecture's `default_lora_targets` (sorted), `layers_to_transform` naming all `num_layers` written as None.
+    architecture's `default_lora_targets` (sorted), and with `num_layers` every block's sizes as the layers get them
+    (`_sizes_per_layer`: a size only in unselected layers is absent, `layers_to_transform` folded into the sizes).
     Other configs keep their `config_identity`. Used to train such twins once (the search's final stage)."""
     if config is None:
         return "null"
@@ -93,6 +94,8 @@ def functional_identity(config: dict[str, Any] | None, default_lora_targets: lis
     if str(getattr(parsed.peft_type, "value", parsed.peft_type)) != "MIXED_PET":
         return config_identity(config)
     full = config_to_dict(parsed)
+    if num_layers is not None:
+        _sizes_per_layer(full, num_layers)
     sizes = {field: _sizes(full.get(field)) for field in FIELDS_OF_BLOCK}
     for field, dependent in FIELDS_OF_BLOCK.items():
         if not any(sizes[field]):
@@ -107,9 +110,26 @@ def functional_identity(config: dict[str, Any] | None, default_lora_targets: lis
     if ranks:
         targets = full.get("target_modules") or default_lora_targets
         full["target_modules"] = sorted(targets) if targets else None
-    if num_layers is not None and sorted(full.get("layers_to_transform") or []) == list(range(num_layers)):
-        full["layers_to_transform"] = None
     return _identity(parsed, full)
+
+
+def _sizes_per_layer(full: dict[str, Any], num_layers: int) -> None:
+    """Write every block's sizes as what the model gets (`MixedPetConfig`: a block is present in a layer when the
+    layer is selected and its size there is positive): one int when all `num_layers` layers get the same size,
+    else `{layer: size}` of the layers that get one; `layers_to_transform` then says nothing more and is dropped.
+    So a size given only for unselected layers reads as absent, and `{0: 8}` equals 8 in `layers_to_transform: [0]`."""
+    selected = full.get("layers_to_transform")
+    layers = range(num_layers) if selected is None else sorted({int(layer) for layer in selected})
+    for field in FIELDS_OF_BLOCK:
+        value = full.get(field)
+        per_layer = {int(k): int(v) for k, v in value.items()} if isinstance(value, dict) else None
+        present = {layer: (per_layer.get(layer, 0) if per_layer is not None else int(value or 0)) for layer in layers}
+        present = {layer: size for layer, size in present.items() if size > 0}
+        if len(present) == num_layers and len(set(present.values())) == 1:
+            full[field] = next(iter(present.values()))
+        else:
+            full[field] = {str(layer): size for layer, size in present.items()} or 0
+    full["layers_to_transform"] = None
 
 
 def _sizes(value: Any) -> list[int]:
