@@ -11,6 +11,9 @@ device_setup "peft_autoconfig.search.strategies.supernet datasets supernet_rank 
 recipe=benchmarks/results/rotten_tomatoes_supernet_batched_gpu.yaml
 step steptime python3 benchmarks/superpet_steptime.py --recipe "$recipe" --steps 40 --repeats 2 --score-slices 24 \
     --slices-per-pass 8 --json "$OUT/steptime.json"
+# the 2-epoch, 5-student shape (RESULTS 16: ranks like the 3-epoch one on the CPU); its batched step not yet timed
+step steptime5 python3 benchmarks/superpet_steptime.py --model /tmp/minilm --steps 40 --repeats 2 --score-slices 8 \
+    --recipe benchmarks/results/superpet_students_only/students_only_2ep_r4.yaml --json "$OUT/steptime_5students.json"
 step lora_alone python3 -m peft_autoconfig.cli train --model /tmp/minilm --task rotten_tomatoes \
     --config benchmarks/results/gpu_paired/lora_r8 --seed 0 --train-subset 4000 --epochs 3 --batch-size 16 \
     --max-length 64 --eval-split test --quiet --json > /tmp/lora_alone.json
