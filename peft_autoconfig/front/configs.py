@@ -95,7 +95,7 @@ def functional_identity(config: dict[str, Any] | None, default_lora_targets: lis
         return config_identity(config)
     full = config_to_dict(parsed)
     if num_layers is not None:
-        _sizes_per_layer(full, num_layers)
+        _sizes_per_layer(full, parsed, num_layers)
     sizes = {field: _sizes(full.get(field)) for field in FIELDS_OF_BLOCK}
     for field, dependent in FIELDS_OF_BLOCK.items():
         if not any(sizes[field]):
@@ -113,17 +113,13 @@ def functional_identity(config: dict[str, Any] | None, default_lora_targets: lis
     return _identity(parsed, full)
 
 
-def _sizes_per_layer(full: dict[str, Any], num_layers: int) -> None:
-    """Write every block's sizes as what the model gets (`MixedPetConfig`: a block is present in a layer when the
-    layer is selected and its size there is positive): one int when all `num_layers` layers get the same size,
+def _sizes_per_layer(full: dict[str, Any], parsed: Any, num_layers: int) -> None:
+    """Write every block's sizes in `full` as the layers of `parsed` (a `MixedPetConfig`) get them
+    (`MixedPetConfig.size`: 0 where absent or not selected): one int when all `num_layers` layers get the same size,
     else `{layer: size}` of the layers that get one; `layers_to_transform` then says nothing more and is dropped.
     So a size given only for unselected layers reads as absent, and `{0: 8}` equals 8 in `layers_to_transform: [0]`."""
-    selected = full.get("layers_to_transform")
-    layers = range(num_layers) if selected is None else sorted({int(layer) for layer in selected})
     for field in FIELDS_OF_BLOCK:
-        value = full.get(field)
-        per_layer = {int(k): int(v) for k, v in value.items()} if isinstance(value, dict) else None
-        present = {layer: (per_layer.get(layer, 0) if per_layer is not None else int(value or 0)) for layer in layers}
+        present = {layer: parsed.size(field, layer) for layer in range(num_layers)}
         present = {layer: size for layer, size in present.items() if size > 0}
         if len(present) == num_layers and len(set(present.values())) == 1:
             full[field] = next(iter(present.values()))
