@@ -23,7 +23,7 @@ import torch
 from ..architectures import dims_for
 from ..front import config_to_dict
 from ..tuners.mixed import MixedPetConfig
-from ..tuners.slicing import SuperPet
+from ..tuners.slicing import SuperPet, repeat_rows
 from .space import SearchSpace
 
 MANIFEST = "superpet.json"
@@ -144,18 +144,19 @@ def train_superpet(context: Any, sandwich: dict[str, Any], directory: Path,
     if directory.exists():
         shutil.rmtree(directory)  # an unfinished training starts over
     config = super_config(context.space)
+    batched = bool(batched_students or sandwich.get("batched_students"))
     result = run(RunConfig(
         model_name_or_path=context.model, task=context.task, peft_config=config, output_dir=str(directory),
         seed=context.seed, eval_split=context.selection_split, eval_subset=context.eval_subset,
         show_progress=context.progress, trainer_class=SandwichTrainer,
-        trainer_kwargs={"supernet": PetSupernet(context.space), **sandwich,
-                        **({"batched_students": True} if batched_students else {})}, **kwargs,
+        trainer_kwargs={"supernet": PetSupernet(context.space), **sandwich, "batched_students": batched},
+        **kwargs,
     ))
     manifest = {
         "format_version": 1, "model": context.model, "model_signature": model_signature(context.space.model_config),
         "config": config_to_dict(config), "training": training, "trainable_parameters": context.space.cost(config),
         "metric_name": result.metric_name, "metric": result.metric_value, "wall_time_s": result.wall_time_s,
-        "batched_students": bool(batched_students or sandwich.get("batched_students")),
+        "batched_students": batched,
     }
     tmp = directory / f"{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -245,9 +246,8 @@ class SliceScorer:
             for rows, indices in by_size.items():
                 with self.superpet.use_rows(subs, rows):
                     for index in indices:
-                        inputs = {k: v.to(device).repeat(len(subs), *([1] * (v.dim() - 1)))
-                                  for k, v in self.batches[index].items() if k != "labels"}
-                        out = model(**inputs).logits.float().cpu()
+                        inputs = {k: v.to(device) for k, v in self.batches[index].items() if k != "labels"}
+                        out = model(**repeat_rows(inputs, len(subs), rows)).logits.float().cpu()
                         for i in range(len(subs)):
                             logits[i][index] = out[i * rows:(i + 1) * rows]
         return [self._metric(torch.cat(parts)) for parts in logits]

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from ..tuners.slicing import repeat_rows
+
 
 class Switch(Protocol):
     """Runs a sub-network of the model in place: `with switch.use(sub): model(...)`; `use(None)` = the largest."""
@@ -114,13 +116,8 @@ def batched_sandwich_loss(
     outputs of the whole repeated batch)."""
     networks = ([None] if train_largest else []) + list(students.values())
     rows = _batch_size(inputs)
-    repeated = {
-        name: value.repeat(len(networks), *([1] * (value.dim() - 1)))
-        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == rows else value
-        for name, value in inputs.items()
-    }
     with supernet.use_rows(networks, rows):
-        outputs = model(**repeated)
+        outputs = model(**repeat_rows(inputs, len(networks), rows))
     return {"task_batched": outputs.loss * len(networks)}, outputs
 
 

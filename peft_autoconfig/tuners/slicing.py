@@ -101,6 +101,19 @@ class _BiasRows:
         return delta * self.flags.to(device=delta.device, dtype=delta.dtype)[:, None, None]
 
 
+def repeat_rows(batch: Mapping[str, Any], times: int, rows: int) -> dict[str, Any]:
+    """`batch` laid out for `use_rows`: every tensor whose first dimension is the batch's `rows` repeated `times`
+    times along it (one copy per slice, in order); anything else as it is."""
+    return {name: value.repeat(times, *([1] * (value.dim() - 1)))
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == rows else value
+            for name, value in batch.items()}
+
+
+def _row_flags(sizes: list[int], rows: int) -> torch.Tensor:
+    """1.0 for the rows of the slices where a block is present (size > 0), 0.0 for the others."""
+    return torch.tensor([float(size > 0) for size in sizes]).repeat_interleave(rows)
+
+
 def _check_rows(expected: int, got: int) -> None:
     if expected != got:
         raise ValueError(f"`use_rows`: the batch has {got} examples, the slices ask for {expected} "
@@ -290,8 +303,7 @@ class SuperPet(InPlaceSwitch):
                     lengths = torch.tensor(sizes).repeat_interleave(rows)
                     self._shadow(block, "keys_values", _PrefixRows(block, lengths))
                 elif kind == "bias":
-                    flags = torch.tensor([float(bool(size)) for size in sizes]).repeat_interleave(rows)
-                    self._shadow(block, "forward", _BiasRows(block, flags))
+                    self._shadow(block, "forward", _BiasRows(block, _row_flags(sizes, rows)))
                 else:
                     factors = [
                         config.lora_scaling(size) / block.scaling if kind == "lora" and config is not None and size
@@ -302,8 +314,7 @@ class SuperPet(InPlaceSwitch):
                     masks = torch.stack([_leading(largest, size, factor) for size, factor in zip(sizes, factors)])
                     self._masks[block] = masks.repeat_interleave(rows, dim=0)[:, None, :]
                     if isinstance(block, Bottleneck) and not all(sizes):  # `up`'s bias must not reach those rows
-                        present = torch.tensor([float(bool(size)) for size in sizes]).repeat_interleave(rows)
-                        self._rows_present[block] = present
+                        self._rows_present[block] = _row_flags(sizes, rows)
         self.active = None
         self.active_rows = (configs, rows)
 
