@@ -83,19 +83,27 @@ def test_batched_sandwich_has_the_sequential_loss_and_gradients(make_tiny_model)
 
 
 def test_rows_must_match_the_batch_and_a_slice_must_fit(make_tiny_model):
+    """A batch of the wrong size and a slice the super-PET lacks are refused naming the field; either way the slice
+    active before stays active (checked on its logits, which differ from the whole super-PET's)."""
     base, space, model, superpet = make_superpet(make_tiny_model)
     batch = inputs()
+    with torch.no_grad():
+        whole = model(**batch).logits
+        superpet.select(SUBS[2])
+        sliced = model(**batch).logits
+    assert not torch.allclose(whole, sliced, atol=1e-4)
     with pytest.raises(ValueError, match=r"`use_rows`: the batch has 3 examples, the slices ask for 6"):
         with torch.no_grad(), superpet.use_rows([SUBS[0], SUBS[1]], 3):
             model(**batch)
-    assert superpet.active is None and superpet.active_rows is None
+    assert superpet.active == SUBS[2] and superpet.active_rows is None
     with pytest.raises(ValueError, match=r"at least one slice and `rows` >= 1"):
         superpet.select_rows([], 3)
     with pytest.raises(ValueError, match=r"`lora_rank` = 8 in layer 0 is larger than the super-PET's 4"):
         superpet.select_rows([SUBS[0], MixedPetConfig(task_type="SEQ_CLS", lora_rank=8)], 3)
-    with torch.no_grad():  # a refused call leaves the whole super-PET active
-        assert torch.equal(model(**batch).logits, model(**batch).logits)
-        assert superpet.active_rows is None
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, sliced, atol=1e-6) and superpet.active_rows is None
+        superpet.select(None)
+        assert torch.allclose(model(**batch).logits, whole, atol=1e-6)
 
 
 def test_trainer_refuses_batched_students_with_distillation_or_without_rows(tmp_path, make_tiny_model):
