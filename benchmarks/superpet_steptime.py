@@ -129,7 +129,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     search = Search(recipe, Path(tempfile.mkdtemp()) / "never", progress=False)
     settings = SupernetSettings.parse(recipe.algorithm.settings)
     sequential = {**settings.sandwich(), "distill": False, "train_largest": False}
-    sequential.pop("batched_students", None)
     variants = {
         "lora_r8": (MixedPetConfig(lora_rank=8, task_type="SEQ_CLS"), Trainer, {}),
         "super-PET, one pass per student": (super_config(search.space), SandwichTrainer,
