@@ -483,3 +483,85 @@ def test_min_score_keeps_majority_class_slices_out_of_the_front():
                                          r".*best 0.782"):
         inner_front(entries, 3, min_score=0.9)
     assert SupernetSettings.parse({"min_score": 0.6}).min_score == 0.6
+
+
+def test_retrain_false_sends_the_slices_front_straight_to_the_final_stage(tmp_path, tiny_bert_dir, synthetic_task_dir,
+                                                                          monkeypatch):
+    """`settings.retrain: false`: the front is chosen on the slices' own scores (journaled, nothing trained for them)
+    and only the final stage trains; switching back to `retrain: true` resumes the same folder (same fingerprint),
+    reuses the super-PET and its scores, and adds the last-level re-trainings."""
+    import yaml
+
+    from peft_autoconfig.search import load_recipe, read_journal, run_search
+
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("SEARCH_CALL_LOG", str(log))
+    monkeypatch.setenv("SEARCH_FAKE_SLEEP", "0")
+    path = supernet_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, retrain=False)
+    recipe = yaml.safe_load(path.read_text())
+    recipe.update(evaluator="test_search_fakes:logged_slow_evaluate", baselines=["lora_r8"],
+                  evaluation={"selection_split": "validation", "report_split": "test", "eval_subset": 32},
+                  final={"train_subset": 128, "num_epochs": 1, "seeds": [0]})
+    path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    result = run_search(load_recipe(path), out, progress=False)
+
+    results = json.loads((out / "oneshot.json").read_text())["results"]
+    trials = read_journal(out / "journal.jsonl")
+    scored = [t for t in trials if t["kind"] == "search"]
+    assert len(scored) == len(results) >= 1
+    for trial, entry in zip(scored, results):
+        assert trial["fidelity"] == {"oneshot_score": "supernet"} and trial["wall_time_s"] == 0.0
+        assert trial["metric"] == entry["score"] and trial["n_eval"] == 32 and trial["eval_split"] == "validation"
+        assert trial["standard_error"] == pytest.approx((entry["score"] * (1 - entry["score"]) / 32) ** 0.5)
+        assert trial["trainable_parameters"] == entry["trainable_parameters"]
+    calls = log.read_text().splitlines()
+    assert calls and all(key.startswith("final:") for key in calls)   # nothing re-trained before the final stage
+    front = {f"trial:{p['trial_id']}" for p in result.front}
+    finals = {t["name"] for t in trials if t["kind"] == "final"}
+    assert finals == front | {"lora_r8"}
+    document = json.loads((out / "front.json").read_text())
+    assert document["search"]["cost_full_runs"] is None and document["search"]["cost_lora_r8_runs"] is not None
+    scores = {t["trial_id"]: t["metric"] for t in scored}
+    assert all(p["report"] is not None and p["selection"]["value"] == scores[p["trial_id"]]
+               and p["fidelity"] == {"oneshot_score": "supernet"} for p in document["points"])
+
+    # back to the default: the same --out, the super-PET and its scores reused, the front now re-trained first
+    inner = (out / "oneshot" / "inner.jsonl").read_text()
+    recipe["algorithm"]["settings"]["retrain"] = True
+    path.write_text(yaml.safe_dump(recipe))
+    assert load_recipe(path).fingerprint() == json.loads((out / "oneshot.json").read_text())["fingerprint"]
+    run_search(load_recipe(path), out, progress=False)
+    assert (out / "oneshot" / "inner.jsonl").read_text() == inner
+    new_calls = log.read_text().splitlines()[len(calls):]
+    assert len([k for k in new_calls if k.startswith("oneshot|")]) == len(results)
+
+
+def test_retrain_false_needs_a_final_stage_and_the_two_objectives(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    import yaml
+
+    from peft_autoconfig.search import load_recipe
+    from peft_autoconfig.search.schema import RecipeError
+
+    path = supernet_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, retrain=False)
+    with pytest.raises(RecipeError, match=r"`algorithm.settings.retrain`: false .*add a `final:` section"):
+        load_recipe(path)
+    recipe = yaml.safe_load(path.read_text())
+    recipe.update(final={"num_epochs": 1}, objectives=["metric", "trainable_parameters", "peak_memory_bytes"])
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match=r"`algorithm.settings.retrain`: false needs `objectives: \[metric, "
+                                          r"trainable_parameters\]`.*peak_memory_bytes"):
+        load_recipe(path)
+
+
+def test_execution_settings_stay_out_of_the_fingerprint(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """How the passes are batched and whether the front is re-trained change no trial: same fingerprint; a setting
+    that changes the super-PET (`num_random`) does change it."""
+    from peft_autoconfig.search import load_recipe
+
+    def fingerprint(**settings):
+        return load_recipe(supernet_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, **settings)).fingerprint()
+
+    base = fingerprint()
+    assert fingerprint(batched_students=False, slices_per_pass=4) == base
+    assert fingerprint(num_random=2) != base

@@ -32,7 +32,7 @@ from .evaluator import evaluate_trial, resolve_evaluator
 from .executors import open_executor
 from .export import export_front
 from .journal import Journal
-from .oneshot import OneShotContext, read_cached_results, resolve_budgets, write_results
+from .oneshot import OneShotContext, OneShotResult, read_cached_results, resolve_budgets, write_results
 from .strategies.oneshot import OneShotStrategy
 from .pareto import default_reference_point, hypervolume, promotion_size, select_for_promotion
 from .problem import SearchProblem
@@ -263,6 +263,8 @@ class Search:
             if not results:
                 raise RuntimeError(f"algorithm {self.recipe.algorithm.name!r} returned no configuration.")
             write_results(self.out_dir, fingerprint, self.budgets, results, self.oneshot_time_s, self.recipe.algorithm.name)
+        if not self.strategy.retrains_front():
+            return self._oneshot_scores(results)
         level = len(self.levels) - 1
         requests, seen = [], set()
         for i, result in enumerate(results):
@@ -278,6 +280,29 @@ class Search:
         if self._bar is not None:
             self._bar.total = len(requests) + (len(self.baselines.configs) if self.recipe.final is None else 0)
         return _unique_ok(self._evaluate(executor, requests))
+
+    def _oneshot_scores(self, results: list[OneShotResult]) -> list[TrialRecord]:
+        """The one-shot method's own scores as journaled trials (fidelity `oneshot_score`, nothing trained: their
+        time is the one-shot stage's), the front's pool when it is not re-trained before the final stage."""
+        algorithm = self.recipe.algorithm.name
+        records = []
+        for i, result in enumerate(results):
+            if result.score is None:
+                raise RuntimeError(f"algorithm {algorithm!r} returned configuration {i} without a score; "
+                                   "`algorithm.settings.retrain: false` needs the method's own scores.")
+            request = self._request("search", f"oneshot_score|{_config_key(result.config)}", None, result.config, 0,
+                                    {"oneshot_score": algorithm}, name=f"oneshot:{i}")
+            record = self.journal.get(request.key)
+            if record is None:
+                outcome = {"status": "ok", "metric": result.score, "wall_time_s": 0.0,
+                           "metric_name": result.details.get("metric_name"),
+                           "eval_examples": result.details.get("eval_examples")}
+                record = self.journal.add(build_record(request, outcome, objectives=self.objectives,
+                                                       analytic_parameters=result.trainable_parameters,
+                                                       metric_name=self._metric_name))
+            self._tick(record)
+            records.append(record)
+        return _unique_ok(records)
 
     def _baseline_phase(self, executor: Any) -> list[TrialRecord]:
         level = len(self.levels) - 1

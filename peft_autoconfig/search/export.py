@@ -85,7 +85,7 @@ def export_front(
 
     points = [with_protocol(r, f"trial:{r.trial_id}") for r in front]
     searched = [r for r in trials if r.kind != "final"]
-    full_runs = [r.wall_time_s for r in last_level]
+    full_runs = [r.wall_time_s for r in last_level if r.wall_time_s]  # one-shot scores (`retrain: false`) train nothing
     search_time = sum(r.wall_time_s for r in searched) + (oneshot_time_s or 0.0)
     # the issue's unit: one final-budget run of the LoRA r=8 baseline (twins' copies hold no time of their own)
     lora_runs = [r.wall_time_s for r in finals.get("lora_r8", []) if r.ok and r.wall_time_s]

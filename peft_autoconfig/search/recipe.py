@@ -311,6 +311,9 @@ class Recipe(RecipeModel):
             )
         if self.final is not None:
             self._final_not_smaller()
+        settings = self.algorithm.options().get("settings")
+        if getattr(settings, "retrain", True) is False:
+            self._front_on_oneshot_scores()
         if self.algorithm.budgeted and self.budgets is None:
             raise ValueError(
                 f"recipe field `budgets`: algorithm {self.algorithm.name!r} needs parameter budgets, e.g. "
@@ -322,6 +325,21 @@ class Recipe(RecipeModel):
             users = sorted(n for n, s in STRATEGIES.items() if getattr(s, "budgeted", False))
             raise ValueError(f"recipe field `budgets` applies to algorithm {users} only, not {self.algorithm.name!r}")
         return self
+
+    def _front_on_oneshot_scores(self) -> None:
+        """`algorithm.settings.retrain: false` chooses the front on the super-PET's scores, which measure the
+        metric only, and leaves the stand-alone check to the final stage."""
+        if self.final is None:
+            raise ValueError(
+                "recipe field `algorithm.settings.retrain`: false chooses the front on the super-PET's own scores and "
+                "re-trains it only in the final stage; add a `final:` section (e.g. `final: {num_epochs: 3}`) or set "
+                "`retrain: true`"
+            )
+        if set(self.objectives) != {"metric", "trainable_parameters"}:
+            raise ValueError(
+                f"recipe field `algorithm.settings.retrain`: false needs `objectives: [metric, trainable_parameters]` "
+                f"(the super-PET's scores measure nothing else), got {self.objectives}"
+            )
 
     def _final_not_smaller(self) -> None:
         last, final = self.fidelity.levels[-1], self.final
@@ -369,10 +387,25 @@ class Recipe(RecipeModel):
         )
         # like the per-block rates, checked by the journal's header instead, so journals of earlier versions resume
         search_part["training"].pop("adapter_width_scaling", None)
+        self._drop_execution_settings(search_part["algorithm"])
         search_part["evaluation"] = self.evaluation.model_dump(mode="json", exclude={"report_split"})
         if self.budgets is not None:  # only when set, so recipes without budgets keep their fingerprint
             search_part["budgets"] = self.budgets
         return hashlib.sha256(json.dumps(search_part, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def _drop_execution_settings(self, algorithm: dict[str, Any]) -> None:
+        """Leaves out of `algorithm.settings` the fields its strategy's `settings_model.not_in_fingerprint` names
+        (they change no trial's result), and the settings themselves when nothing else is left."""
+        from .strategies import STRATEGIES
+
+        model = getattr(STRATEGIES[self.algorithm.name], "settings_model", None)
+        settings = algorithm.get("settings")
+        if model is None or not settings:
+            return
+        for name in getattr(model, "not_in_fingerprint", ()):
+            settings.pop(name, None)
+        if not settings:
+            del algorithm["settings"]
 
 
 def hub_id(model: str) -> str:

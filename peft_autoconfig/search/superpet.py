@@ -222,6 +222,11 @@ class SliceScorer:
         num_labels = resolve_num_labels(task, load_splits(task))
         return cls(superpet, batches, build_compute_metrics(task.metric_names, num_labels), task.metric_names[0])
 
+    @property
+    def n_examples(self) -> int:
+        """How many examples each slice is scored on."""
+        return sum(int(batch["labels"].shape[0]) for batch in self.batches)
+
     def __call__(self, sub: Any) -> float:
         """The task metric of slice `sub` (a point or a `MixedPetConfig`) on the batches."""
         model = self.superpet.model

@@ -42,6 +42,12 @@ class OneShotStrategy(Strategy):
             return None
         return cls.settings_model.parse(settings or {})
 
+    def retrains_front(self) -> bool:
+        """Whether the driver re-trains each returned configuration at the last fidelity level and chooses the front
+        on those runs (default), or takes the method's own scores (`OneShotResult.score`) as the selection values
+        and sends the front straight to the final stage (`supernet`'s `retrain: false`)."""
+        return True
+
     def check(self, space: Any, budgets: list[int]) -> None:
         """Checks that need the space and the resolved budgets (`ValueError` naming the field); the driver calls it
         when the search is built, before the journal exists and before any training. Default: nothing."""

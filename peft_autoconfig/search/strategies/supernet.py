@@ -5,7 +5,9 @@ largest configuration, `search.superpet`) is trained once with the sandwich rule
 an ask/tell strategy (`settings.inner`, NSGA-II by default) explores the space for `settings.inner_trials` points,
 each scored on its slice of the super-PET on the selection split (no training), against its analytic parameter
 count. The inner front (at most `settings.max_results` points, spread by crowding distance) is returned; the driver
-re-trains each configuration stand-alone and the search ends as every other.
+re-trains each configuration stand-alone and the search ends as every other, or, with `settings.retrain: false`,
+takes the slices' scores as the front's selection values and sends the front straight to the recipe's final stage
+(the issue's two-stage NAS: the super-PET's front re-trained stand-alone at the user's budget, nothing in between).
 
 Files in `<out>/oneshot/`: `superpet/` (the trained super-PET: a peft adapter folder plus `superpet.json`),
 `inner.jsonl` (one line per scored point, so a resumed inner search re-scores nothing), `supernet.json` (timings),
@@ -76,9 +78,19 @@ class SupernetSettings(RecipeModel):
             space; its own training settings are taken as they are).
         warm_start_from_slice: also save each returned configuration's sliced weights (`slices/<i>/`, named in
             the result's `details.init_adapter`) for a re-training that starts from them; see docs/search.md.
+        retrain: re-train each returned configuration stand-alone at the last fidelity level and choose the front
+            on those runs (default). `false` chooses it on the slices' own scores (journaled as trials of fidelity
+            `oneshot_score`, with their standard errors) and sends it straight to the final stage, which must exist
+            (`final:`): the search then costs the super-PET and its scoring only (the re-training was 0.9 of 3.3
+            final-budget LoRA runs on the H100, RESULTS.md section 16; and the last level's order is mostly noise
+            at this budget, section 14b). Not part of the recipe's fingerprint: switching it resumes the same
+            `--out`.
     """
 
     where: ClassVar[tuple[str, ...]] = ("algorithm", "settings")
+    not_in_fingerprint: ClassVar[tuple[str, ...]] = ("batched_students", "slices_per_pass", "retrain")
+    """Fields that change no trial's result (how the super-PET's passes are batched; whether its front is re-trained
+    before the final stage, whose trials are keyed apart): switching them resumes the same journal."""
 
     inner: str = "nsga2"
     inner_trials: int = Field(500, strict=True, ge=1)
@@ -98,6 +110,7 @@ class SupernetSettings(RecipeModel):
     min_score: Optional[float] = None
     superpet: Optional[str] = Field(None, min_length=1)
     warm_start_from_slice: bool = False
+    retrain: bool = True
 
     def sandwich(self) -> dict[str, Any]:
         """The `SandwichTrainer` arguments these settings give (also the super-PET's identity in its manifest: the
@@ -221,6 +234,9 @@ class SupernetStrategy(OneShotStrategy):
     budgeted = False
     settings_model = SupernetSettings
 
+    def retrains_front(self) -> bool:
+        return self.settings.retrain
+
     def search(self, context: OneShotContext) -> list[OneShotResult]:
         from ..superpet import SliceScorer, load_superpet, save_slice, train_superpet
 
@@ -249,7 +265,8 @@ class SupernetStrategy(OneShotStrategy):
         results = []
         for i, entry in enumerate(front):
             config = context.space.decode(entry["x"])
-            details: dict[str, Any] = {"x": entry["x"], "superpet_metric": entry["metric"]}
+            details: dict[str, Any] = {"x": entry["x"], "superpet_metric": entry["metric"],
+                                       "metric_name": scorer.metric_name, "eval_examples": scorer.n_examples}
             if settings.warm_start_from_slice:
                 path = save_slice(superpet, config, context.model, context.task, work_dir / "slices" / str(i))
                 details["init_adapter"] = str(path)
