@@ -492,6 +492,7 @@ def test_retrain_false_sends_the_slices_front_straight_to_the_final_stage(tmp_pa
     reuses the super-PET and its scores, and adds the last-level re-trainings."""
     import yaml
 
+    from peft_autoconfig.commands.show import format_front
     from peft_autoconfig.search import load_recipe, read_journal, run_search
 
     log = tmp_path / "calls.log"
@@ -522,6 +523,9 @@ def test_retrain_false_sends_the_slices_front_straight_to_the_final_stage(tmp_pa
     assert finals == front | {"lora_r8"}
     document = json.loads((out / "front.json").read_text())
     assert document["search"]["cost_full_runs"] is None and document["search"]["cost_lora_r8_runs"] is not None
+    shown = format_front(document, out)
+    assert f"s = {document['search']['cost_lora_r8_runs']:.1f} final-budget LoRA r=8 runs)" in shown
+    assert "oneshot_score=supernet" in shown and "full-fidelity" not in shown
     scores = {t["trial_id"]: t["metric"] for t in scored}
     assert all(p["report"] is not None and p["selection"]["value"] == scores[p["trial_id"]]
                and p["fidelity"] == {"oneshot_score": "supernet"} for p in document["points"])

@@ -76,13 +76,13 @@ def format_front(front: Any, folder: str | Path) -> str:
         f"hypervolume: {hypervolume:.6g}   reference point: {front.reference_point}   "
         f"objectives: {', '.join(f'{o.name} ({o.direction})' for o in front.objectives)}",
     ]
-    if search.get("cost_full_runs") is not None:
-        lines.append(
-            f"search time: {search.get('wall_time_s', 0):.0f} s (trials: {search.get('trials_time_s', 0):.0f} s "
-            f"= {search['cost_full_runs']:.1f} full-fidelity runs"
-            + (f" = {search['cost_lora_r8_runs']:.1f} final-budget LoRA r=8 runs"
-               if search.get("cost_lora_r8_runs") is not None else "") + ")"
-        )
+    # a front not re-trained before the final stage (`retrain: false`) has no full-fidelity run, only the LoRA unit
+    costs = [f" = {search[key]:.1f} {unit}" for key, unit in (("cost_full_runs", "full-fidelity runs"),
+                                                               ("cost_lora_r8_runs", "final-budget LoRA r=8 runs"))
+             if search.get(key) is not None]
+    if costs:
+        lines.append(f"search time: {search.get('wall_time_s', 0):.0f} s (trials: "
+                     f"{search.get('trials_time_s', 0):.0f} s{''.join(costs)})")
     has_report = any(p.report is not None for p in front.points + front.baselines)
     header = ("name", f"{front.metric} (selection)") + ((f"{front.metric} (report)",) if has_report else ()) + (
         "params", "trial", "fidelity", "config")
