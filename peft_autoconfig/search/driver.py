@@ -285,6 +285,8 @@ class Search:
         """The one-shot method's own scores as journaled trials (fidelity `oneshot_score`, nothing trained: their
         time is the one-shot stage's), the front's pool when it is not re-trained before the final stage."""
         algorithm = self.recipe.algorithm.name
+        if self._bar is not None:
+            self._bar.total = len(results)   # `retrain: false` needs `final:`, whose phase adds its own runs
         records = []
         for i, result in enumerate(results):
             if result.score is None:
