@@ -7,7 +7,9 @@ returns configurations (`OneShotResult`). Everything after that is
 the driver's, the same as for NSGA-II: each returned configuration is re-trained from scratch as an ordinary, journaled
 trial at the recipe's last fidelity level on the selection split, those measurements are the front, and the final
 stage and the export run unchanged. A one-shot method therefore never writes front files, and its claims (its own
-score of a configuration) are checked by stand-alone training.
+score of a configuration) are checked by stand-alone training: at the last level, or, for a method that scores its
+configurations and is told not to re-train them (`supernet`'s `retrain: false`), only in the final stage, with the
+scores as the front's selection values (`OneShotStrategy.retrains_front`).
 
 The one-shot stage's outcome is cached in `<out>/oneshot.json` (keyed by the recipe's fingerprint), so a resumed
 search does not train it again; an interrupted one-shot stage restarts from its beginning.
