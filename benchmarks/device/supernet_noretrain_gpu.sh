@@ -11,14 +11,8 @@ device_setup "peft_autoconfig.search.strategies.supernet datasets supernet_rank 
 recipe=benchmarks/results/rotten_tomatoes_supernet_2ep5_gpu.yaml
 step steptime5 python3 benchmarks/superpet_steptime.py --recipe "$recipe" --steps 40 --repeats 2 --score-slices 20 \
     --slices-per-pass 20 --json "$OUT/steptime_5students.json"
-step lora_alone python3 -m peft_autoconfig.cli train --model /tmp/minilm --task rotten_tomatoes \
-    --config benchmarks/results/gpu_paired/lora_r8 --seed 0 --train-subset 4000 --epochs 3 --batch-size 16 \
-    --max-length 64 --eval-split test --quiet --json > /tmp/lora_alone.json
-tail -n 1 /tmp/lora_alone.json > "$OUT/lora_alone.json"
+lora_alone
 step search python3 -m peft_autoconfig.cli search "$recipe" --out /tmp/gpu_nr --workers 1
 pack gpu_nr
-mkdir -p /tmp/rank && ln -sfn /tmp/gpu_nr/oneshot/superpet /tmp/rank/superpet
-[ "$(left)" -gt 30 ] && step rank python3 benchmarks/supernet_rank.py --recipe "$recipe" --out /tmp/rank --n 20 \
-    --score-full --scores-only
-pack rank
+rank_superpet gpu_nr "$recipe"
 echo "=== done $(date -u +%T)"

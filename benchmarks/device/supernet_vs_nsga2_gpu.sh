@@ -5,10 +5,7 @@
 #   there: bash benchmarks/device/supernet_vs_nsga2_gpu.sh SECONDS      (results under OUT)
 source benchmarks/device/common.sh "${1:-400}"
 device_setup "peft_autoconfig.search.strategies.supernet supernet_vs_search search_quality"
-step lora_alone python3 -m peft_autoconfig.cli train --model /tmp/minilm --task rotten_tomatoes \
-    --config benchmarks/results/gpu_paired/lora_r8 --seed 0 --train-subset 4000 --epochs 3 --batch-size 16 \
-    --max-length 64 --eval-split test --quiet --json > /tmp/lora_alone.json
-tail -n 1 /tmp/lora_alone.json > "$OUT/lora_alone.json"
+lora_alone
 step supernet python3 -m peft_autoconfig.cli search benchmarks/results/rotten_tomatoes_supernet_cheap_gpu.yaml \
     --out /tmp/gpu_sbc --workers 1
 pack gpu_sbc

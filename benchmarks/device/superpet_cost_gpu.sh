@@ -14,14 +14,8 @@ step steptime python3 benchmarks/superpet_steptime.py --recipe "$recipe" --steps
 # the 2-epoch, 5-student shape (RESULTS 16: ranks like the 3-epoch one on the CPU); its batched step not yet timed
 step steptime5 python3 benchmarks/superpet_steptime.py --model /tmp/minilm --steps 40 --repeats 2 --score-slices 8 \
     --recipe benchmarks/results/superpet_students_only/students_only_2ep_r4.yaml --json "$OUT/steptime_5students.json"
-step lora_alone python3 -m peft_autoconfig.cli train --model /tmp/minilm --task rotten_tomatoes \
-    --config benchmarks/results/gpu_paired/lora_r8 --seed 0 --train-subset 4000 --epochs 3 --batch-size 16 \
-    --max-length 64 --eval-split test --quiet --json > /tmp/lora_alone.json
-tail -n 1 /tmp/lora_alone.json > "$OUT/lora_alone.json"
+lora_alone
 [ "$(left)" -gt 60 ] && step search python3 -m peft_autoconfig.cli search "$recipe" --out /tmp/gpu_sb --workers 1
 pack gpu_sb
-mkdir -p /tmp/rank && ln -sfn /tmp/gpu_sb/oneshot/superpet /tmp/rank/superpet
-[ "$(left)" -gt 20 ] && step rank python3 benchmarks/supernet_rank.py --recipe "$recipe" --out /tmp/rank --n 20 \
-    --score-full --scores-only
-pack rank
+rank_superpet gpu_sb "$recipe"
 echo "=== done $(date -u +%T)"
