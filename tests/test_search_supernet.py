@@ -306,6 +306,8 @@ def test_a_super_pet_of_another_model_is_refused(tmp_path, tiny_bert_dir, synthe
     ({"train_largest": False}, r"`algorithm.settings.train_largest: false` trains the slices on the labels.*"
                                r"set `distill: false`"),
     ({"train_largest": False, "distill": False, "largest_only_fraction": 0.2}, r"`largest_only_fraction: 0`"),
+    ({"warm_start_from_slice": True, "retrain": False}, r"`algorithm.settings.warm_start_from_slice: true` .*"
+                                                         r"`retrain: false` skips"),
 ])
 def test_bad_supernet_settings_name_the_field(tmp_path, tiny_bert_dir, synthetic_task_dir, settings, message):
     from peft_autoconfig.search import load_recipe

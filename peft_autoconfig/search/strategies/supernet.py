@@ -138,6 +138,10 @@ class SupernetSettings(RecipeModel):
         if not self.train_largest and (self.distill or self.largest_only_fraction):
             raise ValueError("`algorithm.settings.train_largest: false` trains the slices on the labels, without "
                              "the largest as a teacher: set `distill: false` and `largest_only_fraction: 0`.")
+        if self.warm_start_from_slice and not self.retrain:
+            raise ValueError("`algorithm.settings.warm_start_from_slice: true` starts the last-level re-training from "
+                             "the slices, which `retrain: false` skips (the final stage stays cold): set one of them "
+                             "back.")
         if self.batched_students and self.distill:
             raise ValueError("`algorithm.settings.batched_students: true` trains every slice on the labels in one "
                              "pass: set `distill: false`.")
