@@ -79,14 +79,18 @@ class _PrefixRows:
 
     def __init__(self, block: PrefixKV, lengths: torch.Tensor) -> None:
         self.block, self.lengths = block, lengths
+        self._bias: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     def __call__(self, batch_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, Any]:
         key, value, _ = PrefixKV.keys_values(self.block, batch_size, dtype)
         _check_rows(self.lengths.shape[0], batch_size)
-        lengths = self.lengths.to(key.device)
-        hidden = torch.arange(key.shape[-2], device=key.device)[None, :] >= lengths[:, None]
-        bias = torch.zeros(hidden.shape, dtype=dtype, device=key.device).masked_fill(hidden, torch.finfo(dtype).min)
-        return key, value, bias[:, None, None, :]
+        bias = self._bias.get((dtype, key.device))
+        if bias is None:  # built once per selection (scoring runs many batches through one)
+            lengths = self.lengths.to(key.device)
+            hidden = torch.arange(key.shape[-2], device=key.device)[None, :] >= lengths[:, None]
+            bias = torch.zeros(hidden.shape, dtype=dtype, device=key.device).masked_fill(hidden, torch.finfo(dtype).min)
+            bias = self._bias[(dtype, key.device)] = bias[:, None, None, :]
+        return key, value, bias
 
 
 class _BiasRows:
@@ -112,6 +116,36 @@ def repeat_rows(batch: Mapping[str, Any], times: int, rows: int) -> dict[str, An
 def _row_flags(sizes: list[int], rows: int) -> torch.Tensor:
     """1.0 for the rows of the slices where a block is present (size > 0), 0.0 for the others."""
     return torch.tensor([float(size > 0) for size in sizes]).repeat_interleave(rows)
+
+
+class _DeviceConstants:
+    """The small constant tensors of slicing (masks, row flags, prefix lengths), built once on the model's device and
+    reused: a hook that moved a CPU mask to a GPU at every forward paid a synchronising host-to-device copy per
+    block, and rebuilding the masks at every selection costs a thousand small ops a step (RESULTS.md section 17)."""
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def get(self, key: tuple, build: Any, device: torch.device) -> torch.Tensor:
+        key = (*key, device)
+        tensor = self._cache.get(key)
+        if tensor is None:
+            if len(self._cache) >= self.MAX_ENTRIES:  # random students: keep the cache bounded
+                self._cache.clear()
+            tensor = self._cache[key] = build().to(device)
+        return tensor
+
+    def leading(self, size: int, keep: int, value: float, device: torch.device) -> torch.Tensor:
+        """`(size,)`: `value` on the first `keep` units, 0 beyond."""
+        return self.get(("leading", size, keep, value), lambda: _leading(size, keep, value), device)
+
+    def row_flags(self, sizes: list[int], rows: int, device: torch.device) -> torch.Tensor:
+        return self.get(("flags", tuple(size > 0 for size in sizes), rows), lambda: _row_flags(sizes, rows), device)
+
+    def row_lengths(self, sizes: list[int], rows: int, device: torch.device) -> torch.Tensor:
+        return self.get(("lengths", tuple(sizes), rows), lambda: torch.tensor(sizes).repeat_interleave(rows), device)
 
 
 def _check_rows(expected: int, got: int) -> None:
@@ -171,6 +205,7 @@ class SuperPet(InPlaceSwitch):
         """(slices, rows per slice) while `use_rows` is on."""
         self._masks: dict[nn.Module, torch.Tensor] = {}
         self._rows_present: dict[nn.Module, torch.Tensor] = {}
+        self._constants = _DeviceConstants()
         self._shadowed: list[tuple[nn.Module, str]] = []
         self._handles = []
         for layer in self.layers.values():
@@ -207,6 +242,22 @@ class SuperPet(InPlaceSwitch):
             return output * present.to(device=output.device, dtype=output.dtype)[:, None, None]
 
         return hook
+
+    def _skip(self, block: nn.Module, kind: str) -> None:
+        """An absent block computes nothing until the slice changes: zeros of its output (BitFit: a zero delta; a
+        prefix: no token)."""
+        if kind == "prefix":
+            self._shadow(block, "keys_values", _PrefixSlice(block, 0))
+        elif kind == "bias":
+            self._shadow(block, "forward", _AbsentBias(block.delta))
+        else:
+            out_features = block.B.out_features if isinstance(block, LoraDelta) else block.up.out_features
+            self._shadow(block, "forward", _Absent(out_features))
+
+    def _device(self) -> torch.device:
+        """Where the masks go: the device of the super-PET's weights (looked up at each selection: the model may
+        have moved since the `SuperPet` was built)."""
+        return next(self.model.parameters()).device
 
     def _shadow(self, block: nn.Module, name: str, function: Any) -> None:
         """Shadow method `name` of `block` by `function` (an instance attribute) until the slice changes."""
@@ -256,6 +307,7 @@ class SuperPet(InPlaceSwitch):
         self._clear()
         if config is None:
             return
+        device = self._device()
         for key, layer in self.layers.items():
             plan = plans.get(key)
             for kind, (plan_field, _) in SIZES.items():
@@ -266,18 +318,14 @@ class SuperPet(InPlaceSwitch):
                 if kind == "prefix":
                     if size < largest:
                         self._shadow(block, "keys_values", _PrefixSlice(block, size))
-                elif kind == "bias":
-                    if not size:
-                        self._shadow(block, "forward", _AbsentBias(block.delta))
-                elif size == 0:
-                    out_features = block.B.out_features if isinstance(block, LoraDelta) else block.up.out_features
-                    self._shadow(block, "forward", _Absent(out_features))
+                elif not size:
+                    self._skip(block, kind)
                 elif kind == "lora":
                     factor = config.lora_scaling(size) / block.scaling
                     if size < largest or factor != 1.0:
-                        self._masks[block] = _leading(largest, size, factor)
+                        self._masks[block] = self._constants.leading(largest, size, factor, device)
                 elif size < largest:
-                    self._masks[block] = _leading(largest, size, 1.0)
+                    self._masks[block] = self._constants.leading(largest, size, 1.0, device)
         self.active = config
 
     def select_rows(self, subs: Sequence[SubConfig], rows: int) -> None:
@@ -290,6 +338,7 @@ class SuperPet(InPlaceSwitch):
         configs = [self.config_of(sub) for sub in subs]
         all_plans = [self.check(config) for config in configs]
         self._clear()
+        device = self._device()
         for key, layer in self.layers.items():
             for kind, (plan_field, _) in SIZES.items():
                 if self.adapter_name not in layer.blocks(kind):
@@ -299,11 +348,12 @@ class SuperPet(InPlaceSwitch):
                 sizes = [int(getattr(plans.get(key), plan_field, 0)) for plans in all_plans]
                 if all(size == largest for size in sizes) and kind != "lora":
                     continue  # every row sees the whole block
-                if kind == "prefix":
-                    lengths = torch.tensor(sizes).repeat_interleave(rows)
-                    self._shadow(block, "keys_values", _PrefixRows(block, lengths))
+                if not any(sizes):  # absent from every row: skipped as `select` skips it
+                    self._skip(block, kind)
+                elif kind == "prefix":
+                    self._shadow(block, "keys_values", _PrefixRows(block, self._constants.row_lengths(sizes, rows, device)))
                 elif kind == "bias":
-                    self._shadow(block, "forward", _BiasRows(block, _row_flags(sizes, rows)))
+                    self._shadow(block, "forward", _BiasRows(block, self._constants.row_flags(sizes, rows, device)))
                 else:
                     factors = [
                         config.lora_scaling(size) / block.scaling if kind == "lora" and config is not None and size
@@ -311,10 +361,11 @@ class SuperPet(InPlaceSwitch):
                     ]
                     if all(size == largest and factor == 1.0 for size, factor in zip(sizes, factors)):
                         continue
-                    masks = torch.stack([_leading(largest, size, factor) for size, factor in zip(sizes, factors)])
+                    masks = torch.stack([self._constants.leading(largest, size, factor, device)
+                                         for size, factor in zip(sizes, factors)])
                     self._masks[block] = masks.repeat_interleave(rows, dim=0)[:, None, :]
                     if isinstance(block, Bottleneck) and not all(sizes):  # `up`'s bias must not reach those rows
-                        self._rows_present[block] = _row_flags(sizes, rows)
+                        self._rows_present[block] = self._constants.row_flags(sizes, rows, device)
         self.active = None
         self.active_rows = (configs, rows)
 
