@@ -237,6 +237,27 @@ def test_superpet_steptime_smoke_prints_ratios_and_checks_scores(tmp_path, tiny_
     assert saved["scoring"]["max_score_difference"] <= 2 / saved["scoring"]["examples"]
 
 
+def test_superpet_ops_counts_fewer_ops_in_one_pass(tmp_path, tiny_bert_dir, synthetic_task_dir, capsys):
+    """benchmarks/superpet_ops.py on the tiny model: a row per step with its op count and ratio to LoRA r=8; the
+    students in one pass dispatch fewer operations than one pass each, side-by-side scoring fewer than one slice at a
+    time, and switching alone fewer than a step."""
+    import json
+
+    from benchmarks import superpet_ops
+    from tests.test_search_supernet import supernet_recipe
+
+    recipe = supernet_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, distill=False, train_largest=False)
+    out = tmp_path / "ops.json"
+    result = superpet_ops.main(["--recipe", str(recipe), "--repeats", "1", "--score-slices", "3", "--json", str(out)])
+    printed = capsys.readouterr().out
+    ops = {row["step"]: row["ops"] for row in result["rows"]}
+    assert list(ops)[0] == "LoRA r=8 q,v step" and all(name in printed for name in ops)
+    assert ops["super-PET step, 3 students in one pass"] < ops["super-PET step, 3 students one pass each"]
+    assert ops["scoring 3 slices side by side"] < ops["scoring 3 slices one at a time"]
+    assert 0 < ops["use_rows of 3 students alone (no forward)"] < ops["super-PET step, 3 students in one pass"]
+    assert json.loads(out.read_text())["rows"] == result["rows"]
+
+
 def test_students_in_one_pass_and_side_by_side_scoring_default_to_the_gpu(monkeypatch):
     """Null `batched_students` / `slices_per_pass` mean: on (8 side by side) with a CUDA device, off (1) without;
     never batched with distillation; set values win."""
