@@ -1,5 +1,5 @@
 # Sourced by the device scripts (rt_gpu.sh, paired_gpu.sh, superpet_cost_gpu.sh, supernet_vs_nsga2_gpu.sh,
-# supernet_noretrain_gpu.sh):
+# supernet_noretrain_gpu.sh, fidelity_noise_gpu.sh):
 #   source benchmarks/device/common.sh SECONDS     # the deadline, OUT and its log
 #   device_setup "module ..."                      # wheels into /tmp/site, MiniLM into /tmp/minilm, imports checked
 #   step NAME command ...                           # run within the deadline; NAME's lines on stderr (and in the log)
