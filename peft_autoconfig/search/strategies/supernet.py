@@ -82,8 +82,8 @@ class SupernetSettings(RecipeModel):
             on those runs (default). `false` chooses it on the slices' own scores (journaled as trials of fidelity
             `oneshot_score`, with their standard errors) and sends it straight to the final stage, which must exist
             (`final:`): the search then costs the super-PET and its scoring only (the re-training was 0.9 of 3.3
-            final-budget LoRA runs on the H100, RESULTS.md section 16; and the last level's order is mostly noise
-            at this budget, section 14b). Not part of the recipe's fingerprint: switching it resumes the same
+            final-budget LoRA runs on the H100, RESULTS.md section 16), but on MiniLM such a front was weaker than
+            a re-trained one (section 17a). Not part of the recipe's fingerprint: switching it resumes the same
             `--out`.
     """
 
