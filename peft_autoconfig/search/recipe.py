@@ -312,8 +312,8 @@ class Recipe(RecipeModel):
         if self.final is not None:
             self._final_not_smaller()
         settings = self.algorithm.options().get("settings")
-        if getattr(settings, "retrain", True) is False:
-            self._front_on_oneshot_scores()
+        if hasattr(settings, "check_recipe"):  # a one-shot strategy's settings that depend on the rest of the recipe
+            settings.check_recipe(self)
         if self.algorithm.budgeted and self.budgets is None:
             raise ValueError(
                 f"recipe field `budgets`: algorithm {self.algorithm.name!r} needs parameter budgets, e.g. "
@@ -325,21 +325,6 @@ class Recipe(RecipeModel):
             users = sorted(n for n, s in STRATEGIES.items() if getattr(s, "budgeted", False))
             raise ValueError(f"recipe field `budgets` applies to algorithm {users} only, not {self.algorithm.name!r}")
         return self
-
-    def _front_on_oneshot_scores(self) -> None:
-        """`algorithm.settings.retrain: false` chooses the front on the super-PET's scores, which measure the
-        metric only, and leaves the stand-alone check to the final stage."""
-        if self.final is None:
-            raise ValueError(
-                "recipe field `algorithm.settings.retrain`: false chooses the front on the super-PET's own scores and "
-                "re-trains it only in the final stage; add a `final:` section (e.g. `final: {num_epochs: 3}`) or set "
-                "`retrain: true`"
-            )
-        if set(self.objectives) != {"metric", "trainable_parameters"}:
-            raise ValueError(
-                f"recipe field `algorithm.settings.retrain`: false needs `objectives: [metric, trainable_parameters]` "
-                f"(the super-PET's scores measure nothing else), got {self.objectives}"
-            )
 
     def _final_not_smaller(self) -> None:
         last, final = self.fidelity.levels[-1], self.final

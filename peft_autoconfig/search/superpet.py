@@ -144,19 +144,18 @@ def train_superpet(context: Any, sandwich: dict[str, Any], directory: Path,
     if directory.exists():
         shutil.rmtree(directory)  # an unfinished training starts over
     config = super_config(context.space)
-    batched = bool(batched_students or sandwich.get("batched_students"))
     result = run(RunConfig(
         model_name_or_path=context.model, task=context.task, peft_config=config, output_dir=str(directory),
         seed=context.seed, eval_split=context.selection_split, eval_subset=context.eval_subset,
         show_progress=context.progress, trainer_class=SandwichTrainer,
-        trainer_kwargs={"supernet": PetSupernet(context.space), **sandwich, "batched_students": batched},
+        trainer_kwargs={"supernet": PetSupernet(context.space), **sandwich, "batched_students": batched_students},
         **kwargs,
     ))
     manifest = {
         "format_version": 1, "model": context.model, "model_signature": model_signature(context.space.model_config),
         "config": config_to_dict(config), "training": training, "trainable_parameters": context.space.cost(config),
         "metric_name": result.metric_name, "metric": result.metric_value, "wall_time_s": result.wall_time_s,
-        "batched_students": batched,
+        "batched_students": bool(batched_students),
     }
     tmp = directory / f"{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -147,6 +147,24 @@ class SupernetSettings(RecipeModel):
                              "pass: set `distill: false`.")
         return self
 
+    def check_recipe(self, recipe: Any) -> None:
+        """Checks against the rest of the recipe (`Recipe` calls it when it loads): `retrain: false` chooses the
+        front on the super-PET's scores, which measure the metric only, and leaves the stand-alone check to the final
+        stage."""
+        if self.retrain:
+            return
+        if recipe.final is None:
+            raise ValueError(
+                "recipe field `algorithm.settings.retrain`: false chooses the front on the super-PET's own scores and "
+                "re-trains it only in the final stage; add a `final:` section (e.g. `final: {num_epochs: 3}`) or set "
+                "`retrain: true`"
+            )
+        if set(recipe.objectives) != {"metric", "trainable_parameters"}:
+            raise ValueError(
+                f"recipe field `algorithm.settings.retrain`: false needs `objectives: [metric, trainable_parameters]` "
+                f"(the super-PET's scores measure nothing else), got {recipe.objectives}"
+            )
+
     @field_validator("inner")
     @classmethod
     def _ask_tell(cls, name: str) -> str:
