@@ -10,6 +10,14 @@ The points are every level-0 point of the run (from `RUN/ranking/journal.jsonl`,
 level with each of `--seeds` in `RUN/noise-s<seed>/` (a search folder of the recipe with that seed: resumable, and
 a point already measured there is not trained again).
 
+A search's points sit near its front, close to one another; the low fidelity also has to rank the spread-out points
+of a first generation. `--points-from FILE` (JSON lines, each with the point as `x`: a journal, or
+`supernet_rank.py`'s stand-alone log) takes the points from there instead, and trains each at level 0 and at the
+last level with the recipe's seed in `RUN/points/` (then the other seeds as above):
+
+    python benchmarks/fidelity_noise.py --recipe recipes/rotten_tomatoes.yaml --run runs/noise_random \
+        --points-from benchmarks/results/superpet_students_only/standalone_level.jsonl --seeds 1 2 3
+
 Reported (RUN/noise.json and RUN/noise.md, printed too), each Kendall tau with its p-value and N:
 - `last_vs_last`: the last level at the run's seed against each other seed (the ceiling);
 - `first_vs_last`: level 0 against the last level at each seed, and against the mean over all seeds (a last level
@@ -69,11 +77,28 @@ def format_report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_points(path: Path) -> list[dict[str, Any]]:
+    """The distinct points (`x`) of a JSON-lines file, in first-seen order."""
+    if not path.is_file():
+        raise FileNotFoundError(f"`--points-from`: {str(path)!r} is not a file.")
+    points: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            x = json.loads(line).get("x")
+            if not isinstance(x, dict):
+                raise ValueError(f"`--points-from`: line {number} of {str(path)!r} has no point (`x`).")
+            points.setdefault(json.dumps(x, sort_keys=True), x)
+    return list(points.values())
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", required=True, help="the recipe the run was searched with")
     parser.add_argument("--run", required=True, help="the search folder (with ranking/ from search_quality --rank-all)")
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="other seeds to train the last level with")
+    parser.add_argument("--points-from", default=None,
+                        help="JSON lines with points (`x`) to train at level 0 and at the last level in RUN/points/ "
+                             "instead of a search's ranking")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
 
@@ -84,8 +109,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     last_level = len(recipe.fidelity_levels) - 1
     if last_level == 0:
         raise ValueError("`fidelity.levels`: the recipe has one level; there is no low fidelity to compare.")
-    journal = run_dir / "ranking" / "journal.jsonl"
-    journal = journal if journal.is_file() else run_dir / "journal.jsonl"
+    if recipe.seed in args.seeds:   # checked before anything trains
+        raise ValueError(f"`--seeds`: {recipe.seed} is the run's own seed (`seed` in the recipe); name other seeds.")
+    if args.points_from is not None:
+        chosen, search = read_points(Path(args.points_from)), Search(recipe, run_dir / "points", workers=args.workers,
+                                                                      progress=True)
+        for level in (0, last_level):   # level 0 first: what the low fidelity says, before its reference
+            search.evaluate_points(chosen, level)
+        journal = run_dir / "points" / "journal.jsonl"
+    else:
+        journal = run_dir / "ranking" / "journal.jsonl"
+        journal = journal if journal.is_file() else run_dir / "journal.jsonl"
     if not journal.is_file():
         raise FileNotFoundError(f"`--run`: {str(run_dir)!r} holds no search journal (journal.jsonl).")
     trials = read_journal(journal)
@@ -93,8 +127,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     last = {recipe.seed: level_scores(trials, last_level)}
     points = [json.loads(k) for k in sorted(last[recipe.seed])]
     for seed in args.seeds:
-        if seed == recipe.seed:
-            raise ValueError(f"`--seeds`: {seed} is the run's own seed (`seed` in the recipe); name other seeds.")
         seeded = parse_recipe({**raw, "seed": seed}, base_dir=base)
         folder = run_dir / f"noise-s{seed}"
         Search(seeded, folder, workers=args.workers, progress=True).evaluate_points(points, last_level)

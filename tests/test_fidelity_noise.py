@@ -61,3 +61,32 @@ def test_a_folder_without_a_journal_is_named(tmp_path, tiny_bert_dir, synthetic_
     path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:fake_evaluate")
     with pytest.raises(FileNotFoundError, match="`--run`: .* holds no search journal"):
         noise.main(["--recipe", str(path), "--run", str(tmp_path / "nothing"), "--seeds", "1"])
+
+
+def test_points_from_a_file_are_trained_at_both_levels_then_at_other_seeds(tmp_path, tiny_bert_dir,
+                                                                           synthetic_task_dir):
+    noise = load_script("fidelity_noise")
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:seed_noisy_evaluate",
+                        algorithm={"name": "random", "n_trials": 6})
+    source = tmp_path / "source"
+    run_search(load_recipe(path), source, progress=False)
+    wanted = {json.dumps(t["x"], sort_keys=True) for t in read_journal(source / "journal.jsonl") if t["x"]}
+    listed = tmp_path / "points.jsonl"   # a file of points with other fields, one point twice
+    rows = [{"x": json.loads(k), "cold": {"metric": 0.5}} for k in sorted(wanted)]
+    listed.write_text("\n".join(json.dumps(r) for r in rows + rows[:1]) + "\n")
+
+    out = tmp_path / "random_points"
+    results = noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(listed), "--seeds", "1"])
+    trained = read_journal(out / "points" / "journal.jsonl")
+    assert {t["level"] for t in trained} == {0, 1} and {t["seed"] for t in trained} == {0}
+    assert set(_values(out / "points" / "journal.jsonl", 0)) == set(_values(out / "points" / "journal.jsonl", 1)) == wanted
+    assert set(_values(out / "noise-s1" / "journal.jsonl", 1)) == wanted
+    assert results["n_points"] == len(wanted) and results["first_vs_last"]["seed 0"]["n"] == len(wanted)
+
+    noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(listed), "--seeds", "1"])
+    assert len(read_journal(out / "points" / "journal.jsonl")) == len(trained)   # resumed: nothing trained again
+    listed.write_text('{"cold": {"metric": 0.5}}\n')
+    with pytest.raises(ValueError, match="`--points-from`: line 1 .* has no point"):
+        noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(listed), "--seeds", "1"])
+    with pytest.raises(FileNotFoundError, match="`--points-from`: .* is not a file"):
+        noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(tmp_path / "no"), "--seeds", "1"])
