@@ -29,10 +29,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from peft_autoconfig.search import Search, load_recipe
+from peft_autoconfig.search import Search
 from peft_autoconfig.search.superpet import super_config
 from peft_autoconfig.training.sandwich import batched_sandwich_loss, sandwich_losses
 from peft_autoconfig.tuners.slicing import SuperPet, repeat_rows
+
+try:   # as a script (python benchmarks/...) and as a module (tests load it by path, with the repository importable)
+    from superpet_steptime import add_recipe_arguments, recipe_from
+except ImportError:   # pragma: no cover - the module path
+    from benchmarks.superpet_steptime import add_recipe_arguments, recipe_from
 
 
 def count_ops(step: Callable[[], Any]) -> int:
@@ -117,8 +122,7 @@ def build(search: Search, students: int, score_slices: int, batch: int, length: 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipe", default="recipes/rotten_tomatoes_supernet.yaml")
-    parser.add_argument("--model", help="override the recipe's model (a local path)")
+    add_recipe_arguments(parser)
     parser.add_argument("--students", type=int, default=3)
     parser.add_argument("--score-slices", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=20)
@@ -129,9 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    recipe = load_recipe(args.recipe)
-    if args.model:
-        recipe = recipe.model_copy(update={"model": args.model})
+    recipe = recipe_from(args)
     with tempfile.TemporaryDirectory() as out:
         steps = build(Search(recipe, out), args.students, args.score_slices, args.batch, args.length)
         rows = [{"step": name, "ops": count_ops(step), "seconds": median_time(step, args.repeats)}

@@ -111,10 +111,21 @@ def score_times(search: Search, n: int, slices_per_pass: int, seed: int = 0) -> 
         len(b["labels"]) for b in scorer.batches), "max_score_difference": disagree}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--recipe` and `--model`, shared by the super-PET's step benchmarks (this one and superpet_ops.py)."""
     parser.add_argument("--recipe", default="recipes/rotten_tomatoes_supernet.yaml")
     parser.add_argument("--model", help="override the recipe's model (a local path)")
+
+
+def recipe_from(args: argparse.Namespace) -> Any:
+    """The `--recipe`, with `--model` in place of its model when given."""
+    recipe = load_recipe(args.recipe)
+    return recipe.model_copy(update={"model": args.model}) if args.model else recipe
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_recipe_arguments(parser)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--score-slices", type=int, default=16)
@@ -123,9 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.steps < 5 or args.repeats < 1:
         parser.error("--steps must be >= 5 and --repeats >= 1")
-    recipe = load_recipe(args.recipe)
-    if args.model:
-        recipe = recipe.model_copy(update={"model": args.model})
+    recipe = recipe_from(args)
     search = Search(recipe, Path(tempfile.mkdtemp()) / "never", progress=False)
     settings = SupernetSettings.parse(recipe.algorithm.settings)
     sequential = {**settings.sandwich(), "distill": False, "train_largest": False}

@@ -18,13 +18,19 @@ def _values(journal, level):
             if t["level"] == level and t["kind"] in ("search", "promotion") and t["status"] == "ok"}
 
 
+def _searched(tmp_path, tiny_bert_dir, synthetic_task_dir, n_trials):
+    """A random search of `n_trials` with seed-dependent fake scores: its recipe and folder."""
+    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:seed_noisy_evaluate",
+                        algorithm={"name": "random", "n_trials": n_trials})
+    run = tmp_path / "run"
+    run_search(load_recipe(path), run, progress=False)
+    return path, run
+
+
 def test_other_seeds_of_the_last_level_give_the_ceiling_and_a_less_noisy_reference(tmp_path, tiny_bert_dir,
                                                                                    synthetic_task_dir):
     noise = load_script("fidelity_noise")
-    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:seed_noisy_evaluate",
-                        algorithm={"name": "random", "n_trials": 8})
-    run = tmp_path / "run"
-    run_search(load_recipe(path), run, progress=False)
+    path, run = _searched(tmp_path, tiny_bert_dir, synthetic_task_dir, 8)
     first, last0 = _values(run / "journal.jsonl", 0), _values(run / "journal.jsonl", 1)
     assert len(last0) >= 3
 
@@ -66,10 +72,7 @@ def test_a_folder_without_a_journal_is_named(tmp_path, tiny_bert_dir, synthetic_
 def test_points_from_a_file_are_trained_at_both_levels_then_at_other_seeds(tmp_path, tiny_bert_dir,
                                                                            synthetic_task_dir):
     noise = load_script("fidelity_noise")
-    path = write_recipe(tmp_path, tiny_bert_dir, synthetic_task_dir, evaluator="test_search_fakes:seed_noisy_evaluate",
-                        algorithm={"name": "random", "n_trials": 6})
-    source = tmp_path / "source"
-    run_search(load_recipe(path), source, progress=False)
+    path, source = _searched(tmp_path, tiny_bert_dir, synthetic_task_dir, 6)
     wanted = {json.dumps(t["x"], sort_keys=True) for t in read_journal(source / "journal.jsonl") if t["x"]}
     listed = tmp_path / "points.jsonl"   # a file of points with other fields, one point twice
     rows = [{"x": json.loads(k), "cold": {"metric": 0.5}} for k in sorted(wanted)]

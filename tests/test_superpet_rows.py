@@ -270,3 +270,37 @@ def test_students_in_one_pass_and_side_by_side_scoring_default_to_the_gpu(monkey
         assert not SupernetSettings.parse({}).students_in_one_pass()   # distilled students: one pass each
         chosen = SupernetSettings.parse({"distill": False, "batched_students": False, "slices_per_pass": 3})
         assert (chosen.students_in_one_pass(), chosen.scoring_slices_per_pass()) == (False, 3)
+
+
+def test_slicing_constants_are_built_once_per_device_and_the_cache_stays_bounded(monkeypatch):
+    from peft_autoconfig.tuners import slicing
+
+    constants, built = slicing._DeviceConstants(), []
+
+    def build():
+        built.append(1)
+        return slicing._leading(6, 2, 0.5)
+
+    first = constants.get(("leading", 6, 2, 0.5), build, torch.device("cpu"))
+    assert constants.get(("leading", 6, 2, 0.5), build, torch.device("cpu")) is first and len(built) == 1
+    assert first.tolist() == [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
+    assert constants.row_flags([0, 3, 1], 2, torch.device("cpu")).tolist() == [0, 0, 1, 1, 1, 1]
+    # the flags depend only on presence: sizes 3 and 1 share the entry of any other present sizes
+    assert constants.row_flags([0, 5, 2], 2, torch.device("cpu")) is constants.row_flags([0, 3, 1], 2, torch.device("cpu"))
+    assert constants.row_lengths([2, 0], 3, torch.device("cpu")).tolist() == [2, 2, 2, 0, 0, 0]
+    assert constants.leading(4, 4, 1.0, torch.device("cpu")).tolist() == [1.0] * 4
+
+    monkeypatch.setattr(slicing._DeviceConstants, "MAX_ENTRIES", 2)
+    bounded = slicing._DeviceConstants()
+    for keep in range(5):
+        bounded.leading(8, keep, 1.0, torch.device("cpu"))
+        assert len(bounded._cache) <= 2
+
+
+def test_a_slice_selected_again_reuses_its_masks(make_tiny_model):
+    _, _, _, superpet = make_superpet(make_tiny_model)
+    superpet.select(SUBS[0])
+    masks = dict(superpet._masks)
+    superpet.select(SUBS[1])
+    superpet.select(SUBS[0])
+    assert masks and all(superpet._masks[block] is mask for block, mask in masks.items())
