@@ -22,7 +22,10 @@ Reported (RUN/noise.json and RUN/noise.md, printed too), each Kendall tau with i
 - `last_vs_last`: the last level at the run's seed against each other seed (the ceiling);
 - `first_vs_last`: level 0 against the last level at each seed, and against the mean over all seeds (a last level
   with less noise: what the low fidelity should predict);
-- the per-point standard deviation across seeds beside the spread of the last level's values across points.
+- the per-point standard deviation across seeds beside the spread of the last level's values across points;
+- with `--first-too` (level 0 trained at the other seeds as well): `first_vs_first`, level 0 against itself (its
+  own noise), and `first_mean_vs_last_mean`, the two levels each averaged over their seeds (whether the levels rank
+  alike once most of the seed noise is averaged out; a search reads one seed of level 0, `first_vs_last`).
 """
 
 from __future__ import annotations
@@ -44,21 +47,31 @@ except ImportError:   # pragma: no cover - the module path
     from benchmarks.search_quality import level_scores, tau_on_common
 
 
-def report(run_seed: int, first: dict[str, float], last: dict[int, dict[str, float]]) -> dict[str, Any]:
-    """The taus and spreads of `noise.json` from level-0 values `first` and last-level values per seed `last`."""
+def report(run_seed: int, first: dict[int, dict[str, float]], last: dict[int, dict[str, float]]) -> dict[str, Any]:
+    """The taus and spreads of `noise.json` from level-0 values per seed `first` (the run's seed at least) and
+    last-level values per seed `last`."""
     seeds = sorted(last)
     common = sorted(set.intersection(*(set(v) for v in last.values())))
     mean = {k: float(np.mean([last[s][k] for s in seeds])) for k in common}
     per_point_sd = [float(np.std([last[s][k] for s in seeds], ddof=1)) for k in common] if len(seeds) > 1 else []
-    return {
+    results = {
         "seeds": seeds, "n_points": len(common),
         "last_vs_last": {f"{run_seed}-{s}": tau_on_common(last[run_seed], last[s]) for s in seeds if s != run_seed},
-        "first_vs_last": {**{f"seed {s}": tau_on_common(first, last[s]) for s in seeds},
-                          "mean": tau_on_common(first, mean)},
+        "first_vs_last": {**{f"seed {s}": tau_on_common(first[run_seed], last[s]) for s in seeds},
+                          "mean": tau_on_common(first[run_seed], mean)},
         "per_point_sd_mean": float(np.mean(per_point_sd)) if per_point_sd else None,
         "spread_across_points": {str(s): [min(last[s][k] for k in common), max(last[s][k] for k in common)]
                                  for s in seeds} if common else {},
     }
+    if len(first) > 1:   # level 0 at other seeds too (`--first-too`): its own noise, and its mean's ranking
+        first_seeds = sorted(first)
+        both = sorted(set.intersection(*(set(v) for v in first.values())) & set(common))
+        first_mean = {k: float(np.mean([first[s][k] for s in first_seeds])) for k in both}
+        results["first_seeds"] = first_seeds
+        results["first_vs_first"] = {f"{run_seed}-{s}": tau_on_common(first[run_seed], first[s])
+                                     for s in first_seeds if s != run_seed}
+        results["first_mean_vs_last_mean"] = tau_on_common(first_mean, mean)
+    return results
 
 
 def format_report(results: dict[str, Any]) -> str:
@@ -69,6 +82,10 @@ def format_report(results: dict[str, Any]) -> str:
     lines = ["| Kendall tau | value |", "|---|---|"]
     lines += [row(f"last level, seeds {pair}", t) for pair, t in results["last_vs_last"].items()]
     lines += [row(f"level 0 vs last level, {which}", t) for which, t in results["first_vs_last"].items()]
+    lines += [row(f"level 0, seeds {pair}", t) for pair, t in results.get("first_vs_first", {}).items()]
+    if "first_mean_vs_last_mean" in results:
+        lines.append(row(f"mean of level 0 over seeds {results['first_seeds']} vs mean of the last level",
+                         results["first_mean_vs_last_mean"]))
     lines.append("")
     if results["per_point_sd_mean"] is not None:
         lines.append(f"Mean per-point standard deviation across seeds: {results['per_point_sd_mean']:.4f}.")
@@ -99,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--points-from", default=None,
                         help="JSON lines with points (`x`) to train at level 0 and at the last level in RUN/points/ "
                              "instead of a search's ranking")
+    parser.add_argument("--first-too", action="store_true",
+                        help="train level 0 at the other seeds too (its own noise; before their last level)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
 
@@ -123,14 +142,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not journal.is_file():
         raise FileNotFoundError(f"`--run`: {str(run_dir)!r} holds no search journal (journal.jsonl).")
     trials = read_journal(journal)
-    first = level_scores(trials, 0)
+    first = {recipe.seed: level_scores(trials, 0)}
     last = {recipe.seed: level_scores(trials, last_level)}
     points = [json.loads(k) for k in sorted(last[recipe.seed])]
     for seed in args.seeds:
         seeded = parse_recipe({**raw, "seed": seed}, base_dir=base)
         folder = run_dir / f"noise-s{seed}"
-        Search(seeded, folder, workers=args.workers, progress=True).evaluate_points(points, last_level)
-        last[seed] = level_scores(read_journal(folder / "journal.jsonl"), last_level)
+        search = Search(seeded, folder, workers=args.workers, progress=True)
+        if args.first_too:
+            search.evaluate_points(points, 0)
+        search.evaluate_points(points, last_level)
+        trained = read_journal(folder / "journal.jsonl")
+        last[seed] = level_scores(trained, last_level)
+        if args.first_too:
+            first[seed] = level_scores(trained, 0)
     results = report(recipe.seed, first, last)
     (run_dir / "noise.json").write_text(json.dumps(results, indent=2) + "\n")
     text = format_report(results)

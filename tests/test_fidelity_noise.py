@@ -88,6 +88,20 @@ def test_points_from_a_file_are_trained_at_both_levels_then_at_other_seeds(tmp_p
 
     noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(listed), "--seeds", "1"])
     assert len(read_journal(out / "points" / "journal.jsonl")) == len(trained)   # resumed: nothing trained again
+
+    both = noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(listed), "--seeds", "1", "2",
+                       "--first-too"])   # level 0 at the other seeds too: seed 1 adds level 0 only
+    seed1 = read_journal(out / "noise-s1" / "journal.jsonl")
+    assert sorted(t["level"] for t in seed1) == [0] * len(wanted) + [1] * len(wanted)
+    first = {s: _values(out / folder / "journal.jsonl", 0) for s, folder in [(0, "points"), (1, "noise-s1"), (2, "noise-s2")]}
+    last = {s: _values(out / folder / "journal.jsonl", 1) for s, folder in [(0, "points"), (1, "noise-s1"), (2, "noise-s2")]}
+    keys = sorted(wanted)
+    assert both["first_seeds"] == [0, 1, 2] and first[1] != first[0]
+    assert both["first_vs_first"]["0-2"]["tau"] == pytest.approx(kendalltau([first[0][k] for k in keys],
+                                                                            [first[2][k] for k in keys])[0])
+    means = [[sum(values[s][k] for s in (0, 1, 2)) / 3 for k in keys] for values in (first, last)]
+    assert both["first_mean_vs_last_mean"]["tau"] == pytest.approx(kendalltau(*means)[0])
+    assert "mean of level 0 over seeds [0, 1, 2]" in (out / "noise.md").read_text()
     listed.write_text('{"cold": {"metric": 0.5}}\n')
     with pytest.raises(ValueError, match="`--points-from`: line 1 .* has no point"):
         noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(listed), "--seeds", "1"])
