@@ -18,6 +18,9 @@ last level with the recipe's seed in `RUN/points/` (then the other seeds as abov
     python benchmarks/fidelity_noise.py --recipe recipes/rotten_tomatoes.yaml --run runs/noise_random \
         --points-from benchmarks/results/superpet_students_only/standalone_level.jsonl --seeds 1 2 3
 
+Last-level values measured before (`supernet_rank.py`'s stand-alone runs of the same points) are reused with
+`--reference SEED=FILE` instead of being trained again.
+
 Reported (RUN/noise.json and RUN/noise.md, printed too), each Kendall tau with its p-value and N:
 - `last_vs_last`: the last level at the run's seed against each other seed (the ceiling);
 - `first_vs_last`: level 0 against the last level at each seed, and against the mean over all seeds (a last level
@@ -108,6 +111,41 @@ def read_points(path: Path) -> list[dict[str, Any]]:
     return list(points.values())
 
 
+def read_reference(spec: str, recipe: Any, last_level: int) -> tuple[int, dict[str, float]]:
+    """`SEED=FILE`: last-level values measured before, as `supernet_rank.py` logs its stand-alone runs (rows with
+    `x` and `cold.metric`, and the runner arguments they were trained with as `standalone`). Rows trained otherwise
+    than the recipe's last level at SEED on its selection split are refused; rows from before the arguments were
+    logged are taken as the user says, with a note."""
+    seed_text, _, file = spec.partition("=")
+    if not seed_text.strip().lstrip("-").isdigit() or not file:
+        raise ValueError(f"`--reference`: {spec!r} is not SEED=FILE (e.g. 0=runs/rank/standalone.jsonl).")
+    seed, path = int(seed_text), Path(file)
+    if not path.is_file():
+        raise FileNotFoundError(f"`--reference`: {file!r} is not a file.")
+    level = {k: v for k, v in recipe.fidelity_levels[last_level].items() if v is not None}
+    values, unlogged = {}, 0
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if not isinstance(row.get("x"), dict) or "metric" not in (row.get("cold") or {}):
+            raise ValueError(f"`--reference`: line {number} of {file!r} has no point (`x`) and stand-alone metric "
+                             "(`cold.metric`).")
+        if row.get("standalone") is None:
+            unlogged += 1
+        else:
+            trained = json.loads(row["standalone"])
+            wanted = {"seed": seed, "eval_split": recipe.evaluation.selection_split, **level}
+            differs = {k: (trained.get(k), v) for k, v in wanted.items() if trained.get(k) != v}
+            if differs:
+                raise ValueError(f"`--reference`: line {number} of {file!r} was not trained as the recipe's last "
+                                 f"level at seed {seed} (logged, wanted): {differs}.")
+        values[json.dumps(row["x"], sort_keys=True)] = float(row["cold"]["metric"])
+    if unlogged:
+        print(f"note: {unlogged} rows of {file} do not log how they were trained; taken as the last level at seed {seed}.")
+    return seed, values
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", required=True, help="the recipe the run was searched with")
@@ -118,6 +156,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "instead of a search's ranking")
     parser.add_argument("--first-too", action="store_true",
                         help="train level 0 at the other seeds too (its own noise; before their last level)")
+    parser.add_argument("--reference", action="append", default=[], metavar="SEED=FILE",
+                        help="last-level values at SEED measured before (supernet_rank.py's stand-alone log): not "
+                             "trained again; repeatable")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
 
@@ -130,10 +171,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise ValueError("`fidelity.levels`: the recipe has one level; there is no low fidelity to compare.")
     if recipe.seed in args.seeds:   # checked before anything trains
         raise ValueError(f"`--seeds`: {recipe.seed} is the run's own seed (`seed` in the recipe); name other seeds.")
+    reference = dict(read_reference(spec, recipe, last_level) for spec in args.reference)
     if args.points_from is not None:
         chosen, search = read_points(Path(args.points_from)), Search(recipe, run_dir / "points", workers=args.workers,
                                                                       progress=True)
-        for level in (0, last_level):   # level 0 first: what the low fidelity says, before its reference
+        # level 0 first: what the low fidelity says, before its reference (unless that was measured before)
+        for level in (0,) if recipe.seed in reference else (0, last_level):
             search.evaluate_points(chosen, level)
         journal = run_dir / "points" / "journal.jsonl"
     else:
@@ -143,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise FileNotFoundError(f"`--run`: {str(run_dir)!r} holds no search journal (journal.jsonl).")
     trials = read_journal(journal)
     first = {recipe.seed: level_scores(trials, 0)}
-    last = {recipe.seed: level_scores(trials, last_level)}
+    last = {recipe.seed: reference.get(recipe.seed) or level_scores(trials, last_level)}
     points = [json.loads(k) for k in sorted(last[recipe.seed])]
     for seed in args.seeds:
         seeded = parse_recipe({**raw, "seed": seed}, base_dir=base)
@@ -151,9 +194,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         search = Search(seeded, folder, workers=args.workers, progress=True)
         if args.first_too:
             search.evaluate_points(points, 0)
-        search.evaluate_points(points, last_level)
-        trained = read_journal(folder / "journal.jsonl")
-        last[seed] = level_scores(trained, last_level)
+        if seed not in reference:
+            search.evaluate_points(points, last_level)
+        trained = read_journal(folder / "journal.jsonl") if (folder / "journal.jsonl").is_file() else []
+        last[seed] = reference.get(seed) or level_scores(trained, last_level)
         if args.first_too:
             first[seed] = level_scores(trained, 0)
     results = report(recipe.seed, first, last)

@@ -107,3 +107,33 @@ def test_points_from_a_file_are_trained_at_both_levels_then_at_other_seeds(tmp_p
         noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(listed), "--seeds", "1"])
     with pytest.raises(FileNotFoundError, match="`--points-from`: .* is not a file"):
         noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(tmp_path / "no"), "--seeds", "1"])
+
+
+def test_last_level_values_measured_before_are_reused_not_trained(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    noise = load_script("fidelity_noise")
+    path, source = _searched(tmp_path, tiny_bert_dir, synthetic_task_dir, 6)
+    wanted = sorted({json.dumps(t["x"], sort_keys=True) for t in read_journal(source / "journal.jsonl") if t["x"]})
+    listed, reference = tmp_path / "points.jsonl", tmp_path / "seed3.jsonl"
+    listed.write_text("".join(json.dumps({"x": json.loads(k)}) + "\n" for k in wanted))
+    made_up = {k: 0.5 + i / 100 for i, k in enumerate(wanted)}   # increasing: a known order to compare with
+    reference.write_text("".join(json.dumps({"x": json.loads(k), "cold": {"metric": v}}) + "\n" for k, v in made_up.items()))
+
+    out = tmp_path / "out"
+    results = noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(listed), "--seeds", "3",
+                          "--reference", f"3={reference}"])
+    assert not (out / "noise-s3").exists()   # nothing trained at seed 3
+    last0 = _values(out / "points" / "journal.jsonl", 1)
+    assert results["last_vs_last"]["0-3"]["tau"] == pytest.approx(kendalltau([last0[k] for k in wanted],
+                                                                             [made_up[k] for k in wanted])[0])
+    # the recipe's own seed from a file: only level 0 is trained in points/
+    fresh = tmp_path / "fresh"
+    noise.main(["--recipe", str(path), "--run", str(fresh), "--points-from", str(listed), "--seeds", "3",
+                "--reference", f"0={reference}", "--reference", f"3={reference}"])
+    assert {t["level"] for t in read_journal(fresh / "points" / "journal.jsonl")} == {0}
+
+    logged = json.dumps({"seed": 4, "eval_split": "validation", "train_subset": 1, "num_epochs": 1})
+    reference.write_text(json.dumps({"x": json.loads(wanted[0]), "cold": {"metric": 0.5}, "standalone": logged}) + "\n")
+    with pytest.raises(ValueError, match="`--reference`: line 1 .* was not trained as the recipe's last level at seed 3"):
+        noise.main(["--recipe", str(path), "--run", str(out), "--seeds", "3", "--reference", f"3={reference}"])
+    with pytest.raises(ValueError, match="`--reference`: '3:x' is not SEED=FILE"):
+        noise.main(["--recipe", str(path), "--run", str(out), "--seeds", "3", "--reference", "3:x"])
