@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         last[seed] = reference.get(seed) or level_scores(trained, last_level)
         if args.first_too:
             first[seed] = level_scores(trained, 0)
+    for seed, values in reference.items():   # a seed measured before and not named in --seeds is still a reference
+        last.setdefault(seed, values)
     results = report(recipe.seed, first, last)
     (run_dir / "noise.json").write_text(json.dumps(results, indent=2) + "\n")
     text = format_report(results)

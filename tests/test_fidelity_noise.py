@@ -127,9 +127,10 @@ def test_last_level_values_measured_before_are_reused_not_trained(tmp_path, tiny
                                                                              [made_up[k] for k in wanted])[0])
     # the recipe's own seed from a file: only level 0 is trained in points/
     fresh = tmp_path / "fresh"
-    noise.main(["--recipe", str(path), "--run", str(fresh), "--points-from", str(listed), "--seeds", "3",
-                "--reference", f"0={reference}", "--reference", f"3={reference}"])
+    both = noise.main(["--recipe", str(path), "--run", str(fresh), "--points-from", str(listed), "--seeds", "3",
+                       "--reference", f"0={reference}", "--reference", f"3={reference}", "--reference", f"5={reference}"])
     assert {t["level"] for t in read_journal(fresh / "points" / "journal.jsonl")} == {0}
+    assert both["seeds"] == [0, 3, 5] and both["last_vs_last"]["0-5"]["tau"] == pytest.approx(1.0)   # 5: not in --seeds
 
     logged = json.dumps({"seed": 4, "eval_split": "validation", "train_subset": 1, "num_epochs": 1})
     reference.write_text(json.dumps({"x": json.loads(wanted[0]), "cold": {"metric": 0.5}, "standalone": logged}) + "\n")
