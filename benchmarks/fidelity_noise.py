@@ -26,6 +26,8 @@ Reported (RUN/noise.json and RUN/noise.md, printed too), each Kendall tau with i
 - `first_vs_last`: level 0 against the last level at each seed, and against the mean over all seeds (a last level
   with less noise: what the low fidelity should predict);
 - the per-point standard deviation across seeds beside the spread of the last level's values across points;
+- `noiseless_ceiling`: the tau that even a noise-free predictor would reach against one seed and against the mean,
+  estimated from the seeds' agreement (a model, not a measurement: is the goal reachable at this noise?);
 - with `--first-too` (level 0 trained at the other seeds as well): `first_vs_first`, level 0 against itself (its
   own noise), and `first_mean_vs_last_mean`, the two levels each averaged over their seeds (whether the levels rank
   alike once most of the seed noise is averaged out; a search reads one seed of level 0, `first_vs_last`).
@@ -50,6 +52,22 @@ except ImportError:   # pragma: no cover - the module path
     from benchmarks.search_quality import level_scores, tau_on_common
 
 
+def noiseless_ceiling(seed_tau: float | None, seeds: int) -> dict[str, float] | None:
+    """The Kendall tau a perfect, noise-free predictor of the last level would reach against one seed of it and
+    against the mean of `seeds` seeds, given the tau `seed_tau` between two seeds (an estimate under a bivariate-normal
+    model, by Greiner's relation tau = 2/pi arcsin(r) and Spearman-Brown for the mean; a collapsed run is not
+    normal noise, so read it as an order of magnitude). None when the seeds do not agree at all."""
+    if seed_tau is None or seed_tau <= 0:
+        return None
+    one = float(np.sin(np.pi * seed_tau / 2))            # reliability of one seed (its correlation with another)
+    mean = seeds * one / (1 + (seeds - 1) * one)           # reliability of the mean of `seeds`
+
+    def tau(reliability: float) -> float:   # a noise-free predictor against a measure of this reliability
+        return float(2 / np.pi * np.arcsin(np.sqrt(reliability)))
+
+    return {"against_one_seed": tau(one), f"against_mean_of_{seeds}": tau(mean)}
+
+
 def report(run_seed: int, first: dict[int, dict[str, float]], last: dict[int, dict[str, float]]) -> dict[str, Any]:
     """The taus and spreads of `noise.json` from level-0 values per seed `first` (the run's seed at least) and
     last-level values per seed `last`."""
@@ -57,12 +75,16 @@ def report(run_seed: int, first: dict[int, dict[str, float]], last: dict[int, di
     common = sorted(set.intersection(*(set(v) for v in last.values())))
     mean = {k: float(np.mean([last[s][k] for s in seeds])) for k in common}
     per_point_sd = [float(np.std([last[s][k] for s in seeds], ddof=1)) for k in common] if len(seeds) > 1 else []
+    pairs = {f"{run_seed}-{s}": tau_on_common(last[run_seed], last[s]) for s in seeds if s != run_seed}
     results = {
         "seeds": seeds, "n_points": len(common),
-        "last_vs_last": {f"{run_seed}-{s}": tau_on_common(last[run_seed], last[s]) for s in seeds if s != run_seed},
+        "last_vs_last": pairs,
         "first_vs_last": {**{f"seed {s}": tau_on_common(first[run_seed], last[s]) for s in seeds},
                           "mean": tau_on_common(first[run_seed], mean)},
         "per_point_sd_mean": float(np.mean(per_point_sd)) if per_point_sd else None,
+        "noiseless_ceiling": noiseless_ceiling(
+            float(np.mean([t["tau"] for t in pairs.values()])) if pairs and all(t["tau"] is not None for t in pairs.values())
+            else None, len(seeds)),
         "spread_across_points": {str(s): [min(last[s][k] for k in common), max(last[s][k] for k in common)]
                                  for s in seeds} if common else {},
     }
@@ -90,6 +112,11 @@ def format_report(results: dict[str, Any]) -> str:
         lines.append(row(f"mean of level 0 over seeds {results['first_seeds']} vs mean of the last level",
                          results["first_mean_vs_last_mean"]))
     lines.append("")
+    ceiling = results.get("noiseless_ceiling")
+    if ceiling:
+        lines.append("Estimated ceiling (bivariate-normal model of the seed noise, not a measurement): a noise-free "
+                     "predictor of the last level would reach Kendall tau "
+                     + ", ".join(f"{value:.3f} {name.replace('_', ' ')}" for name, value in ceiling.items()) + ".")
     if results["per_point_sd_mean"] is not None:
         lines.append(f"Mean per-point standard deviation across seeds: {results['per_point_sd_mean']:.4f}.")
     for seed, (low, high) in results["spread_across_points"].items():

@@ -138,3 +138,19 @@ def test_last_level_values_measured_before_are_reused_not_trained(tmp_path, tiny
         noise.main(["--recipe", str(path), "--run", str(out), "--seeds", "3", "--reference", f"3={reference}"])
     with pytest.raises(ValueError, match="`--reference`: '3:x' is not SEED=FILE"):
         noise.main(["--recipe", str(path), "--run", str(out), "--seeds", "3", "--reference", "3:x"])
+
+
+def test_the_noiseless_ceiling_matches_a_simulation_of_seed_noise():
+    """Under the model the estimate assumes (true values plus independent normal noise per seed), the formula's
+    inputs and outputs are what a large simulation measures."""
+    import numpy as np
+
+    noise = load_script("fidelity_noise")
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=20000)
+    seeds = [truth + rng.normal(scale=0.9, size=truth.size) for _ in range(2)]
+    seed_tau = kendalltau(*seeds)[0]
+    ceiling = noise.noiseless_ceiling(seed_tau, 2)
+    assert ceiling["against_one_seed"] == pytest.approx(kendalltau(truth, seeds[0])[0], abs=0.01)
+    assert ceiling["against_mean_of_2"] == pytest.approx(kendalltau(truth, (seeds[0] + seeds[1]) / 2)[0], abs=0.01)
+    assert noise.noiseless_ceiling(-0.1, 2) is None and noise.noiseless_ceiling(None, 2) is None
