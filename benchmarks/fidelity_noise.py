@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--reference", action="append", default=[], metavar="SEED=FILE",
                         help="last-level values at SEED measured before (supernet_rank.py's stand-alone log): not "
                              "trained again; repeatable")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: report on what RUN's folders and the references hold (a study stopped "
+                             "part-way; a seed with level 0 alone counts for level 0)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
 
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         chosen, search = read_points(Path(args.points_from)), Search(recipe, run_dir / "points", workers=args.workers,
                                                                       progress=True)
         # level 0 first: what the low fidelity says, before its reference (unless that was measured before)
-        for level in (0,) if recipe.seed in reference else (0, last_level):
+        for level in () if args.report_only else (0,) if recipe.seed in reference else (0, last_level):
             search.evaluate_points(chosen, level)
         journal = run_dir / "points" / "journal.jsonl"
     else:
@@ -219,13 +222,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seeded = parse_recipe({**raw, "seed": seed}, base_dir=base)
         folder = run_dir / f"noise-s{seed}"
         search = Search(seeded, folder, workers=args.workers, progress=True)
-        if args.first_too:
+        if args.first_too and not args.report_only:
             search.evaluate_points(points, 0)
-        if seed not in reference:
+        if seed not in reference and not args.report_only:
             search.evaluate_points(points, last_level)
         trained = read_journal(folder / "journal.jsonl") if (folder / "journal.jsonl").is_file() else []
-        last[seed] = reference.get(seed) or level_scores(trained, last_level)
-        if args.first_too:
+        measured = reference.get(seed) or level_scores(trained, last_level)
+        if measured:   # with --report-only a seed may hold level 0 alone
+            last[seed] = measured
+        if args.first_too and level_scores(trained, 0):
             first[seed] = level_scores(trained, 0)
     for seed, values in reference.items():   # a seed measured before and not named in --seeds is still a reference
         last.setdefault(seed, values)

@@ -102,6 +102,13 @@ def test_points_from_a_file_are_trained_at_both_levels_then_at_other_seeds(tmp_p
     means = [[sum(values[s][k] for s in (0, 1, 2)) / 3 for k in keys] for values in (first, last)]
     assert both["first_mean_vs_last_mean"]["tau"] == pytest.approx(kendalltau(*means)[0])
     assert "mean of level 0 over seeds [0, 1, 2]" in (out / "noise.md").read_text()
+
+    (out / "noise-s2" / "journal.jsonl").write_text("".join(   # seed 2 stopped after its level 0
+        line + "\n" for line in (out / "noise-s2" / "journal.jsonl").read_text().splitlines() if '"level": 1' not in line))
+    partial = noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(listed), "--seeds", "1", "2",
+                          "--first-too", "--report-only"])
+    assert len(read_journal(out / "noise-s2" / "journal.jsonl")) == len(wanted)   # nothing trained
+    assert partial["seeds"] == [0, 1] and partial["first_seeds"] == [0, 1, 2]
     listed.write_text('{"cold": {"metric": 0.5}}\n')
     with pytest.raises(ValueError, match="`--points-from`: line 1 .* has no point"):
         noise.main(["--recipe", str(path), "--run", str(out), "--points-from", str(listed), "--seeds", "1"])
