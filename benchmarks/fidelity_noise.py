@@ -38,7 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import yaml
@@ -76,15 +76,15 @@ def report(run_seed: int, first: dict[int, dict[str, float]], last: dict[int, di
     mean = {k: float(np.mean([last[s][k] for s in seeds])) for k in common}
     per_point_sd = [float(np.std([last[s][k] for s in seeds], ddof=1)) for k in common] if len(seeds) > 1 else []
     pairs = {f"{run_seed}-{s}": tau_on_common(last[run_seed], last[s]) for s in seeds if s != run_seed}
+    known = [t["tau"] for t in pairs.values() if t["tau"] is not None]
+    seed_tau = float(np.mean(known)) if pairs and len(known) == len(pairs) else None
     results = {
         "seeds": seeds, "n_points": len(common),
         "last_vs_last": pairs,
         "first_vs_last": {**{f"seed {s}": tau_on_common(first[run_seed], last[s]) for s in seeds},
                           "mean": tau_on_common(first[run_seed], mean)},
         "per_point_sd_mean": float(np.mean(per_point_sd)) if per_point_sd else None,
-        "noiseless_ceiling": noiseless_ceiling(
-            float(np.mean([t["tau"] for t in pairs.values()])) if pairs and all(t["tau"] is not None for t in pairs.values())
-            else None, len(seeds)),
+        "noiseless_ceiling": noiseless_ceiling(seed_tau, len(seeds)),
         "spread_across_points": {str(s): [min(last[s][k] for k in common), max(last[s][k] for k in common)]
                                  for s in seeds} if common else {},
     }
@@ -124,17 +124,23 @@ def format_report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_points(path: Path) -> list[dict[str, Any]]:
-    """The distinct points (`x`) of a JSON-lines file, in first-seen order."""
+def json_rows(path: Path, option: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) of a JSON-lines file named by `option`, blank lines skipped."""
     if not path.is_file():
-        raise FileNotFoundError(f"`--points-from`: {str(path)!r} is not a file.")
-    points: dict[str, dict[str, Any]] = {}
+        raise FileNotFoundError(f"`{option}`: {str(path)!r} is not a file.")
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
-            x = json.loads(line).get("x")
-            if not isinstance(x, dict):
-                raise ValueError(f"`--points-from`: line {number} of {str(path)!r} has no point (`x`).")
-            points.setdefault(json.dumps(x, sort_keys=True), x)
+            yield number, json.loads(line)
+
+
+def read_points(path: Path) -> list[dict[str, Any]]:
+    """The distinct points (`x`) of a JSON-lines file, in first-seen order."""
+    points: dict[str, dict[str, Any]] = {}
+    for number, row in json_rows(path, "--points-from"):
+        x = row.get("x")
+        if not isinstance(x, dict):
+            raise ValueError(f"`--points-from`: line {number} of {str(path)!r} has no point (`x`).")
+        points.setdefault(json.dumps(x, sort_keys=True), x)
     return list(points.values())
 
 
@@ -146,15 +152,10 @@ def read_reference(spec: str, recipe: Any, last_level: int) -> tuple[int, dict[s
     seed_text, _, file = spec.partition("=")
     if not seed_text.strip().lstrip("-").isdigit() or not file:
         raise ValueError(f"`--reference`: {spec!r} is not SEED=FILE (e.g. 0=runs/rank/standalone.jsonl).")
-    seed, path = int(seed_text), Path(file)
-    if not path.is_file():
-        raise FileNotFoundError(f"`--reference`: {file!r} is not a file.")
+    seed = int(seed_text)
     level = {k: v for k, v in recipe.fidelity_levels[last_level].items() if v is not None}
     values, unlogged = {}, 0
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for number, row in json_rows(Path(file), "--reference"):
         if not isinstance(row.get("x"), dict) or "metric" not in (row.get("cold") or {}):
             raise ValueError(f"`--reference`: line {number} of {file!r} has no point (`x`) and stand-alone metric "
                              "(`cold.metric`).")
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", required=True, help="the recipe the run was searched with")
     parser.add_argument("--run", required=True, help="the search folder (with ranking/ from search_quality --rank-all)")
-    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="other seeds to train the last level with")
+    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="other seeds to train the last level (and with --first-too level 0) with")
     parser.add_argument("--points-from", default=None,
                         help="JSON lines with points (`x`) to train at level 0 and at the last level in RUN/points/ "
                              "instead of a search's ranking")
@@ -230,8 +231,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         measured = reference.get(seed) or level_scores(trained, last_level)
         if measured:   # with --report-only a seed may hold level 0 alone
             last[seed] = measured
-        if args.first_too and level_scores(trained, 0):
-            first[seed] = level_scores(trained, 0)
+        trained_first = level_scores(trained, 0)
+        if args.first_too and trained_first:
+            first[seed] = trained_first
     for seed, values in reference.items():   # a seed measured before and not named in --seeds is still a reference
         last.setdefault(seed, values)
     results = report(recipe.seed, first, last)
