@@ -98,6 +98,37 @@ def test_trainer_evaluator_trains_with_per_block_groups(tmp_path, tiny_bert_dir,
     assert seen == {"lora": 0.5, "serial_adapter": DEFAULT_LEARNING_RATES["serial_adapter"], "head": 0.25}
 
 
+def test_trainer_evaluator_trains_a_level_at_its_batch_size(tmp_path, tiny_bert_dir, monkeypatch):
+    """A fidelity level's `batch_size` replaces `per_device_train_batch_size` for that trial: 8 examples in batches
+    of 2 are 4 steps, where the arguments' batch of 4 makes 2."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+
+    from peft_autoconfig import MixedPetConfig
+    from peft_autoconfig.front import config_to_dict
+    from peft_autoconfig.search.api import TrainerEvaluator
+
+    steps = []
+    original = Trainer.training_step
+
+    def count(self, *args, **kwargs):
+        steps.append(self.args.per_device_train_batch_size)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", count)
+    data = Dataset.from_dict({"input_ids": [[5, 6, 7]] * 8, "labels": [0, 1] * 4})
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[], use_cpu=True,
+                             disable_tqdm=True)
+    evaluator = TrainerEvaluator(lambda: AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir), data, data,
+                                 args)
+    config = config_to_dict(MixedPetConfig(lora_rank=2, task_type="SEQ_CLS"))
+    evaluator({"config": config, "fidelity": {"num_epochs": 1}, "seed": 0})
+    assert steps == [4, 4]
+    steps.clear()
+    evaluator({"config": config, "fidelity": {"num_epochs": 1, "batch_size": 2}, "seed": 0})
+    assert steps == [2, 2, 2, 2]
+
+
 def test_search_peft_names_a_missing_metric(tmp_path, tiny_bert_dir):
     from peft_autoconfig.search.api import TrainerEvaluator
 

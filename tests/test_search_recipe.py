@@ -45,6 +45,9 @@ BASE = {"model": "m", "task": "rotten_tomatoes"}
         ({"final": {"train_subset": 160, "num_epochs": 1}, "fidelity": {"levels": [{"train_subset": 160, "max_steps": 50}]}},
          r"`final.num_epochs`: 1.0 epochs of 160 examples are 10 steps, fewer than the last fidelity level's `max_steps` \(50\)"),
         ({"final": {"num_epochs": 1}, "fidelity": {"levels": [{"num_epochs": 2}]}}, r"`final.num_epochs` \(1.0\) is smaller"),
+        ({"final": {"train_subset": 160, "num_epochs": 1}, "fidelity": {"levels": [{"max_steps": 4, "batch_size": 64}]}},
+         r"`final.num_epochs`: 1.0 epochs of 160 examples are 10 steps, fewer than the last fidelity level's `max_steps` \(4 at batch size 64\)"),
+        ({"fidelity": {"levels": [{"batch_size": 0}]}}, r"`fidelity.levels\[0\].batch_size`: Input should be greater than or equal to 1, got 0"),
         ({"final": {"epochs": 1}}, r"unknown recipe field `final.epochs`; allowed fields in `final`: \['train_subset', 'num_epochs', 'seeds', 'n_seeds', 'max_parameters'\]"),
         ({"baselines": ["lora_r16"]}, r"`baselines\[0\].preset`: unknown baseline 'lora_r16'; allowed: \['lora_r8', 'serial_adapter', 'parallel_adapter', 'prefix', 'unipelt', 'full_finetuning'\]"),
         ({"space": {"preset": "autopeft2"}}, r"`space.preset`: Input should be 'autopeft', got 'autopeft2'"),
@@ -102,6 +105,41 @@ def test_fingerprint_covers_only_the_search_part():
     for change in ({"seed": 1}, {"algorithm": {"n_trials": 13}}, {"training": {"learning_rates": {"lora": 2e-3}}},
                    {"evaluation": {"selection_split": "dev"}}, {"fidelity": {"levels": [{"max_steps": 5}]}}):
         assert parse_recipe({**BASE, **change}).fingerprint() != base.fingerprint(), change
+
+
+def test_a_fidelity_level_may_train_at_its_own_batch_size(monkeypatch):
+    """`fidelity.levels[i].batch_size` reaches the runner for that level only; a recipe without it keeps its
+    fingerprint (resumable), one with it gets another."""
+    import peft_autoconfig.training.runner as runner
+    from peft_autoconfig.search.evaluator import train_and_evaluate
+
+    levels = [{"train_subset": 2000, "num_epochs": 1, "batch_size": 8}, {"train_subset": 4000, "num_epochs": 1}]
+    recipe = parse_recipe({**BASE, "training": {"batch_size": 16}, "fidelity": {"levels": levels},
+                           "final": {"train_subset": 4000, "num_epochs": 3}})
+    assert recipe.fidelity_levels == levels
+    plain = {**BASE, "fidelity": {"levels": [{"train_subset": 2000}]}}
+    assert parse_recipe(plain).fingerprint() == parse_recipe(
+        {**BASE, "fidelity": {"levels": [{"train_subset": 2000, "batch_size": None}]}}).fingerprint()
+    assert parse_recipe(plain).fingerprint() != parse_recipe(
+        {**BASE, "fidelity": {"levels": [{"train_subset": 2000, "batch_size": 8}]}}).fingerprint()
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(config):
+        seen.append(config.batch_size)
+        raise Stop
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr("peft_autoconfig.training.tasks.load_task", lambda task: task)
+    for level in recipe.fidelity_levels:
+        with pytest.raises(Stop):
+            train_and_evaluate({"task": "rotten_tomatoes", "model": "m", "config": None, "seed": 0,
+                                "eval_split": "validation", "training": recipe.training.run_kwargs(),
+                                "fidelity": level})
+    assert seen == [8, 16]
 
 
 def test_wave1_evaluation_fields_map_to_the_evaluation_block():

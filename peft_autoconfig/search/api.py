@@ -55,6 +55,8 @@ class TrainerEvaluator:
                 changes["max_steps"] = fidelity["max_steps"]
             if fidelity.get("num_epochs") is not None:
                 changes["num_train_epochs"] = fidelity["num_epochs"]
+            if fidelity.get("batch_size") is not None:
+                changes["per_device_train_batch_size"] = fidelity["batch_size"]
             args = dataclasses.replace(self.training_args, **changes)
             trainer = Trainer(model=model, args=args, train_dataset=_subset(self.train_dataset, fidelity.get("train_subset"), request["seed"]),
                               eval_dataset=self.eval_dataset, compute_metrics=self.compute_metrics,
@@ -123,12 +125,13 @@ def search_peft(
     Args:
         model_init: returns a fresh base model (called once per trial, and once to read its config).
         train_dataset, eval_dataset, compute_metrics, training_args: as for `Trainer`; each trial overrides
-            `max_steps`/`num_train_epochs` from its fidelity level, `seed`, and writes nothing to `output_dir`.
+            `max_steps`/`num_train_epochs`/`per_device_train_batch_size` from its fidelity level, `seed`, and writes
+            nothing to `output_dir`.
         metric: the maximised metric's name in `compute_metrics`' output (default: its first key; -loss without it).
         out_dir: the search's folder (journal, `front.json`, `front/<point>/`); default `<output_dir>/peft_search`.
             Calling again with the same arguments resumes from its journal.
         space: the recipe's `space:` block (`{"modules": [...], "sizes": {...}, "preset": "autopeft"}`).
-        fidelity: the levels (`{"train_subset", "max_steps", "num_epochs"}`), cheapest first; `eta` promotes
+        fidelity: the levels (`{"train_subset", "max_steps", "num_epochs", "batch_size"}`), cheapest first; `eta` promotes
             `ceil(n / eta)` per level.
         learning_rates: per-block peak learning rates (`{"lora": 3e-3, "head": 1e-3, ...}`) over
             `peft_autoconfig.training.optim.DEFAULT_LEARNING_RATES`; every trial trains with these optimiser groups

@@ -177,9 +177,14 @@ class TrainingSpec(RecipeModel):
 
 
 class FidelityLevel(RecipeModel):
+    """One rung of successive halving: how much training a trial gets at this level (unset = the `training:` block)."""
+
     train_subset: Optional[PositiveInt] = None
     max_steps: Optional[Annotated[int, Field(strict=True, ge=-1)]] = None
     num_epochs: Optional[PositiveFloat] = None
+    batch_size: Optional[PositiveInt] = None
+    """Train this level at this batch size: a smaller batch gives more optimiser steps on the same examples (about
+    the same compute), so a short level can leave the majority class; None = `training.batch_size`."""
 
     @field_validator("max_steps")
     @classmethod
@@ -334,11 +339,14 @@ class Recipe(RecipeModel):
                 f"`train_subset` ({last.train_subset}): the final budget must be at least the search's"
             )
         if last.max_steps is not None and last.max_steps > 0 and final.train_subset is not None:
-            steps = math.ceil(final.train_subset / (self.training.batch_size or 16)) * final.num_epochs
-            if steps < last.max_steps:
+            batch = self.training.batch_size or 16
+            steps = math.ceil(final.train_subset / batch) * final.num_epochs
+            last_batch = last.batch_size or batch  # a level may train at its own batch size: compare in examples
+            if steps * batch < last.max_steps * last_batch:
+                at = f" at batch size {last_batch}" if last_batch != batch else ""
                 raise ValueError(
                     f"recipe field `final.num_epochs`: {final.num_epochs} epochs of {final.train_subset} examples are "
-                    f"{steps:g} steps, fewer than the last fidelity level's `max_steps` ({last.max_steps})"
+                    f"{steps:g} steps, fewer than the last fidelity level's `max_steps` ({last.max_steps}{at})"
                 )
         elif last.max_steps is None and last.num_epochs is not None and final.num_epochs < last.num_epochs:
             raise ValueError(
