@@ -146,16 +146,21 @@ def read_points(path: Path) -> list[dict[str, Any]]:
 
 def read_reference(spec: str, recipe: Any, last_level: int) -> tuple[int, dict[str, float]]:
     """`SEED=FILE`: last-level values measured before, as `supernet_rank.py` logs its stand-alone runs (rows with
-    `x` and `cold.metric`, and the runner arguments they were trained with as `standalone`). Rows trained otherwise
-    than the recipe's last level at SEED on its selection split are refused; rows from before the arguments were
-    logged are taken as the user says, with a note."""
+    `x` and `cold.metric`, and the runner arguments they were trained with as `standalone`) or as a search journal
+    holds them (another study's `noise-s<SEED>/journal.jsonl`: its trials at the recipe's last level). Rows trained
+    otherwise than the recipe's last level at SEED on its selection split are refused; rows from before the arguments
+    were logged are taken as the user says, with a note."""
     seed_text, _, file = spec.partition("=")
     if not seed_text.strip().lstrip("-").isdigit() or not file:
         raise ValueError(f"`--reference`: {spec!r} is not SEED=FILE (e.g. 0=runs/rank/standalone.jsonl).")
     seed = int(seed_text)
     level = {k: v for k, v in recipe.fidelity_levels[last_level].items() if v is not None}
+    wanted = {"seed": seed, "eval_split": recipe.evaluation.selection_split, **level}
+    rows = list(json_rows(Path(file), "--reference"))
+    if rows and rows[0][1].get("type") == "header":
+        return seed, journal_reference(rows, file, wanted, level, recipe.raw)
     values, unlogged = {}, 0
-    for number, row in json_rows(Path(file), "--reference"):
+    for number, row in rows:
         if not isinstance(row.get("x"), dict) or "metric" not in (row.get("cold") or {}):
             raise ValueError(f"`--reference`: line {number} of {file!r} has no point (`x`) and stand-alone metric "
                              "(`cold.metric`).")
@@ -163,7 +168,6 @@ def read_reference(spec: str, recipe: Any, last_level: int) -> tuple[int, dict[s
             unlogged += 1
         else:
             trained = json.loads(row["standalone"])
-            wanted = {"seed": seed, "eval_split": recipe.evaluation.selection_split, **level}
             differs = {k: (trained.get(k), v) for k, v in wanted.items() if trained.get(k) != v}
             if differs:
                 raise ValueError(f"`--reference`: line {number} of {file!r} was not trained as the recipe's last "
@@ -172,6 +176,38 @@ def read_reference(spec: str, recipe: Any, last_level: int) -> tuple[int, dict[s
     if unlogged:
         print(f"note: {unlogged} rows of {file} do not log how they were trained; taken as the last level at seed {seed}.")
     return seed, values
+
+
+PROTOCOL_FIELDS = ("model", "task", "space", "training", "evaluator")
+"""Recipe fields a journal used as a reference must share with the recipe (its level 0 and algorithm may differ)."""
+
+
+def journal_reference(rows: list[tuple[int, dict[str, Any]]], file: str, wanted: dict[str, Any],
+                      level: dict[str, Any], raw: dict[str, Any]) -> dict[str, float]:
+    """{point: metric} of a search journal's successful trials at the last level (`level`). A journal of another
+    model, task, space or training protocol than the recipe (`raw`), or a trial trained at another seed or scored on
+    another split, is refused; trials at other levels are skipped."""
+    theirs = rows[0][1].get("recipe") or {}
+    for field in PROTOCOL_FIELDS:
+        if theirs.get(field) != raw.get(field):
+            raise ValueError(f"`--reference`: the journal {file!r} was searched with another `{field}` than the "
+                             f"recipe's: {theirs.get(field)!r}, not {raw.get(field)!r}.")
+    values = {}
+    for number, row in rows:
+        if row.get("type") != "trial" or row.get("status") != "ok" or not isinstance(row.get("x"), dict):
+            continue
+        if {k: v for k, v in (row.get("fidelity") or {}).items() if v is not None} != level:
+            continue
+        trained = {"seed": row.get("seed"), "eval_split": row.get("eval_split"), **level}
+        differs = {k: (trained[k], v) for k, v in wanted.items() if trained[k] != v}
+        if differs:
+            raise ValueError(f"`--reference`: line {number} of {file!r} was not trained as the recipe's last level at "
+                             f"seed {wanted['seed']} (logged, wanted): {differs}.")
+        values[json.dumps(row["x"], sort_keys=True)] = float(row["metric"])
+    if not values:
+        raise ValueError(f"`--reference`: the journal {file!r} holds no successful trial at the recipe's last level "
+                         f"({level}).")
+    return values
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -185,8 +221,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--first-too", action="store_true",
                         help="train level 0 at the other seeds too (its own noise; before their last level)")
     parser.add_argument("--reference", action="append", default=[], metavar="SEED=FILE",
-                        help="last-level values at SEED measured before (supernet_rank.py's stand-alone log): not "
-                             "trained again; repeatable")
+                        help="last-level values at SEED measured before (supernet_rank.py's stand-alone log, or a "
+                             "search journal such as another study's noise-s<SEED>/journal.jsonl): not trained again; "
+                             "repeatable")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report on what RUN's folders and the references hold (a study stopped "
                              "part-way; a seed with level 0 alone counts for level 0)")

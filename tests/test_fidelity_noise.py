@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from scipy.stats import kendalltau
 
 from peft_autoconfig.search import load_recipe, read_journal, run_search
@@ -145,6 +146,35 @@ def test_last_level_values_measured_before_are_reused_not_trained(tmp_path, tiny
         noise.main(["--recipe", str(path), "--run", str(out), "--seeds", "3", "--reference", f"3={reference}"])
     with pytest.raises(ValueError, match="`--reference`: '3:x' is not SEED=FILE"):
         noise.main(["--recipe", str(path), "--run", str(out), "--seeds", "3", "--reference", "3:x"])
+
+
+def test_another_studys_journal_is_a_reference_for_its_last_level(tmp_path, tiny_bert_dir, synthetic_task_dir):
+    """`--reference SEED=journal.jsonl`: a search journal's last-level trials at SEED (e.g. a study with another level
+    0) are reused; level-0 trials are skipped; another seed, split or training protocol is refused."""
+    noise = load_script("fidelity_noise")
+    path, source = _searched(tmp_path, tiny_bert_dir, synthetic_task_dir, 6)
+    journal = source / "journal.jsonl"
+    last = _values(journal, 1)
+    other = tmp_path / "other.yaml"   # the same protocol with another level 0: the other study's recipe
+    raw = yaml.safe_load(path.read_text())
+    raw["fidelity"]["levels"][0]["batch_size"] = 4
+    other.write_text(yaml.safe_dump(raw))
+    listed = tmp_path / "points.jsonl"
+    listed.write_text("".join(json.dumps({"x": json.loads(k)}) + "\n" for k in last))
+    out = tmp_path / "out"
+    results = noise.main(["--recipe", str(other), "--run", str(out), "--points-from", str(listed), "--seeds", "7",
+                          "--reference", f"0={journal}"])
+    assert {t["level"] for t in read_journal(out / "points" / "journal.jsonl")} == {0}   # the last level reused
+    assert results["n_points"] == len(last)
+    assert results["spread_across_points"]["0"] == [min(last.values()), max(last.values())]
+    with pytest.raises(ValueError, match=r"`--reference`: line \d+ of .* was not trained as the recipe's last level at seed 7"):
+        noise.main(["--recipe", str(other), "--run", str(out), "--seeds", "7", "--reference", f"7={journal}",
+                    "--report-only"])
+    raw["training"] = {**(raw.get("training") or {}), "batch_size": 3}
+    other.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r"`--reference`: the journal .* another `training` than the recipe's"):
+        noise.main(["--recipe", str(other), "--run", str(out), "--seeds", "7", "--reference", f"0={journal}",
+                    "--report-only"])
 
 
 def test_the_noiseless_ceiling_matches_a_simulation_of_seed_noise():
