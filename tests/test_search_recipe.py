@@ -118,6 +118,7 @@ def test_a_fidelity_level_may_train_at_its_own_batch_size(monkeypatch):
                            "final": {"train_subset": 4000, "num_epochs": 3}})
     assert recipe.fidelity_levels == levels
     plain = {**BASE, "fidelity": {"levels": [{"train_subset": 2000}]}}
+    assert parse_recipe(plain).fingerprint() == "d0d2261de3483b78"   # as before the field existed: journals resume
     assert parse_recipe(plain).fingerprint() == parse_recipe(
         {**BASE, "fidelity": {"levels": [{"train_subset": 2000, "batch_size": None}]}}).fingerprint()
     assert parse_recipe(plain).fingerprint() != parse_recipe(

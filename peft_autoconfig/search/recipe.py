@@ -380,6 +380,9 @@ class Recipe(RecipeModel):
         )
         # like the per-block rates, checked by the journal's header instead, so journals of earlier versions resume
         search_part["training"].pop("adapter_width_scaling", None)
+        for level in search_part["fidelity"]["levels"]:  # only when set, so journals from before the field resume
+            if level.get("batch_size") is None:
+                level.pop("batch_size", None)
         self._drop_execution_settings(search_part["algorithm"])
         search_part["evaluation"] = self.evaluation.model_dump(mode="json", exclude={"report_split"})
         if self.budgets is not None:  # only when set, so recipes without budgets keep their fingerprint

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from ..tuners.slicing import SuperPet, repeat_rows
 from .space import SearchSpace
 
 MANIFEST = "superpet.json"
-"""Written beside the adapter once training finished: the model signature, the super config, the fingerprint."""
+"""Written beside the adapter once training finished: the model signature, the super config, how it was trained."""
 
 
 class SuperPetMismatchError(ValueError):
@@ -58,10 +57,6 @@ def model_signature(model_config: Any) -> dict[str, Any]:
     """What makes a super-PET's weights fit a model: its family and sizes."""
     dims = dims_for(model_config)
     return {"model_type": model_config.model_type, **dataclasses.asdict(dims)}
-
-
-def fingerprint(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def read_manifest(directory: Path) -> Optional[dict[str, Any]]:
