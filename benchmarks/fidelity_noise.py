@@ -36,6 +36,7 @@ Reported (RUN/noise.json and RUN/noise.md, printed too), each Kendall tau with i
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -68,6 +69,11 @@ def noiseless_ceiling(seed_tau: float | None, seeds: int) -> dict[str, float] | 
     return {"against_one_seed": tau(one), f"against_mean_of_{seeds}": tau(mean)}
 
 
+def every_pair(values: dict[int, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Kendall tau between every two seeds' {point: value} maps, keyed "a-b" (a < b)."""
+    return {f"{a}-{b}": tau_on_common(values[a], values[b]) for a, b in itertools.combinations(sorted(values), 2)}
+
+
 def report(run_seed: int, first: dict[int, dict[str, float]], last: dict[int, dict[str, float]]) -> dict[str, Any]:
     """The taus and spreads of `noise.json` from level-0 values per seed `first` (the run's seed at least) and
     last-level values per seed `last`."""
@@ -75,7 +81,7 @@ def report(run_seed: int, first: dict[int, dict[str, float]], last: dict[int, di
     common = sorted(set.intersection(*(set(v) for v in last.values())))
     mean = {k: float(np.mean([last[s][k] for s in seeds])) for k in common}
     per_point_sd = [float(np.std([last[s][k] for s in seeds], ddof=1)) for k in common] if len(seeds) > 1 else []
-    pairs = {f"{run_seed}-{s}": tau_on_common(last[run_seed], last[s]) for s in seeds if s != run_seed}
+    pairs = every_pair(last)
     known = [t["tau"] for t in pairs.values() if t["tau"] is not None]
     seed_tau = float(np.mean(known)) if pairs and len(known) == len(pairs) else None
     results = {
@@ -93,8 +99,7 @@ def report(run_seed: int, first: dict[int, dict[str, float]], last: dict[int, di
         both = sorted(set.intersection(*(set(v) for v in first.values())) & set(common))
         first_mean = {k: float(np.mean([first[s][k] for s in first_seeds])) for k in both}
         results["first_seeds"] = first_seeds
-        results["first_vs_first"] = {f"{run_seed}-{s}": tau_on_common(first[run_seed], first[s])
-                                     for s in first_seeds if s != run_seed}
+        results["first_vs_first"] = every_pair(first)
         results["first_mean_vs_last_mean"] = tau_on_common(first_mean, mean)
     return results
 

@@ -47,6 +47,9 @@ def test_other_seeds_of_the_last_level_give_the_ceiling_and_a_less_noisy_referen
     mean = [(last0[k] + last1[k] + last2[k]) / 3 for k in keys]
     assert results["first_vs_last"]["mean"]["tau"] == pytest.approx(kendalltau([first[k] for k in keys], mean)[0])
     assert results["first_vs_last"]["seed 2"]["n"] == len(keys)
+    assert results["last_vs_last"]["1-2"]["tau"] == pytest.approx(kendalltau([last1[k] for k in keys],
+                                                                             [last2[k] for k in keys])[0])
+    assert list(results["last_vs_last"]) == ["0-1", "0-2", "1-2"]   # every pair of seeds, not only the run's own
     assert "last level, seeds 0-2" in (run / "noise.md").read_text()
 
     noise.main(["--recipe", str(path), "--run", str(run), "--seeds", "1"])   # resumed: nothing trained again
