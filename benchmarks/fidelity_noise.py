@@ -74,9 +74,11 @@ def every_pair(values: dict[int, dict[str, float]]) -> dict[str, dict[str, Any]]
     return {f"{a}-{b}": tau_on_common(values[a], values[b]) for a, b in itertools.combinations(sorted(values), 2)}
 
 
-def report(run_seed: int, first: dict[int, dict[str, float]], last: dict[int, dict[str, float]]) -> dict[str, Any]:
+def report(run_seed: int, first: dict[int, dict[str, float]], last: dict[int, dict[str, float]],
+           parameters: dict[str, float] | None = None) -> dict[str, Any]:
     """The taus and spreads of `noise.json` from level-0 values per seed `first` (the run's seed at least) and
-    last-level values per seed `last`."""
+    last-level values per seed `last`; with the points' trainable `parameters`, each level's (mean's) tau with the
+    size too (a low fidelity that favours small configurations ranks how soon they train, section 18)."""
     seeds = sorted(last)
     common = sorted(set.intersection(*(set(v) for v in last.values())))
     mean = {k: float(np.mean([last[s][k] for s in seeds])) for k in common}
@@ -94,6 +96,10 @@ def report(run_seed: int, first: dict[int, dict[str, float]], last: dict[int, di
         "spread_across_points": {str(s): [min(last[s][k] for k in common), max(last[s][k] for k in common)]
                                  for s in seeds} if common else {},
     }
+    if parameters:
+        first_mean_all = {k: float(np.mean([first[s][k] for s in first if k in first[s]])) for k in first[run_seed]}
+        results["with_parameters"] = {"level 0 (mean over its seeds)": tau_on_common(first_mean_all, parameters),
+                                      "last level (mean over its seeds)": tau_on_common(mean, parameters)}
     if len(first) > 1:   # level 0 at other seeds too (`--first-too`): its own noise, and its mean's ranking
         first_seeds = sorted(first)
         both = sorted(set.intersection(*(set(v) for v in first.values())) & set(common))
@@ -116,6 +122,7 @@ def format_report(results: dict[str, Any]) -> str:
     if "first_mean_vs_last_mean" in results:
         lines.append(row(f"mean of level 0 over seeds {results['first_seeds']} vs mean of the last level",
                          results["first_mean_vs_last_mean"]))
+    lines += [row(f"{which} with the trainable parameters", t) for which, t in results.get("with_parameters", {}).items()]
     lines.append("")
     ceiling = results.get("noiseless_ceiling")
     if ceiling:
@@ -278,7 +285,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             first[seed] = trained_first
     for seed, values in reference.items():   # a seed measured before and not named in --seeds is still a reference
         last.setdefault(seed, values)
-    results = report(recipe.seed, first, last)
+    sizes = {json.dumps(t["x"], sort_keys=True): float(t["trainable_parameters"]) for t in trials
+             if t["x"] is not None and t.get("trainable_parameters") is not None}
+    results = report(recipe.seed, first, last, sizes)
     (run_dir / "noise.json").write_text(json.dumps(results, indent=2) + "\n")
     text = format_report(results)
     (run_dir / "noise.md").write_text(text)

@@ -50,6 +50,10 @@ def test_other_seeds_of_the_last_level_give_the_ceiling_and_a_less_noisy_referen
     assert results["last_vs_last"]["1-2"]["tau"] == pytest.approx(kendalltau([last1[k] for k in keys],
                                                                              [last2[k] for k in keys])[0])
     assert list(results["last_vs_last"]) == ["0-1", "0-2", "1-2"]   # every pair of seeds, not only the run's own
+    sizes = {json.dumps(t["x"], sort_keys=True): t["trainable_parameters"] for t in read_journal(run / "journal.jsonl")
+             if t["x"] is not None}
+    assert results["with_parameters"]["last level (mean over its seeds)"]["tau"] == pytest.approx(
+        kendalltau(mean, [sizes[k] for k in keys])[0])
     assert "last level, seeds 0-2" in (run / "noise.md").read_text()
 
     noise.main(["--recipe", str(path), "--run", str(run), "--seeds", "1"])   # resumed: nothing trained again
