@@ -18,16 +18,19 @@ last level with the recipe's seed in `RUN/points/` (then the other seeds as abov
     python benchmarks/fidelity_noise.py --recipe recipes/rotten_tomatoes.yaml --run runs/noise_random \
         --points-from benchmarks/results/superpet_students_only/standalone_level.jsonl --seeds 1 2 3
 
-Last-level values measured before (`supernet_rank.py`'s stand-alone runs of the same points) are reused with
+Last-level values measured before (`supernet_rank.py`'s stand-alone runs of the same points, or another study's
+search journal of the same model, task, space and training, e.g. one with another level 0) are reused with
 `--reference SEED=FILE` instead of being trained again.
 
 Reported (RUN/noise.json and RUN/noise.md, printed too), each Kendall tau with its p-value and N:
-- `last_vs_last`: the last level at the run's seed against each other seed (the ceiling);
+- `last_vs_last`: the last level at every pair of seeds (the ceiling);
 - `first_vs_last`: level 0 against the last level at each seed, and against the mean over all seeds (a last level
   with less noise: what the low fidelity should predict);
 - the per-point standard deviation across seeds beside the spread of the last level's values across points;
 - `noiseless_ceiling`: the tau that even a noise-free predictor would reach against one seed and against the mean,
   estimated from the seeds' agreement (a model, not a measurement: is the goal reachable at this noise?);
+- `with_parameters`: each level (its mean over seeds) against the trainable parameter count (a level that favours
+  small configurations ranks how soon they leave chance, not the final order);
 - with `--first-too` (level 0 trained at the other seeds as well): `first_vs_first`, level 0 against itself (its
   own noise), and `first_mean_vs_last_mean`, the two levels each averaged over their seeds (whether the levels rank
   alike once most of the seed noise is averaged out; a search reads one seed of level 0, `first_vs_last`).
