@@ -182,15 +182,19 @@ def read_reference(spec: str, recipe: Any, last_level: int) -> tuple[int, dict[s
         if row.get("standalone") is None:
             unlogged += 1
         else:
-            trained = json.loads(row["standalone"])
-            differs = {k: (trained.get(k), v) for k, v in wanted.items() if trained.get(k) != v}
-            if differs:
-                raise ValueError(f"`--reference`: line {number} of {file!r} was not trained as the recipe's last "
-                                 f"level at seed {seed} (logged, wanted): {differs}.")
+            refuse_if_trained_otherwise(json.loads(row["standalone"]), wanted, number, file)
         values[json.dumps(row["x"], sort_keys=True)] = float(row["cold"]["metric"])
     if unlogged:
         print(f"note: {unlogged} rows of {file} do not log how they were trained; taken as the last level at seed {seed}.")
     return seed, values
+
+
+def refuse_if_trained_otherwise(trained: dict[str, Any], wanted: dict[str, Any], number: int, file: str) -> None:
+    """Raise, naming the line and each differing argument, when a reference row was not trained as `wanted`."""
+    differs = {k: (trained.get(k), v) for k, v in wanted.items() if trained.get(k) != v}
+    if differs:
+        raise ValueError(f"`--reference`: line {number} of {file!r} was not trained as the recipe's last level at "
+                         f"seed {wanted['seed']} (logged, wanted): {differs}.")
 
 
 PROTOCOL_FIELDS = ("model", "task", "space", "training", "evaluator")
@@ -213,11 +217,8 @@ def journal_reference(rows: list[tuple[int, dict[str, Any]]], file: str, wanted:
             continue
         if {k: v for k, v in (row.get("fidelity") or {}).items() if v is not None} != level:
             continue
-        trained = {"seed": row.get("seed"), "eval_split": row.get("eval_split"), **level}
-        differs = {k: (trained[k], v) for k, v in wanted.items() if trained[k] != v}
-        if differs:
-            raise ValueError(f"`--reference`: line {number} of {file!r} was not trained as the recipe's last level at "
-                             f"seed {wanted['seed']} (logged, wanted): {differs}.")
+        refuse_if_trained_otherwise({"seed": row.get("seed"), "eval_split": row.get("eval_split"), **level}, wanted,
+                                    number, file)
         values[json.dumps(row["x"], sort_keys=True)] = float(row["metric"])
     if not values:
         raise ValueError(f"`--reference`: the journal {file!r} holds no successful trial at the recipe's last level "
