@@ -151,9 +151,7 @@ def evaluation_batches(recipe: PruneRecipe, task: Any, tokenizer: Any,
                        split: str | None = None) -> list[dict[str, torch.Tensor]]:
     """The collated, labelled batches of the search's split (`search.eval_split`, `search.eval_subset`), or of all
     of `split` (e.g. the benchmark's report split)."""
-    from transformers import DataCollatorWithPadding
-
-    from ..training.data import seeded_subset, tokenized_splits
+    from ..training.data import length_sorted_batches, seeded_subset, tokenized_splits
     from ..training.runner import EVAL_SUBSET_SEED
 
     splits = tokenized_splits(task, tokenizer, recipe.supernet.max_length)
@@ -163,9 +161,7 @@ def evaluation_batches(recipe: PruneRecipe, task: Any, tokenizer: Any,
         raise ValueError(f"recipe field `{field}`: {split!r} is not a labelled split of the task; "
                          f"splits: {sorted(splits)}.")
     dataset = seeded_subset(splits[split], subset, EVAL_SUBSET_SEED)
-    collate = DataCollatorWithPadding(tokenizer)
-    size = recipe.supernet.batch_size * 2
-    return [collate([dataset[j] for j in range(i, min(i + size, len(dataset)))]) for i in range(0, len(dataset), size)]
+    return length_sorted_batches(dataset, tokenizer, recipe.supernet.batch_size * 2)
 
 
 def prune_model(recipe: PruneRecipe, out: str | Path, progress: bool = True) -> PruneResult:

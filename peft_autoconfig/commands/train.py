@@ -51,6 +51,8 @@ def register(subparsers: Any) -> None:
                               help="AdamW weight decay on weight matrices (default: see docs/training.md)")
     fidelity.add_argument("--batch-size", type=int, default=16, help="per device / process")
     fidelity.add_argument("--max-length", type=int, default=128)
+    fidelity.add_argument("--group-by-length", action="store_true",
+                          help="batches of similar lengths: less padding, fewer tokens a step (default: random batches)")
     fidelity.add_argument("--eval-split", default="validation")
     task = parser.add_argument_group("custom tasks (local files or Hub datasets)")
     task.add_argument("--text-columns", nargs="+", help="one or two text columns (default: sentence)")
@@ -139,8 +141,7 @@ def main(args: argparse.Namespace) -> int:
         model_name_or_path=args.model, task=task, peft_config=peft_config, output_dir=args.output_dir, seed=args.seed,
         train_subset=args.train_subset, eval_subset=args.eval_subset, num_epochs=args.epochs,
         max_steps=args.max_steps, learning_rate=args.learning_rate, learning_rates=learning_rates,
-        batch_size=args.batch_size,
-        max_length=args.max_length, eval_split=args.eval_split, report_to=args.report_to, deepspeed=args.deepspeed,
+        batch_size=args.batch_size, group_by_length=args.group_by_length, max_length=args.max_length, eval_split=args.eval_split, report_to=args.report_to, deepspeed=args.deepspeed,
         show_progress=not args.quiet and not args.json, **optimisation,
     )
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, StrictBool, field_validator, model_serializer, model_validator
 
 from .baselines import NAMED_BASELINES
 from .schema import RecipeError, RecipeModel, check_task
@@ -162,6 +162,9 @@ class TrainingSpec(RecipeModel):
     batch_size: Optional[PositiveInt] = None
     max_length: Optional[PositiveInt] = None
     num_epochs: Optional[PositiveFloat] = None
+    group_by_length: Optional[StrictBool] = None
+    """Batches of similar lengths in every run (`RunConfig.group_by_length`): fewer padded tokens, so cheaper runs on
+    texts of mixed length, under other batches than random sampling; None = random batches."""
 
     @field_validator("learning_rates")
     @classmethod
@@ -380,6 +383,8 @@ class Recipe(RecipeModel):
         )
         # like the per-block rates, checked by the journal's header instead, so journals of earlier versions resume
         search_part["training"].pop("adapter_width_scaling", None)
+        if search_part["training"].get("group_by_length") is None:  # only when set, so older journals resume
+            search_part["training"].pop("group_by_length", None)
         for level in search_part["fidelity"]["levels"]:  # only when set, so journals from before the field resume
             if level.get("batch_size") is None:
                 level.pop("batch_size", None)

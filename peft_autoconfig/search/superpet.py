@@ -185,7 +185,8 @@ def load_superpet(directory: Path, model: str, task: Any, space: SearchSpace) ->
 
 @dataclass
 class SliceScorer:
-    """Scores points of the space on the super-PET's slices, by inference only, on fixed collated batches."""
+    """Scores points of the space on the super-PET's slices, by inference only, on fixed collated batches (sorted by
+    length: `training.data.length_sorted_batches`)."""
 
     superpet: SuperPet
     batches: list[dict[str, torch.Tensor]]
@@ -196,9 +197,7 @@ class SliceScorer:
     def for_task(cls, superpet: SuperPet, model: str, task: Any, split: str, eval_subset: Optional[int],
                  max_length: int, batch_size: int) -> "SliceScorer":
         """The scorer on `split` (the fixed subset of `eval_subset` examples every trial is scored on)."""
-        from transformers import DataCollatorWithPadding
-
-        from ..training.data import load_tokenizer, seeded_subset, tokenized_splits
+        from ..training.data import length_sorted_batches, load_tokenizer, seeded_subset, tokenized_splits
         from ..training.metrics import build_compute_metrics
         from ..training.runner import EVAL_SUBSET_SEED
         from ..training.tasks import load_splits, load_task, resolve_num_labels
@@ -210,9 +209,7 @@ class SliceScorer:
             raise ValueError(f"recipe field `evaluation.selection_split`: {split!r} is not a labelled split of the "
                              f"task; splits: {sorted(splits)}.")
         dataset = seeded_subset(splits[split], eval_subset, EVAL_SUBSET_SEED)
-        collate = DataCollatorWithPadding(tokenizer)
-        batches = [collate([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
-                   for i in range(0, len(dataset), batch_size)]
+        batches = length_sorted_batches(dataset, tokenizer, batch_size)
         num_labels = resolve_num_labels(task, load_splits(task))
         return cls(superpet, batches, build_compute_metrics(task.metric_names, num_labels), task.metric_names[0])
 

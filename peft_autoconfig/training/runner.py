@@ -73,6 +73,9 @@ class RunConfig:
         weight_decay (`float`): AdamW weight decay on weight matrices (never biases, LayerNorm or gates).
         batch_size (`int`): per device (with N processes the global batch is N * batch_size).
         max_length (`int`): truncation length in tokens (padding is per batch).
+        group_by_length (`bool`): batches of similar lengths (transformers' `LengthGroupedSampler`, training and
+            evaluation): less padding, so fewer tokens a step on texts of mixed length; the same examples each epoch
+            in other batches, so results differ from random batches as another data order does. False = random.
         eval_split (`str`): the split scored at the end ("validation" or "test").
         report_to (`str`): Trainer's `report_to` ("none", "tensorboard", "wandb", ...).
         deepspeed (`str`, *optional*): a DeepSpeed JSON config (see recipes/deepspeed/).
@@ -100,6 +103,7 @@ class RunConfig:
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     batch_size: int = 16
     max_length: int = 128
+    group_by_length: bool = False
     eval_split: str = "validation"
     report_to: str = "none"
     deepspeed: Optional[str] = None
@@ -129,6 +133,8 @@ class RunConfig:
             raise ValueError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}.")
         if not self.weight_decay >= 0:
             raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay}.")
+        if not isinstance(self.group_by_length, bool):
+            raise ValueError(f"`group_by_length` must be True or False, got {self.group_by_length!r}.")
         if self.init_adapter is not None and self.peft_config is None:
             raise ValueError("`init_adapter` warm-starts a PEFT config: set `peft_config` too.")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
@@ -188,6 +194,7 @@ def training_arguments(config: RunConfig, work_dir: str) -> Any:
         weight_decay=config.weight_decay,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size * 2,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         eval_strategy="no",
         save_strategy="no",
         logging_strategy="steps",
@@ -345,7 +352,7 @@ def write_metrics(config: RunConfig, task: TaskConfig, result: RunResult, memory
             **{key: getattr(config, key) for key in (
                 "seed", "train_subset", "eval_subset", "num_epochs", "max_steps", "learning_rate", "warmup_ratio",
                 "weight_decay", "batch_size", "max_length", "eval_split", "deepspeed", "init_adapter",
-                "adapter_width_scaling")},
+                "adapter_width_scaling", "group_by_length")},
             "learning_rates": config.resolved_learning_rates(),
         },
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),

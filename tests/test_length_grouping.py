@@ -1,0 +1,159 @@
+"""Batches of similar lengths: scoring batches sorted by length (same scores, fewer padded tokens) and the runner's
+`group_by_length` (training and evaluation batches grouped by length; recorded; reachable from a recipe)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from transformers import DataCollatorWithPadding, Trainer
+
+from peft_autoconfig import MixedPetConfig
+from peft_autoconfig.search.recipe import parse_recipe
+from peft_autoconfig.search.superpet import SliceScorer
+from peft_autoconfig.training import RunConfig, run
+from peft_autoconfig.training.data import length_sorted_batches, load_tokenizer
+from tests.conftest import WORDS, synthetic_rows
+from tests.test_search_recipe import BASE
+from tests.test_search_supernet import SUBS, make_superpet
+
+
+def varied_dataset(n: int, seed: int = 0) -> Dataset:
+    """Token ids of lengths 3 to 30 with labels: a split whose padding depends on how it is batched."""
+    rng = random.Random(seed)
+    rows = [[2] + [rng.randrange(5, 60) for _ in range(rng.randint(1, 28))] + [3] for _ in range(n)]
+    return Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows],
+                              "labels": [rng.randint(0, 1) for _ in rows]})
+
+
+def padded_tokens(batches) -> int:
+    return sum(int(batch["input_ids"].numel()) for batch in batches)
+
+
+def test_length_sorted_batches_hold_every_example_once_with_less_padding(tiny_bert_dir):
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    dataset = varied_dataset(50)
+    batches = length_sorted_batches(dataset, tokenizer, 8)
+    collate = DataCollatorWithPadding(tokenizer)
+    in_order = [collate([dataset[j] for j in range(i, min(i + 8, 50))]) for i in range(0, 50, 8)]
+    assert [len(b["labels"]) for b in batches] == [8] * 6 + [2]
+    seen = sorted(tuple(ids[mask.bool()].tolist()) for b in batches for ids, mask in
+                  zip(b["input_ids"], b["attention_mask"]))
+    assert seen == sorted(tuple(r) for r in dataset["input_ids"])  # every example once, unchanged
+    for batch in batches:  # each batch pads to its own longest example only
+        assert int(batch["attention_mask"].sum(1).max()) == batch["input_ids"].shape[1]
+    assert padded_tokens(batches) < 0.8 * padded_tokens(in_order)
+    assert sum(int(b["attention_mask"].sum()) for b in batches) == sum(len(r) for r in dataset["input_ids"])
+    with pytest.raises(ValueError, match="batch size must be >= 1, got 0"):
+        length_sorted_batches(dataset, tokenizer, 0)
+
+
+def test_a_slice_scores_the_same_on_length_sorted_batches(make_tiny_model, tiny_bert_dir):
+    """Sorting changes the padding, not the scores: every slice's logits over the split sum to the same value
+    (a metric that sees every logit) and its accuracy is the same."""
+    base, space, model, superpet = make_superpet(make_tiny_model)
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    dataset = varied_dataset(40, seed=1)
+    collate = DataCollatorWithPadding(tokenizer)
+    in_order = [collate([dataset[j] for j in range(i, min(i + 8, 40))]) for i in range(0, 40, 8)]
+
+    def metrics(prediction):
+        logits = np.asarray(prediction.predictions, dtype=np.float64)
+        return {"sum": float(logits.sum()), "accuracy": float((logits.argmax(-1) == prediction.label_ids).mean())}
+
+    subs = SUBS + [None]
+    for name in ("sum", "accuracy"):
+        plain = SliceScorer(superpet, in_order, metrics, name)
+        sorted_ = SliceScorer(superpet, length_sorted_batches(dataset, tokenizer, 8), metrics, name)
+        expected = [plain(sub) for sub in subs]
+        assert np.allclose([sorted_(sub) for sub in subs], expected, rtol=1e-5, atol=1e-4), name
+        assert np.allclose(sorted_.score_many(subs), expected, rtol=1e-5, atol=1e-4), name
+        if name == "sum":
+            assert len(set(np.round(expected, 3))) == len(subs)  # the slices really differ
+
+
+@pytest.fixture(scope="module")
+def varied_task_dir(tmp_path_factory):
+    """The synthetic task with 0 to 20 extra filler words per sentence: lengths vary, labels stay learnable."""
+    directory = tmp_path_factory.mktemp("varied-task")
+    rng = random.Random(0)
+    for split, n, seed in (("train", 128, 0), ("validation", 256, 1), ("test", 16, 2)):
+        rows = [{**row, "sentence": row["sentence"] + " " + " ".join(rng.choices(WORDS[8:], k=rng.randint(0, 20)))}
+                for row in synthetic_rows(n, seed)]
+        with open(directory / f"{split}.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["sentence", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+    return directory
+
+
+class RecordingTrainer(Trainer):
+    """Records each batch's padded and real token counts, and whether it was a training batch."""
+
+    batches: list[tuple[bool, int, int]] = []
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        RecordingTrainer.batches.append(
+            (model.training, int(inputs["input_ids"].numel()), int(inputs["attention_mask"].sum())))
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+
+def test_group_by_length_trains_on_the_same_examples_with_less_padding(tiny_bert_dir, varied_task_dir, tmp_path):
+    results, recorded = {}, {}
+    for grouped in (False, True):
+        RecordingTrainer.batches = []
+        results[grouped] = run(RunConfig(
+            str(tiny_bert_dir), str(varied_task_dir), MixedPetConfig(lora_rank=4, task_type="SEQ_CLS"),
+            output_dir=str(tmp_path / str(grouped)), save_adapter=False, num_epochs=1, batch_size=8,
+            learning_rate=5e-2, show_progress=False, group_by_length=grouped, trainer_class=RecordingTrainer))
+        recorded[grouped] = list(RecordingTrainer.batches)
+    # transformers groups within random mega-batches of up to 50 batches (a quarter of the split here)
+    for training, batches in ((True, 128 // 8), (False, 256 // 16)):  # evaluation batches are grouped too
+        counts = {grouped: [(size, real) for t, size, real in recorded[grouped] if t == training] for grouped in recorded}
+        assert len(counts[True]) == len(counts[False]) == batches
+        real = {grouped: sum(tokens for _, tokens in batches) for grouped, batches in counts.items()}
+        padded = {grouped: sum(size for size, _ in batches) for grouped, batches in counts.items()}
+        assert real[True] == real[False]  # one epoch, the whole split: the same examples, in other batches
+        assert padded[True] < 0.9 * padded[False], training
+    assert results[True].metrics["accuracy"] >= 0 and results[True].eval_examples == 256
+    written = json.loads((tmp_path / "True" / "metrics.json").read_text())
+    assert written["run"]["group_by_length"] is True
+    assert json.loads((tmp_path / "False" / "metrics.json").read_text())["run"]["group_by_length"] is False
+    with pytest.raises(ValueError, match="`group_by_length` must be True or False, got 'yes'"):
+        RunConfig("model", "rotten_tomatoes", None, group_by_length="yes")
+
+
+def test_recipe_training_group_by_length_reaches_every_run_and_the_fingerprint(monkeypatch):
+    import peft_autoconfig.training.runner as runner
+    from peft_autoconfig.search.evaluator import train_and_evaluate
+
+    plain = {**BASE, "fidelity": {"levels": [{"train_subset": 2000}]}}
+    assert parse_recipe(plain).fingerprint() == "d0d2261de3483b78"  # unset: as before the field, journals resume
+    grouped = parse_recipe({**plain, "training": {"group_by_length": True}})
+    assert grouped.fingerprint() != parse_recipe(plain).fingerprint()
+    assert grouped.training.run_kwargs()["group_by_length"] is True
+    with pytest.raises(Exception, match=r"training\.group_by_length.*(bool|boolean)"):
+        parse_recipe({**plain, "training": {"group_by_length": "yes"}})
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(config):
+        seen.append(config.group_by_length)
+        raise Stop
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr("peft_autoconfig.training.tasks.load_task", lambda task: task)
+    for recipe in (grouped, parse_recipe(plain)):
+        with pytest.raises(Stop):
+            train_and_evaluate({"task": "rotten_tomatoes", "model": "m", "config": None, "seed": 0,
+                                "eval_split": "validation", "training": recipe.training.run_kwargs(),
+                                "fidelity": recipe.fidelity_levels[0]})
+    assert seen == [True, False]
