@@ -36,18 +36,21 @@ from peft_autoconfig.tuners.mixed import MixedPetConfig
 from peft_autoconfig.tuners.slicing import SuperPet
 
 STEP_TIMES: list[float] = []
+STEP_TOKENS: list[int] = []
 
 
 def timed(cls: type[Trainer]) -> type[Trainer]:
-    """`cls` whose `training_step` durations go to STEP_TIMES (synchronised on a GPU, so the time is the step's)."""
+    """`cls` whose `training_step` durations go to STEP_TIMES (synchronised on a GPU, so the time is the step's)
+    and whose batches' padded token counts go to STEP_TOKENS."""
 
     class Timed(cls):  # type: ignore[misc, valid-type]
-        def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             _sync()
             start = time.perf_counter()
-            out = super().training_step(*args, **kwargs)
+            out = super().training_step(model, inputs, *args, **kwargs)
             _sync()
             STEP_TIMES.append(time.perf_counter() - start)
+            STEP_TOKENS.append(int(inputs["input_ids"].numel()))
             return out
 
     Timed.__name__ = f"Timed{cls.__name__}"

@@ -157,3 +157,34 @@ def test_recipe_training_group_by_length_reaches_every_run_and_the_fingerprint(m
                                 "eval_split": "validation", "training": recipe.training.run_kwargs(),
                                 "fidelity": recipe.fidelity_levels[0]})
     assert seen == [True, False]
+
+
+def test_length_grouping_benchmark_prints_each_ratio(tmp_path, tiny_bert_dir, varied_task_dir, capsys):
+    """benchmarks/length_grouping.py on the tiny model and the varied-length task: a row per measurement with its
+    ratio, fewer padded tokens grouped for both trainings and for scoring, the same scores, the whole runs."""
+    from benchmarks import length_grouping
+    from test_search_fakes import write_recipe
+
+    recipe = write_recipe(
+        tmp_path, tiny_bert_dir, varied_task_dir,
+        task={"name": "varied", "data_files": {split: str(varied_task_dir / f"{split}.csv")
+                                               for split in ("train", "validation", "test")}},
+        algorithm={"name": "supernet", "settings": {"inner_trials": 8, "inner_pop_size": 4, "num_random": 1}},
+        space={"modules": ["serial_adapter", "lora"], "sizes": {"serial_adapter": [0, 2, 8], "lora": [0, 2, 4]}},
+        training={"batch_size": 8, "max_length": 32, "learning_rate": 0.01},
+        fidelity={"levels": [{"train_subset": 128, "max_steps": 4}]}, final={"train_subset": 128, "num_epochs": 1})
+    out = tmp_path / "grouping.json"
+    length_grouping.main(["--recipe", str(recipe), "--steps", "4", "--repeats", "1", "--score-slices", "2",
+                          "--full-runs", "0", "--json", str(out)])
+    printed = capsys.readouterr().out
+    for row in ("| LoRA r=8: step (ms) |", "| super-PET: padded tokens a step |", "| scoring a slice",
+                "| final-budget LoRA r=8, seed 0: wall (s) |", "| final-budget LoRA r=8, seed 0: accuracy (test, 16 examples)"):
+        assert row in printed, row
+    saved = json.loads(out.read_text())
+    for variant in ("LoRA r=8", "super-PET"):
+        tokens = saved["step_padded_tokens"][variant]
+        assert len(tokens["random"]) == len(tokens["grouped"]) == 4
+        assert sum(tokens["grouped"]) < sum(tokens["random"]), variant
+    padded = saved["scoring"]["padded_tokens"]
+    assert padded["sorted"] < padded["split order"] and saved["scoring"]["max_score_difference"] <= 1 / 256
+    assert [r["seed"] for r in saved["full_runs"]["grouped"]] == [0]
