@@ -7,6 +7,7 @@ the seeds).
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -46,6 +47,34 @@ def report(records: list[TrialRecord], split: str, metric_name: str) -> Optional
     # themselves are in the journal
     return {"split": split, "metric": metric_name, "mean": mean, "sd": sd, "standard_error": se, "n": n,
             "seeds": values}
+
+
+def fidelity_agreement(records: list[TrialRecord]) -> list[dict[str, Any]]:
+    """Kendall tau between each fidelity level and the next over the points the search trained at both (same
+    seed and split): does the cheap level rank as the costly one? A free check of successive halving on the user's
+    own task. Only promoted points enter, the best of the lower level, a narrower range than the space (which
+    usually lowers tau); `benchmarks/fidelity_noise.py` measures it on spread points and against several seeds.
+    Pairs of levels with fewer than 4 common points are left out (no tau)."""
+    from scipy.stats import kendalltau
+
+    by_level: dict[int, dict[tuple, float]] = {}
+    for record in records:
+        if record.ok and record.x is not None and record.kind in ("search", "promotion") and record.metric is not None:
+            point = (json.dumps(record.x, sort_keys=True, default=str), record.seed, record.eval_split)
+            by_level.setdefault(record.level, {})[point] = float(record.metric)
+    agreement = []
+    for level in sorted(by_level):
+        if level + 1 not in by_level:
+            continue
+        common = sorted(set(by_level[level]) & set(by_level[level + 1]))
+        if len(common) < 4:
+            continue
+        low, high = ([by_level[at][point] for point in common] for at in (level, level + 1))
+        tau, p_value = kendalltau(low, high)
+        agreement.append({"levels": [level, level + 1], "n": len(common),
+                          "kendall_tau": None if math.isnan(tau) else float(tau),
+                          "p_value": None if math.isnan(p_value) else float(p_value)})
+    return agreement
 
 
 def recipe_baseline_names(recipe: Recipe) -> list[str]:
@@ -113,6 +142,7 @@ def export_front(
             "cost_lora_r8_runs": search_time / float(np.mean(lora_runs)) if lora_runs else None,
             "fidelity_levels": recipe.fidelity_levels,
             "eta": recipe.fidelity.eta,
+            "fidelity_agreement": fidelity_agreement(searched),
             "evaluation": recipe.evaluation.model_dump(mode="json"),
             "final": recipe.final.model_dump(mode="json") if recipe.final is not None else None,
             "space": space.describe(),
