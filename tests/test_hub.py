@@ -66,6 +66,7 @@ def search_output(tmp_path) -> Path:
         "reference_point": [0.0, 100000.0], "hypervolume": 42.5,
         "search": {"algorithm": "nsga2", "n_trials": 12, "seed": 0, "wall_time_s": 754.2, "cost_full_runs": 1.75,
                    "cost_lora_r8_runs": 3.55,
+                   "fidelity_agreement": [{"levels": [0, 1], "n": 6, "kendall_tau": 0.2, "p_value": 0.719}],
                    "recipe": {"population": 4}},
         "points": points,
         "baselines": [{"name": "lora_r8", "metric": 0.77, "trainable_parameters": 3072}],
@@ -204,6 +205,8 @@ def test_card_metadata_parses_back_with_the_measured_results(search_output, tmp_
     assert "![Pareto front" in card.text and "(pareto.png)" in card.text
     assert "| cost in full training runs | 1.75 |" in card.text and "| wall time | 12m 34s |" in card.text
     assert "| cost in final-budget LoRA r=8 runs | 3.55 |" in card.text
+    assert ("| low fidelity vs the next level (the search's promoted points) | level 0 -> 1: Kendall tau 0.20 "
+            "(p = 0.72) over 6 promoted points |") in card.text
     assert f'AutoSearchedConfig.from_pretrained("{REPO}"' in card.text and "get_peft_model" in card.text
     for key in ("zhou2024autopeft", "mao2022unipelt", "@misc{peft"):
         assert key in card.text

@@ -62,22 +62,10 @@ def format_report(point: FrontPoint) -> str:
     return " ".join(parts) + f" ({', '.join(where)})"
 
 
-def format_fidelity_agreement(agreement: list[dict[str, Any]]) -> list[str]:
-    """'level 0 -> 1: Kendall tau 0.40 (p = 0.18) over 7 promoted points': how well each cheaper level ranked the
-    points promoted from it, from the search's own trials (`search.export.fidelity_agreement`)."""
-    parts = []
-    for entry in agreement:
-        low, high = entry["levels"]
-        tau, p_value = entry.get("kendall_tau"), entry.get("p_value")
-        value = "undefined (tied values)" if tau is None else f"{tau:.2f}" + (
-            f" (p = {p_value:.2g})" if p_value is not None else "")
-        parts.append(f"level {low} -> {high}: Kendall tau {value} over {entry['n']} promoted points")
-    return ["fidelity agreement: " + "; ".join(parts) + " (promoted points only: docs/search.md)"] if parts else []
-
-
 def format_front(front: Any, folder: str | Path) -> str:
     """The front (a `Front`, or the document `write_front` returned) as a text table, with the header facts."""
     from ..front import Front, FrontError, describe_config, load_point_config
+    from ..front.stats import describe_fidelity_agreement
 
     if not isinstance(front, Front):
         front = Front.from_dict(front, str(Path(folder) / FRONT_FILE))
@@ -96,7 +84,9 @@ def format_front(front: Any, folder: str | Path) -> str:
     if costs:
         lines.append(f"search time: {search.get('wall_time_s', 0):.0f} s (trials: "
                      f"{search.get('trials_time_s', 0):.0f} s{''.join(costs)})")
-    lines += format_fidelity_agreement(search.get("fidelity_agreement") or [])
+    agreement = describe_fidelity_agreement(search.get("fidelity_agreement") or [])
+    if agreement:  # how well each cheaper level ranked the points promoted from it (docs/search.md, item 4)
+        lines.append(f"fidelity agreement: {agreement} (promoted points only: docs/search.md)")
     has_report = any(p.report is not None for p in front.points + front.baselines)
     header = ("name", f"{front.metric} (selection)") + ((f"{front.metric} (report)",) if has_report else ()) + (
         "params", "trial", "fidelity", "config")

@@ -19,6 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from peft import PeftConfig
 
 from ..front import PLOT_FILE, Front, FrontPoint, describe_config
+from ..front.stats import describe_fidelity_agreement
 from .source import PushSource
 
 TEMPLATE_NAME = "searched_config.md"
@@ -95,6 +96,8 @@ def _search_settings(front: Front, search: dict) -> list[tuple[str, Any]]:
         ("cost in full training runs", f"{cost:.2f}" if _is_number(cost) else None),
         ("cost in final-budget LoRA r=8 runs", f"{lora_cost:.2f}" if _is_number(lora_cost) else None),
         ("hypervolume", f"{hypervolume:.6g}" if _is_number(hypervolume) else None),
+        ("low fidelity vs the next level (the search's promoted points)",
+         describe_fidelity_agreement(search.get("fidelity_agreement") or [])),
         ("reference point", front.reference_point),
         ("objectives", objectives),
     ]
