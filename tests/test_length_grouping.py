@@ -19,7 +19,7 @@ from peft_autoconfig.search.superpet import SliceScorer
 from peft_autoconfig.training import RunConfig, run
 from peft_autoconfig.training.data import length_sorted_batches, load_tokenizer
 from tests.conftest import WORDS, synthetic_rows
-from tests.test_search_recipe import BASE
+from tests.test_search_recipe import BASE, run_configs
 from tests.test_search_supernet import SUBS, make_superpet
 
 
@@ -129,9 +129,6 @@ def test_group_by_length_trains_on_the_same_examples_with_less_padding(tiny_bert
 
 
 def test_recipe_training_group_by_length_reaches_every_run_and_the_fingerprint(monkeypatch):
-    import peft_autoconfig.training.runner as runner
-    from peft_autoconfig.search.evaluator import train_and_evaluate
-
     plain = {**BASE, "fidelity": {"levels": [{"train_subset": 2000}]}}
     assert parse_recipe(plain).fingerprint() == "d0d2261de3483b78"  # unset: as before the field, journals resume
     grouped = parse_recipe({**plain, "training": {"group_by_length": True}})
@@ -140,23 +137,8 @@ def test_recipe_training_group_by_length_reaches_every_run_and_the_fingerprint(m
     with pytest.raises(Exception, match=r"training\.group_by_length.*(bool|boolean)"):
         parse_recipe({**plain, "training": {"group_by_length": "yes"}})
 
-    seen = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_run(config):
-        seen.append(config.group_by_length)
-        raise Stop
-
-    monkeypatch.setattr(runner, "run", fake_run)
-    monkeypatch.setattr("peft_autoconfig.training.tasks.load_task", lambda task: task)
-    for recipe in (grouped, parse_recipe(plain)):
-        with pytest.raises(Stop):
-            train_and_evaluate({"task": "rotten_tomatoes", "model": "m", "config": None, "seed": 0,
-                                "eval_split": "validation", "training": recipe.training.run_kwargs(),
-                                "fidelity": recipe.fidelity_levels[0]})
-    assert seen == [True, False]
+    configs = run_configs(monkeypatch, [(recipe, recipe.fidelity_levels[0]) for recipe in (grouped, parse_recipe(plain))])
+    assert [config.group_by_length for config in configs] == [True, False]
 
 
 def test_length_grouping_benchmark_prints_each_ratio(tmp_path, tiny_bert_dir, varied_task_dir, capsys):

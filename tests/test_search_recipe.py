@@ -110,9 +110,6 @@ def test_fingerprint_covers_only_the_search_part():
 def test_a_fidelity_level_may_train_at_its_own_batch_size(monkeypatch):
     """`fidelity.levels[i].batch_size` reaches the runner for that level only; a recipe without it keeps its
     fingerprint (resumable), one with it gets another."""
-    import peft_autoconfig.training.runner as runner
-    from peft_autoconfig.search.evaluator import train_and_evaluate
-
     levels = [{"train_subset": 2000, "num_epochs": 1, "batch_size": 8}, {"train_subset": 4000, "num_epochs": 1}]
     recipe = parse_recipe({**BASE, "training": {"batch_size": 16}, "fidelity": {"levels": levels},
                            "final": {"train_subset": 4000, "num_epochs": 3}})
@@ -124,23 +121,32 @@ def test_a_fidelity_level_may_train_at_its_own_batch_size(monkeypatch):
     assert parse_recipe(plain).fingerprint() != parse_recipe(
         {**BASE, "fidelity": {"levels": [{"train_subset": 2000, "batch_size": 8}]}}).fingerprint()
 
+    configs = run_configs(monkeypatch, [(recipe, level) for level in recipe.fidelity_levels])
+    assert [config.batch_size for config in configs] == [8, 16]
+
+
+def run_configs(monkeypatch, trials: list) -> list:
+    """The `RunConfig` the default evaluator builds for each (recipe, fidelity level) trial; nothing is trained."""
+    import peft_autoconfig.training.runner as runner
+    from peft_autoconfig.search.evaluator import train_and_evaluate
+
     seen = []
 
     class Stop(Exception):
         pass
 
     def fake_run(config):
-        seen.append(config.batch_size)
+        seen.append(config)
         raise Stop
 
     monkeypatch.setattr(runner, "run", fake_run)
     monkeypatch.setattr("peft_autoconfig.training.tasks.load_task", lambda task: task)
-    for level in recipe.fidelity_levels:
+    for recipe, level in trials:
         with pytest.raises(Stop):
             train_and_evaluate({"task": "rotten_tomatoes", "model": "m", "config": None, "seed": 0,
                                 "eval_split": "validation", "training": recipe.training.run_kwargs(),
                                 "fidelity": level})
-    assert seen == [8, 16]
+    return seen
 
 
 def test_wave1_evaluation_fields_map_to_the_evaluation_block():
