@@ -93,17 +93,20 @@ def varied_task_dir(tmp_path_factory):
 
 
 class RecordingTrainer(Trainer):
-    """Records each batch's padded and real token counts, and whether it was a training batch."""
+    """Records each batch: training or not, padded tokens, real tokens, width, shortest example."""
 
-    batches: list[tuple[bool, int, int]] = []
+    batches: list[tuple[bool, int, int, int, int]] = []
 
     def compute_loss(self, model, inputs, *args, **kwargs):
-        RecordingTrainer.batches.append(
-            (model.training, int(inputs["input_ids"].numel()), int(inputs["attention_mask"].sum())))
+        mask = inputs["attention_mask"]
+        RecordingTrainer.batches.append((model.training, int(mask.numel()), int(mask.sum()), int(mask.shape[1]),
+                                         int(mask.sum(1).min())))
         return super().compute_loss(model, inputs, *args, **kwargs)
 
 
 def test_group_by_length_trains_on_the_same_examples_with_less_padding(tiny_bert_dir, varied_task_dir, tmp_path):
+    """Training batches are grouped only with `group_by_length`; evaluation is in length order either way (the same
+    examples, so the same metrics, for fewer padded tokens)."""
     results, recorded = {}, {}
     for grouped in (False, True):
         RecordingTrainer.batches = []
@@ -113,13 +116,13 @@ def test_group_by_length_trains_on_the_same_examples_with_less_padding(tiny_bert
             learning_rate=5e-2, show_progress=False, group_by_length=grouped, trainer_class=RecordingTrainer))
         recorded[grouped] = list(RecordingTrainer.batches)
     # transformers groups within random mega-batches of up to 50 batches (a quarter of the split here)
-    for training, batches in ((True, 128 // 8), (False, 256 // 16)):  # evaluation batches are grouped too
-        counts = {grouped: [(size, real) for t, size, real in recorded[grouped] if t == training] for grouped in recorded}
-        assert len(counts[True]) == len(counts[False]) == batches
-        real = {grouped: sum(tokens for _, tokens in batches) for grouped, batches in counts.items()}
-        padded = {grouped: sum(size for size, _ in batches) for grouped, batches in counts.items()}
-        assert real[True] == real[False]  # one epoch, the whole split: the same examples, in other batches
-        assert padded[True] < 0.9 * padded[False], training
+    train = {grouped: [b for b in batches if b[0]] for grouped, batches in recorded.items()}
+    assert len(train[True]) == len(train[False]) == 128 // 8
+    assert sum(b[2] for b in train[True]) == sum(b[2] for b in train[False])  # one epoch: the same examples
+    assert sum(b[1] for b in train[True]) < 0.9 * sum(b[1] for b in train[False])
+    evaluation = [b for b in recorded[False] if not b[0]]
+    assert len(evaluation) == 256 // 16
+    assert all(width <= shortest for (_, _, _, width, _), (*_, shortest) in zip(evaluation, evaluation[1:]))
     assert results[True].metrics["accuracy"] >= 0 and results[True].eval_examples == 256
     written = json.loads((tmp_path / "True" / "metrics.json").read_text())
     assert written["run"]["group_by_length"] is True
