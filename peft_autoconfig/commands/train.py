@@ -141,7 +141,8 @@ def main(args: argparse.Namespace) -> int:
         model_name_or_path=args.model, task=task, peft_config=peft_config, output_dir=args.output_dir, seed=args.seed,
         train_subset=args.train_subset, eval_subset=args.eval_subset, num_epochs=args.epochs,
         max_steps=args.max_steps, learning_rate=args.learning_rate, learning_rates=learning_rates,
-        batch_size=args.batch_size, group_by_length=args.group_by_length, max_length=args.max_length, eval_split=args.eval_split, report_to=args.report_to, deepspeed=args.deepspeed,
+        batch_size=args.batch_size, group_by_length=args.group_by_length, max_length=args.max_length,
+        eval_split=args.eval_split, report_to=args.report_to, deepspeed=args.deepspeed,
         show_progress=not args.quiet and not args.json, **optimisation,
     )
     try:
