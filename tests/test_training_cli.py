@@ -24,7 +24,7 @@ def test_train_command_prints_json_and_saves_adapter(tiny_bert_dir, synthetic_ta
     code = main(["train", "--model", str(tiny_bert_dir), "--task", str(synthetic_task_dir), "--config", str(config_dir),
                  "--max-steps", "3", "--learning-rate", "0.05", "--learning-rates", "lora=0.02,head=0.01",
                  "--warmup-ratio", "0.1", "--weight-decay", "0.01", "--eval-subset", "16", "--output-dir", str(output_dir),
-                 "--json"])
+                 "--group-by-length", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["metric_name"] == "accuracy" and len(result["loss_history"]) == 3
@@ -34,6 +34,7 @@ def test_train_command_prints_json_and_saves_adapter(tiny_bert_dir, synthetic_ta
     assert saved["run"]["learning_rates"] == {"lora": 0.02, "serial_adapter": 0.05, "parallel_adapter": 0.05,
                                               "prefix": 0.05, "prefix_mlp": 0.05, "bias": 0.05, "gate": 0.05, "head": 0.01, "full": 0.05}
     assert (saved["run"]["warmup_ratio"], saved["run"]["weight_decay"], result["eval_examples"]) == (0.1, 0.01, 16)
+    assert saved["run"]["group_by_length"] is True
     assert (output_dir / "adapter_model.safetensors").is_file()
 
 
