@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import kendalltau
 
 from peft_autoconfig.cli import main
+from peft_autoconfig.front.stats import describe_fidelity_agreement
 from peft_autoconfig.search import load_recipe, read_journal, run_search
 from peft_autoconfig.search.export import fidelity_agreement
 from peft_autoconfig.search.trial import TrialRecord
@@ -39,7 +40,12 @@ def test_agreement_pairs_the_same_point_seed_and_split_only():
     assert fidelity_agreement(swapped)[0]["kendall_tau"] == pytest.approx(kendalltau(low[:5], high[4::-1])[0])
     assert fidelity_agreement(records[:6] + records[6:9]) == []  # 3 common points: no tau
     tied = records[:6] + [record(10 + i, x, 1, 0.7, kind="promotion") for i, x in enumerate(points[:5])]
-    assert fidelity_agreement(tied)[0]["kendall_tau"] is None  # constant upper level: undefined, not NaN in JSON
+    entry = fidelity_agreement(tied)[0]  # a constant level: undefined, not NaN in JSON, and named
+    assert (entry["kendall_tau"], entry["p_value"], entry["tied_level"]) == (None, None, 1)
+    chance = [record(i, x, 0, 0.5812) for i, x in enumerate(points)] + records[6:11]
+    assert fidelity_agreement(chance)[0]["tied_level"] == 0
+    assert describe_fidelity_agreement(fidelity_agreement(chance)) == (
+        "level 0 -> 1: Kendall tau undefined (level 0 scored them all alike) over 5 promoted points")
 
 
 def test_a_search_reports_its_fidelity_agreement_in_front_json_and_show(tmp_path, tiny_bert_dir, synthetic_task_dir,

@@ -41,7 +41,10 @@ def describe_fidelity_agreement(agreement: Sequence[dict]) -> str | None:
     for entry in agreement:
         low, high = entry["levels"]
         tau, p_value = entry.get("kendall_tau"), entry.get("p_value")
-        value = "undefined (tied values)" if tau is None else f"{tau:.2f}" + (
-            f" (p = {p_value:.2g})" if p_value is not None else "")
+        if tau is None:
+            tied = entry.get("tied_level")
+            value = "undefined" + (f" (level {tied} scored them all alike)" if tied is not None else "")
+        else:
+            value = f"{tau:.2f}" + (f" (p = {p_value:.2g})" if p_value is not None else "")
         parts.append(f"level {low} -> {high}: Kendall tau {value} over {entry['n']} promoted points")
     return "; ".join(parts) or None

@@ -54,7 +54,8 @@ def fidelity_agreement(records: list[TrialRecord]) -> list[dict[str, Any]]:
     seed and split): does the cheap level rank as the costly one? A free check of successive halving on the user's
     own task. Only promoted points enter, the best of the lower level, a narrower range than the space (which
     usually lowers tau); `benchmarks/fidelity_noise.py` measures it on spread points and against several seeds.
-    Pairs of levels with fewer than 4 common points are left out (no tau)."""
+    Pairs of levels with fewer than 4 common points are left out (no tau); a level that scored them all alike gives
+    no tau either, and `tied_level` names it."""
     from scipy.stats import kendalltau
 
     by_level: dict[int, dict[tuple, float]] = {}
@@ -71,9 +72,12 @@ def fidelity_agreement(records: list[TrialRecord]) -> list[dict[str, Any]]:
             continue
         low, high = ([by_level[at][point] for point in common] for at in (level, level + 1))
         tau, p_value = kendalltau(low, high)
-        agreement.append({"levels": [level, level + 1], "n": len(common),
-                          "kendall_tau": None if math.isnan(tau) else float(tau),
-                          "p_value": None if math.isnan(p_value) else float(p_value)})
+        entry = {"levels": [level, level + 1], "n": len(common),
+                 "kendall_tau": None if math.isnan(tau) else float(tau),
+                 "p_value": None if math.isnan(p_value) else float(p_value)}
+        if entry["kendall_tau"] is None:  # one level scored every point alike (e.g. all at the majority class)
+            entry["tied_level"] = level if len(set(low)) == 1 else level + 1
+        agreement.append(entry)
     return agreement
 
 
