@@ -30,6 +30,7 @@ from transformers import Trainer
 from peft_autoconfig.search import Search
 from peft_autoconfig.search.strategies.supernet import SupernetSettings
 from peft_autoconfig.search.superpet import PetSupernet, SliceScorer, super_config
+from peft_autoconfig.training.data import collated_batches
 from peft_autoconfig.training.runner import RunConfig, run
 from peft_autoconfig.training.sandwich import SandwichTrainer
 from peft_autoconfig.tuners.mixed import MixedPetConfig
@@ -41,15 +42,17 @@ except ImportError:
     from benchmarks.superpet_steptime import STEP_TIMES, STEP_TOKENS, _sync, add_recipe_arguments, recipe_from, timed
 
 
-def training_kwargs(search: Search) -> dict[str, Any]:
-    """The recipe's training settings at its last fidelity level, without a budget of their own or a sampling."""
-    kwargs = {k: v for k, v in search.recipe.training.run_kwargs().items() if k not in ("num_epochs", "max_steps",
-                                                                                        "group_by_length")}
+def protocol_kwargs(search: Search) -> dict[str, Any]:
+    """The recipe's training settings without a budget of their own or a sampling (each measurement sets those)."""
+    return {k: v for k, v in search.recipe.training.run_kwargs().items()
+            if k not in ("num_epochs", "max_steps", "group_by_length")}
+
+
+def level_kwargs(search: Search) -> dict[str, Any]:
+    """`protocol_kwargs` at the recipe's last fidelity level: its training subset, and its batch size when it sets one."""
     last = search.recipe.fidelity_levels[-1]
-    kwargs["train_subset"] = last.get("train_subset")
-    if last.get("batch_size"):
-        kwargs["batch_size"] = last["batch_size"]
-    return kwargs
+    batch = {"batch_size": last["batch_size"]} if last.get("batch_size") else {}
+    return {**protocol_kwargs(search), "train_subset": last.get("train_subset"), **batch}
 
 
 def step_costs(search: Search, config: MixedPetConfig, steps: int, trainer: type[Trainer],
@@ -61,19 +64,15 @@ def step_costs(search: Search, config: MixedPetConfig, steps: int, trainer: type
         run(RunConfig(
             model_name_or_path=search.model, task=search.recipe.task, peft_config=config, output_dir=out,
             max_steps=steps, eval_subset=16, show_progress=False, trainer_class=timed(trainer),
-            trainer_kwargs=trainer_kwargs, group_by_length=grouped, save_adapter=False, **training_kwargs(search),
+            trainer_kwargs=trainer_kwargs, group_by_length=grouped, save_adapter=False, **level_kwargs(search),
         ))
     return list(STEP_TIMES), list(STEP_TOKENS)
 
 
 def split_order_scorer(scorer: SliceScorer, tokenizer: Any, dataset: Any, batch_size: int) -> SliceScorer:
     """`scorer` on batches in the split's order (how slices were scored before sorting)."""
-    from transformers import DataCollatorWithPadding
-
-    collate = DataCollatorWithPadding(tokenizer)
-    batches = [collate([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
-               for i in range(0, len(dataset), batch_size)]
-    return SliceScorer(scorer.superpet, batches, scorer.compute_metrics, scorer.metric_name)
+    return SliceScorer(scorer.superpet, collated_batches(dataset, tokenizer, batch_size), scorer.compute_metrics,
+                       scorer.metric_name)
 
 
 def scoring_costs(search: Search, n: int, seed: int = 0) -> dict[str, Any]:
@@ -124,7 +123,7 @@ def full_runs(search: Search, seeds: list[int]) -> dict[str, list[dict[str, Any]
     final = search.recipe.final
     if final is None:
         raise SystemExit("--full-runs needs a recipe with a `final:` section")
-    kwargs = {k: v for k, v in training_kwargs(search).items() if k != "train_subset"}
+    kwargs = protocol_kwargs(search)  # the final stage trains at `training.batch_size`, whatever the levels set
     results: dict[str, list[dict[str, Any]]] = {"random": [], "grouped": []}
     for seed in seeds:
         for name in results:

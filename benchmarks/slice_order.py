@@ -38,10 +38,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from peft_autoconfig.backbone.pipeline import evaluation_batches, load_supernetwork
     from peft_autoconfig.backbone.recipe import load_prune_recipe
     from peft_autoconfig.backbone.search import evaluate_model
-    from peft_autoconfig.training.data import load_tokenizer, seeded_subset, tokenized_splits
+    from peft_autoconfig.training.data import collated_batches, load_tokenizer, seeded_subset, tokenized_splits
     from peft_autoconfig.training.metrics import build_compute_metrics
     from peft_autoconfig.training.tasks import load_splits, load_task, resolve_num_labels
-    from transformers import DataCollatorWithPadding
 
     recipe = load_prune_recipe(args.recipe)
     task = load_task(recipe.task)
@@ -52,9 +51,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     batches = evaluation_batches(recipe, task, tokenizer)
     train = seeded_subset(tokenized_splits(task, tokenizer, recipe.supernet.max_length)["train"],
                           args.importance_batches * recipe.supernet.batch_size, recipe.seed)
-    collate, size = DataCollatorWithPadding(tokenizer), recipe.supernet.batch_size
-    train_batches = [collate([train[j] for j in range(i, min(i + size, len(train)))])
-                     for i in range(0, len(train), size)]
+    train_batches = collated_batches(train, tokenizer, recipe.supernet.batch_size)
     orders = {"taylor": taylor_importance(model, train_batches), "magnitude": magnitude_importance(model)}
     metric = task.metric_names[0]
     compute = build_compute_metrics(task.metric_names, num_labels)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, Trainer
+from transformers import Trainer
 
 from peft_autoconfig import MixedPetConfig
 from peft_autoconfig.search.recipe import parse_recipe
 from peft_autoconfig.search.superpet import SliceScorer
 from peft_autoconfig.training import RunConfig, run
-from peft_autoconfig.training.data import length_sorted_batches, load_tokenizer
+from peft_autoconfig.training.data import collated_batches, length_sorted_batches, load_tokenizer
 from tests.conftest import WORDS, synthetic_rows
 from tests.test_search_recipe import BASE, run_configs
 from tests.test_search_supernet import SUBS, make_superpet
@@ -39,8 +39,7 @@ def test_length_sorted_batches_hold_every_example_once_with_less_padding(tiny_be
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     dataset = varied_dataset(50)
     batches = length_sorted_batches(dataset, tokenizer, 8)
-    collate = DataCollatorWithPadding(tokenizer)
-    in_order = [collate([dataset[j] for j in range(i, min(i + 8, 50))]) for i in range(0, 50, 8)]
+    in_order = collated_batches(dataset, tokenizer, 8)
     assert [len(b["labels"]) for b in batches] == [8] * 6 + [2]
     seen = sorted(tuple(ids[mask.bool()].tolist()) for b in batches for ids, mask in
                   zip(b["input_ids"], b["attention_mask"]))
@@ -59,8 +58,7 @@ def test_a_slice_scores_the_same_on_length_sorted_batches(make_tiny_model, tiny_
     base, space, model, superpet = make_superpet(make_tiny_model)
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     dataset = varied_dataset(40, seed=1)
-    collate = DataCollatorWithPadding(tokenizer)
-    in_order = [collate([dataset[j] for j in range(i, min(i + 8, 40))]) for i in range(0, 40, 8)]
+    in_order = collated_batches(dataset, tokenizer, 8)
 
     def metrics(prediction):
         logits = np.asarray(prediction.predictions, dtype=np.float64)

@@ -90,14 +90,19 @@ def sorted_by_length(dataset: Any) -> Any:
     return dataset.select(sorted(range(len(lengths)), key=lengths.__getitem__), keep_in_memory=True)
 
 
-def length_sorted_batches(dataset: Any, tokenizer: Any, batch_size: int) -> list[dict[str, Any]]:
-    """Collated batches of `dataset` in `sorted_by_length` order, for scoring outside the Trainer (a super-PET's
-    slices, a pruned backbone's sub-networks)."""
+def collated_batches(dataset: Any, tokenizer: Any, batch_size: int) -> list[dict[str, Any]]:
+    """`dataset` in its order as padded batches of `batch_size` (the last one shorter), for scoring outside the
+    Trainer."""
     from transformers import DataCollatorWithPadding
 
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}.")
     collate = DataCollatorWithPadding(tokenizer)
-    ordered = sorted_by_length(dataset)
-    return [collate([ordered[j] for j in range(i, min(i + batch_size, len(ordered)))])
-            for i in range(0, len(ordered), batch_size)]
+    return [collate([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
+            for i in range(0, len(dataset), batch_size)]
+
+
+def length_sorted_batches(dataset: Any, tokenizer: Any, batch_size: int) -> list[dict[str, Any]]:
+    """`collated_batches` of `dataset` in `sorted_by_length` order, for scoring outside the Trainer (a super-PET's
+    slices, a pruned backbone's sub-networks)."""
+    return collated_batches(sorted_by_length(dataset), tokenizer, batch_size)
